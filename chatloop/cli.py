@@ -1,0 +1,246 @@
+"""The `chatloop` command line (Typer). Heavy imports (torch, transformers) happen inside commands
+so that `chatloop --help` is instant and `generate` reaches its first token quickly.
+
+    chatloop generate --prompt "What is the capital of France?" --temperature 0 --json
+    chatloop chat
+    chatloop bench decode --json
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage/input (one-line reason on stderr).
+"""
+
+import json
+import os
+import sys
+import time
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from chatloop.errors import ChatloopError
+
+LAUNCH = time.time()  # refined from /proc when available (see _launch_time)
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="chatloop: an open, full-stack ChatGPT.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print side-by-side ratios.")
+app.add_typer(bench_app, name="bench")
+
+
+class DType(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    int8 = "int8"
+
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model REF: default, a HF model dir or a .gguf file.")]
+SystemOpt = Annotated[str | None, typer.Option("--system", help="System prompt (default: the model template's).")]
+DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Weights: auto (fastest that keeps quality), float32, "
+                                                         "bfloat16, int8.")]
+
+
+def _launch_time() -> float:
+    """Wall-clock time the process started (Linux /proc), else when this module was imported."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        start_ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        uptime = float(open("/proc/uptime").read().split()[0])
+        return time.time() - uptime + start_ticks / ticks
+    except (OSError, ValueError, IndexError):
+        return LAUNCH
+
+
+def _fail(e: ChatloopError) -> None:
+    typer.echo(f"error: {e}", err=True)
+    raise typer.Exit(e.exit_code)
+
+
+def _start_engine(model: str, dtype: str, max_batch: int = 8):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from chatloop.engine.scheduler import Engine
+    from chatloop.models.loading import load_model
+
+    return Engine(lambda: load_model(model, dtype), max_batch=max_batch)
+
+
+def _messages(system: str | None, prompt: str) -> list[dict]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The user message.")],
+    model: ModelOpt = "default",
+    system: SystemOpt = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Most tokens to generate.")] = 256,
+    dtype: DTypeOpt = DType.auto,
+    temperature: Annotated[float, typer.Option(help="0 = greedy (deterministic).")] = 0.7,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")] = 0.9,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same text.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of streaming.")] = False,
+) -> None:
+    """Answer one prompt with a chat model (streams to stdout)."""
+    try:
+        from chatloop.engine.sampling import SamplingParams
+        from chatloop.models.chat_format import render_conversation
+
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        t0 = time.time()
+        engine = _start_engine(model, dtype.value, max_batch=1)
+        t_loaded = time.time()
+        rendered = render_conversation(
+            engine.tokenizer, _messages(system, prompt), add_generation_prompt=True,
+            max_tokens=engine.max_len - max_tokens,
+        )
+        first_token_at = None
+        for event in engine.submit(rendered.ids, params):
+            if first_token_at is None:
+                first_token_at = time.time()
+            if not as_json:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+        result = event.result
+        engine.shutdown()
+    except ChatloopError as e:
+        _fail(e)
+    if result.finish_reason == "error":
+        _fail(ChatloopError(f"generation failed: {result.error}"))
+    if not as_json:
+        sys.stdout.write("\n")
+        return
+    launch = _launch_time()
+    timings = {k: round(v * 1000, 1) for k, v in engine.loaded.timings.items()}
+    out = {
+        "text": result.text,
+        "model": result.model,
+        "finish_reason": result.finish_reason,
+        "usage": {
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "total_tokens": result.prompt_tokens + result.completion_tokens,
+        },
+        "ttft_ms": round((result.ttft_s or 0.0) * 1000, 1),
+        "tok_s": round(result.decode_tok_s, 2),
+        "dtype": engine.loaded.dtype,
+        "startup_ms": {
+            "python_start_and_imports": round((t0 - launch) * 1000, 1),
+            **{k.removesuffix("_s"): v for k, v in timings.items()},
+            "engine_ready": round((t_loaded - t0) * 1000, 1),
+            "first_token_since_launch": round(((first_token_at or time.time()) - launch) * 1000, 1),
+        },
+    }
+    typer.echo(json.dumps(out, ensure_ascii=False))
+
+
+CHAT_HELP = "Commands: /reset (new conversation), /system TEXT (set system prompt), /exit. Ctrl-C stops an answer."
+
+
+@app.command()
+def chat(
+    model: ModelOpt = "default",
+    system: SystemOpt = None,
+    dtype: DTypeOpt = DType.auto,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Most tokens per answer.")] = 512,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.7,
+) -> None:
+    """Chat in the terminal: streaming answers, multi-turn memory."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    try:
+        from chatloop.engine.sampling import SamplingParams
+        from chatloop.models.chat_format import render_conversation
+
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=0.9)
+        with console.status(f"loading {model} ..."):
+            engine = _start_engine(model, dtype.value, max_batch=1)
+    except ChatloopError as e:
+        _fail(e)
+    console.print(f"[bold]chatloop[/] · {engine.model_id} ({engine.loaded.dtype}). {CHAT_HELP}", style="dim")
+    messages: list[dict] = []
+    while True:
+        try:
+            line = console.input("[bold green]you>[/] ")
+        except EOFError:
+            break
+        except KeyboardInterrupt:
+            console.print("\n(type /exit or press Ctrl-D to quit)", style="dim")
+            continue
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            break
+        if text == "/reset":
+            messages = []
+            console.print("(new conversation)", style="dim")
+            continue
+        if text.startswith("/system"):
+            system = text[len("/system"):].strip() or None
+            console.print(f"(system prompt {'set' if system else 'cleared'}; applies from the next message)", style="dim")
+            continue
+        if text.startswith("/"):
+            console.print(f"unknown command. {CHAT_HELP}", style="dim")
+            continue
+        messages.append({"role": "user", "content": line})
+        convo = ([{"role": "system", "content": system}] if system else []) + messages
+        try:
+            rendered = render_conversation(
+                engine.tokenizer, convo, add_generation_prompt=True, max_tokens=engine.max_len - max_tokens
+            )
+        except ChatloopError as e:
+            console.print(f"error: {e}", style="red")
+            messages.pop()
+            continue
+        if rendered.dropped:
+            console.print(f"(the oldest {rendered.dropped} messages no longer fit the context and were left out)",
+                          style="dim")
+        handle = engine.submit(rendered.ids, params)
+        console.print("[bold blue]assistant>[/] ", end="")
+        try:
+            for event in handle:
+                console.out(event.text, end="")
+        except KeyboardInterrupt:
+            handle.cancel()
+            result = handle.wait()
+            console.print(" [stopped]", style="dim")
+        else:
+            result = handle.result
+            console.print()
+        if result.finish_reason == "error":
+            console.print(f"error: {result.error}", style="red")
+            messages.pop()
+            continue
+        messages.append({"role": "assistant", "content": result.text})
+    engine.shutdown()
+
+
+@bench_app.command("decode")
+def bench_decode(
+    model: ModelOpt = "default",
+    tokens: Annotated[int, typer.Option("--tokens", min=8, help="Tokens generated per stream.")] = 128,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Decode speed: transformers generate vs our engine, 1/4/8 concurrent streams, startup time."""
+    from chatloop.bench.decode import run_decode_bench
+
+    try:
+        report = run_decode_bench(model, tokens)
+    except ChatloopError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        from chatloop.bench.decode import print_report
+
+        print_report(report)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

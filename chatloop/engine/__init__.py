@@ -1,0 +1,1 @@
+"""Generation: KV-cache runner, sampling, stop strings, streaming and the batching scheduler."""

@@ -1,0 +1,70 @@
+"""Streaming text out of token ids: UTF-8-safe incremental detokenisation and stop strings.
+
+Byte-level BPE tokens can split a multibyte character (Chinese, emoji) across tokens; decoding
+such a prefix yields U+FFFD. The detokenizer holds text back until the character is complete.
+The stop matcher holds back the tail that could still become a stop string, so a client never
+sees text that is later retracted.
+"""
+
+
+class IncrementalDetokenizer:
+    """Text deltas for a growing list of token ids (the prefix/read offsets scheme of vLLM/TGI)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0  # decode from here, so that tokenizers see context for leading spaces
+        self.read = 0  # text of ids[:read] has been returned
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        before = self._decode(self.ids[self.prefix : self.read])
+        after = self._decode(self.ids[self.prefix :])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return after[len(before) :]
+        return ""
+
+    def flush(self) -> str:
+        """Whatever is still held back at the end of generation, minus an unfinished character
+        (generation cut off in the middle of a multibyte character must not emit U+FFFD)."""
+        before = self._decode(self.ids[self.prefix : self.read])
+        after = self._decode(self.ids[self.prefix :])
+        self.prefix = self.read = len(self.ids)
+        return after[len(before) :].rstrip("\ufffd")
+
+
+class StopMatcher:
+    """Accumulates text, finds the earliest stop string, and releases only text that is final."""
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.stops = stops
+        self.longest = max((len(s) for s in stops), default=0)
+        self.text = ""
+        self.emitted = 0
+
+    def feed(self, delta: str) -> tuple[str, bool]:
+        """Returns (text safe to emit now, whether a stop string was reached)."""
+        if not self.stops:
+            self.text += delta
+            self.emitted = len(self.text)
+            return delta, False
+        search_from = max(0, len(self.text) - self.longest + 1)
+        self.text += delta
+        hits = [i for i in (self.text.find(s, search_from) for s in self.stops) if i >= 0]
+        if hits:
+            self.text = self.text[: min(hits)]
+            return self._release(len(self.text)), True
+        hold = max((k for s in self.stops for k in range(1, len(s)) if self.text.endswith(s[:k])), default=0)
+        return self._release(len(self.text) - hold), False
+
+    def finish(self) -> str:
+        return self._release(len(self.text))
+
+    def _release(self, end: int) -> str:
+        out = self.text[self.emitted : end]
+        self.emitted = max(self.emitted, end)
+        return out

@@ -1,0 +1,234 @@
+"""The model runner: our own forward pass over a slot-based KV cache (no `model.generate`).
+
+The runner owns the weights and the cache and knows nothing about text. Each active sequence
+lives in a cache *slot*; active slots are kept compact (0..n-1) so that one decode step is a
+single batched forward over `n` rows, each at its own position. Prefill writes one new sequence
+into the next free slot. Removing a sequence moves the last slot into the hole.
+
+It takes the weights of a Hugging Face Llama-family model, packs them (q/k/v and gate/up fused
+into one matrix each; float32, bfloat16 or int8, see quant.py) and runs the same arithmetic as
+`transformers` (float32 output is token-for-token equal to `generate(do_sample=False)`), with
+its own attention/cache plumbing, which is where batching lives.
+
+    python -m chatloop.engine.runner   # compares greedy output with transformers generate()
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from chatloop.engine.quant import PackedLinear, fuse
+
+CACHE_GROWTH = 256  # cache capacity grows in steps of this many positions
+
+
+
+@dataclass
+class _Layer:
+    ln1: torch.Tensor
+    qkv: PackedLinear
+    o: PackedLinear
+    ln2: torch.Tensor
+    gate_up: PackedLinear
+    down: PackedLinear
+
+
+class ModelRunner:
+    def __init__(self, model, mode: str, max_slots: int, max_len: int):
+        """mode: 'float32', 'bfloat16', 'int8' or 'auto' (see quant.py); all but float32 compute in bf16."""
+        cfg = model.config
+        self.config = cfg
+        self.mode = mode
+        self.dtype = torch.float32 if mode == "float32" else torch.bfloat16
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.q_size = self.n_heads * self.head_dim
+        self.kv_size = self.n_kv * self.head_dim
+        self.eps = cfg.rms_norm_eps
+        self.scale = self.head_dim**-0.5
+        decoder = model.model
+        self.rotary = decoder.rotary_emb
+        self.embed = decoder.embed_tokens.weight.detach().to(self.dtype)
+        self.norm = decoder.norm.weight.detach().to(self.dtype)
+        # The output projection stays bf16 under int8/auto: it is shared with the embeddings and
+        # quantisation-sensitive, and oneDNN bf16 is faster than the int8 kernel for its shape.
+        head_mode = "bfloat16" if mode in ("int8", "auto") else mode
+        self.lm_head = PackedLinear(model.lm_head.weight, getattr(model.lm_head, "bias", None), head_mode)
+        self.layers = []
+        for layer in decoder.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            self.layers.append(_Layer(
+                ln1=layer.input_layernorm.weight.detach().to(self.dtype),
+                qkv=fuse([attn.q_proj, attn.k_proj, attn.v_proj], mode),
+                o=PackedLinear(attn.o_proj.weight, attn.o_proj.bias, mode),
+                ln2=layer.post_attention_layernorm.weight.detach().to(self.dtype),
+                gate_up=fuse([mlp.gate_proj, mlp.up_proj], mode),
+                down=PackedLinear(mlp.down_proj.weight, mlp.down_proj.bias, mode),
+            ))
+        self.max_slots = max_slots
+        self.max_len = max_len
+        self.capacity = 0
+        self.k: list[torch.Tensor] = []
+        self.v: list[torch.Tensor] = []
+        self.lens = [0] * max_slots  # tokens held in each slot's cache
+        self.n = 0  # active slots are 0..n-1
+
+    # --- cache management -------------------------------------------------------------
+
+    def _ensure_capacity(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
+        if needed > self.max_len:
+            raise ValueError(f"sequence of {needed} tokens exceeds the cache limit {self.max_len}")
+        new_cap = min(self.max_len, -(-needed // CACHE_GROWTH) * CACHE_GROWTH)
+        shape = (self.max_slots, self.n_kv, new_cap, self.head_dim)
+        for i in range(len(self.layers)):
+            k = torch.zeros(shape, dtype=self.dtype)
+            v = torch.zeros(shape, dtype=self.dtype)
+            if self.capacity:
+                k[:, :, : self.capacity] = self.k[i]
+                v[:, :, : self.capacity] = self.v[i]
+                self.k[i], self.v[i] = k, v
+            else:
+                self.k.append(k)
+                self.v.append(v)
+        self.capacity = new_cap
+
+    def remove(self, slot: int) -> int | None:
+        """Free `slot`; returns the slot index that was moved into it (or None)."""
+        last = self.n - 1
+        moved = None
+        if slot != last:
+            for k, v in zip(self.k, self.v):
+                k[slot].copy_(k[last])
+                v[slot].copy_(v[last])
+            self.lens[slot] = self.lens[last]
+            moved = last
+        self.lens[last] = 0
+        self.n -= 1
+        return moved
+
+    def clear(self) -> None:
+        self.n = 0
+        self.lens = [0] * self.max_slots
+
+    # --- forward ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
+        """Put new sequences in the next free slots (in order); returns their last logits [n, vocab].
+
+        Several prompts run as one packed row with a block-diagonal causal mask, so the matrix
+        multiplies see all their tokens at once.
+        """
+        if self.n + len(prompts) > self.max_slots:
+            raise RuntimeError("not enough free cache slots")
+        self._ensure_capacity(max(len(p) for p in prompts))
+        packed = torch.tensor([[t for p in prompts for t in p]], dtype=torch.long)
+        logits = self._forward(packed, self.n, [0], lengths=[len(p) for p in prompts])
+        for p in prompts:
+            self.lens[self.n] = len(p)
+            self.n += 1
+        return logits
+
+    @torch.inference_mode()
+    def score(self, ids: list[int]) -> torch.Tensor:
+        """Logits for every position of `ids` (for perplexity/evaluation); leaves the cache as is."""
+        if self.n >= self.max_slots:
+            raise RuntimeError("no free cache slot")
+        self._ensure_capacity(len(ids))
+        return self._forward(torch.tensor([ids], dtype=torch.long), self.n, [0], all_logits=True)
+
+    @torch.inference_mode()
+    def decode(self, tokens: list[int]) -> torch.Tensor:
+        """One step for every active slot (tokens[i] goes to slot i); returns logits [n, vocab]."""
+        n = self.n
+        assert len(tokens) == n
+        positions = self.lens[:n]
+        self._ensure_capacity(max(positions) + 1)
+        input_ids = torch.tensor(tokens, dtype=torch.long).view(n, 1)
+        logits = self._forward(input_ids, 0, positions)
+        for i in range(n):
+            self.lens[i] += 1
+        return logits
+
+    def _forward(self, input_ids, first_slot: int, starts: list[int], lengths=None, all_logits=False):
+        """Decode (t == 1: one token per row, rows = slots first_slot..) or prefill (b == 1: a
+        packed row of `lengths` prompts for slots first_slot.., each from position 0).
+        Returns float32 logits: [b, vocab] for decode, [len(lengths), vocab] for prefill, or
+        [t, vocab] with all_logits."""
+        b, t = input_ids.shape
+        rows = slice(first_slot, first_slot + b)
+        start = torch.tensor(starts, dtype=torch.long)
+        lengths = lengths or [t]
+        if t == 1:
+            position_ids = start[:, None]
+        else:
+            position_ids = torch.cat([torch.arange(n) for n in lengths])[None, :]
+        kv_len = max(starts) + t
+        h = F.embedding(input_ids, self.embed)
+        cos, sin = self.rotary(h, position_ids)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        groups = self.n_heads // self.n_kv
+        if t == 1:
+            # Decode: each row sees its own history only. Query heads are grouped onto their
+            # key/value head ([b, kv, groups, d]) so GQA needs no repeated keys.
+            mask = (torch.arange(kv_len)[None, :] <= start[:, None]).view(b, 1, 1, kv_len)
+            row_idx = torch.arange(first_slot, first_slot + b)
+        else:
+            assert b == 1 and starts[0] == 0 and sum(lengths) == t
+            offsets = [0]
+            for n in lengths:
+                offsets.append(offsets[-1] + n)
+            mask = None
+            if len(lengths) > 1:  # block-diagonal causal: each prompt sees only its own past
+                seq_id = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+                causal = torch.ones(t, t, dtype=torch.bool).tril_()
+                mask = (causal & (seq_id[:, None] == seq_id[None, :])).view(1, 1, t, t)
+        for i, layer in enumerate(self.layers):
+            x = self._rms_norm(h, layer.ln1)
+            q, k, v = layer.qkv(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+            q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+            k = k.view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+            v = v.view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            kc, vc = self.k[i], self.v[i]
+            if t == 1:
+                kc[row_idx, :, start] = k[:, :, 0]
+                vc[row_idx, :, start] = v[:, :, 0]
+                out = F.scaled_dot_product_attention(
+                    q.reshape(b, self.n_kv, groups, self.head_dim),
+                    kc[rows, :, :kv_len], vc[rows, :, :kv_len],
+                    attn_mask=mask, scale=self.scale,
+                ).reshape(b, self.n_heads, 1, self.head_dim)
+            else:
+                for j, n in enumerate(lengths):
+                    kc[first_slot + j, :, :n] = k[0, :, offsets[j] : offsets[j + 1]]
+                    vc[first_slot + j, :, :n] = v[0, :, offsets[j] : offsets[j + 1]]
+                out = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale, enable_gqa=groups > 1
+                )
+            h = h + layer.o(out.transpose(1, 2).reshape(b, t, self.q_size))
+            gate, up = layer.gate_up(self._rms_norm(h, layer.ln2)).chunk(2, dim=-1)
+            h = h + layer.down(F.silu(gate) * up)
+        if all_logits:
+            h = h[0]
+        elif t == 1:
+            h = h[:, 0]
+        else:
+            h = h[0, [off - 1 for off in offsets[1:]]]
+        return self.lm_head(self._rms_norm(h, self.norm)).float()
+
+    def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        # Same arithmetic as transformers' LlamaRMSNorm: normalise in float32, scale in model dtype.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * xf.to(x.dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin

@@ -1,0 +1,150 @@
+"""Sampling parameters and the batched next-token sampler.
+
+One call per decode step picks the next token of every active sequence, each with its own
+settings: greedy (temperature 0), temperature, top-k, top-p, repetition penalty (as in
+transformers: over prompt and output), frequency/presence penalties (as in OpenAI's API: over the
+output) and a per-request seed (a private torch.Generator, so the same seed gives the same text).
+
+Top-k/top-p avoid a full sort of the vocabulary: the nucleus is searched among the top
+CANDIDATES tokens and a row falls back to a full sort only when its nucleus is larger than that.
+"""
+
+import secrets
+from dataclasses import dataclass, field
+
+import torch
+
+from chatloop.errors import UsageError
+
+CANDIDATES = 1024
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int | None = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no limit
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+
+    def __post_init__(self):
+        def bad(name: str, why: str):
+            raise UsageError(f"invalid {name}: {why}")
+
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
+            bad("max_tokens", f"must be a positive integer, got {self.max_tokens!r}")
+        if not 0.0 <= self.temperature <= 2.0:
+            bad("temperature", f"must be between 0 and 2, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            bad("top_p", f"must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            bad("top_k", f"must be >= 0, got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            bad("repetition_penalty", f"must be > 0, got {self.repetition_penalty}")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                bad(name, f"must be between -2 and 2, got {getattr(self, name)}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            bad("seed", f"must be a non-negative 63-bit integer, got {self.seed}")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        if len(self.stop) > 4 or any(not isinstance(s, str) or not s for s in self.stop):
+            bad("stop", "at most 4 non-empty strings")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class SequenceSampler:
+    """Per-sequence sampling state: its generator and the token statistics penalties need."""
+
+    params: SamplingParams
+    vocab_size: int
+    prompt_ids: list[int]
+    generator: torch.Generator = field(init=False)
+    counts: torch.Tensor | None = field(init=False, default=None)
+    seen: torch.Tensor | None = field(init=False, default=None)
+
+    def __post_init__(self):
+        seed = self.params.seed if self.params.seed is not None else secrets.randbits(63)
+        self.generator = torch.Generator().manual_seed(seed)
+        p = self.params
+        if p.frequency_penalty or p.presence_penalty:
+            self.counts = torch.zeros(self.vocab_size)
+        if p.repetition_penalty != 1.0:
+            self.seen = torch.zeros(self.vocab_size, dtype=torch.bool)
+            ids = [i for i in self.prompt_ids if 0 <= i < self.vocab_size]
+            self.seen[ids] = True
+
+    def observe(self, token: int) -> None:
+        if self.counts is not None:
+            self.counts[token] += 1
+        if self.seen is not None:
+            self.seen[token] = True
+
+    def apply_penalties(self, logits: torch.Tensor) -> None:
+        """In place on one row of logits."""
+        p = self.params
+        if self.seen is not None:
+            picked = logits[self.seen]
+            logits[self.seen] = torch.where(picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty)
+        if self.counts is not None:
+            logits -= self.counts * p.frequency_penalty + (self.counts > 0).float() * p.presence_penalty
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator) -> int:
+    """Index drawn from an (unnormalised) probability vector by inverse CDF."""
+    cdf = probs.cumsum(0)
+    u = torch.rand(1, generator=generator) * cdf[-1]
+    return min(int(torch.searchsorted(cdf, u, right=True)), probs.shape[0] - 1)
+
+
+def _nucleus(probs: torch.Tensor, p: SamplingParams) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(candidate probs, their token ids) after top-k then top-p, or None if neither applies.
+
+    As in transformers and vLLM, top-p acts on the distribution renormalised after top-k.
+    """
+    if p.top_k == 0 and p.top_p >= 1.0:
+        return None
+    vocab = probs.shape[0]
+    if p.top_k:
+        vals, idx = probs.topk(min(vocab, p.top_k))
+        vals = vals / vals.sum()
+    else:
+        vals, idx = probs.topk(min(vocab, CANDIDATES))
+    if p.top_p < 1.0:
+        cum = vals.cumsum(0)
+        if not p.top_k and cum[-1] < p.top_p and vals.shape[0] < vocab:
+            vals, idx = probs.sort(descending=True)  # the nucleus is wider than the candidates
+            cum = vals.cumsum(0)
+        keep = max(1, int(((cum - vals) < p.top_p).sum()))
+        vals, idx = vals[:keep], idx[:keep]
+    return vals, idx
+
+
+def sample_next(logits: torch.Tensor, samplers: list[SequenceSampler]) -> list[int]:
+    """Pick one token per row of `logits` [n, vocab] (float32; modified in place)."""
+    for row, s in zip(logits, samplers):
+        s.apply_penalties(row)
+    out = logits.argmax(dim=-1).tolist()
+    sampled = [i for i, s in enumerate(samplers) if not s.params.greedy]
+    if not sampled:
+        return out
+    temps = torch.tensor([samplers[i].params.temperature for i in sampled]).unsqueeze(1)
+    probs = torch.softmax(logits[sampled] / temps, dim=-1)
+    for row, i in enumerate(sampled):
+        s = samplers[i]
+        filtered = _nucleus(probs[row], s.params)
+        if filtered is None:
+            out[i] = _draw(probs[row], s.generator)
+        else:
+            vals, idx = filtered
+            out[i] = int(idx[_draw(vals, s.generator)])
+    return out

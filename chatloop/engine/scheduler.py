@@ -1,0 +1,348 @@
+"""The engine: a scheduler thread that owns the model and runs continuous batching.
+
+    engine = Engine(lambda: load_model("default"))
+    handle = engine.submit(prompt_ids, SamplingParams(temperature=0))
+    for event in handle:            # streamed text deltas, then a final event with the result
+        print(event.text, end="")
+
+Requests wait in a bounded queue (EngineOverloaded when full). Between decode steps the thread
+admits waiting requests (prefill into a free cache slot) and retires finished or cancelled ones,
+so sequences join and leave a running batch, each with its own sampling settings. Callers never
+touch the model: they talk to the thread through the queue and their handle's event stream, so
+generation never runs on an asyncio event loop.
+
+The thread also *loads* the model: all torch work then happens on one thread. (On few cores,
+running the model on a second thread after the main thread has used torch's OpenMP pool costs
+~50% of decode speed: two thread pools fight for the cores.)
+"""
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from chatloop.engine.detok import IncrementalDetokenizer, StopMatcher
+from chatloop.engine.runner import ModelRunner
+from chatloop.engine.sampling import SamplingParams, SequenceSampler, sample_next
+from chatloop.errors import ChatloopError, ContextTooLongError, EngineOverloaded
+from chatloop.models.loading import LoadedModel
+
+log = logging.getLogger(__name__)
+
+PREFILL_TOKENS = 2048  # prompt tokens prefilled together in one forward pass (bounds its mask)
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # stop | length | cancelled | error
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+    ttft_s: float | None
+    latency_s: float
+    error: str | None = None
+
+    @property
+    def decode_tok_s(self) -> float:
+        """Decoding speed after the first token (the first one is dominated by prefill)."""
+        span = self.latency_s - (self.ttft_s or 0.0)
+        return (self.completion_tokens - 1) / span if self.completion_tokens > 1 and span > 0 else 0.0
+
+
+@dataclass
+class StreamEvent:
+    text: str  # newly final text, possibly empty
+    token_ids: list[int]  # tokens sampled in this step
+    result: GenerationResult | None = None  # set on the last event only
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None
+
+
+class RequestHandle:
+    """The caller's side of one request: an iterator of StreamEvents and a cancel button."""
+
+    def __init__(self, request_id: int, on_event: Callable[[StreamEvent], None] | None):
+        self.id = request_id
+        self._events: queue.Queue[StreamEvent] = queue.Queue()
+        self._sink = on_event or self._events.put
+        self._cancel = threading.Event()
+        self.result: GenerationResult | None = None
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def _emit(self, event: StreamEvent) -> None:
+        if event.result is not None:
+            self.result = event.result
+        self._sink(event)
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        while True:
+            event = self._events.get()
+            yield event
+            if event.finished:
+                return
+
+    def wait(self) -> GenerationResult:
+        for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+
+@dataclass
+class _Sequence:
+    handle: RequestHandle
+    prompt_ids: list[int]
+    params: SamplingParams
+    sampler: SequenceSampler
+    detok: IncrementalDetokenizer
+    stopper: StopMatcher
+    submitted: float
+    output_ids: list[int] = field(default_factory=list)
+    first_token_at: float | None = None
+    last_token: int = -1
+
+
+class Engine:
+    def __init__(
+        self,
+        loader: Callable[[], LoadedModel],
+        max_batch: int = 8,
+        max_waiting: int = 64,
+        max_len: int | None = None,
+    ):
+        """Start the engine thread, which calls `loader()`; returns once the model is ready
+        (re-raising the loader's error, e.g. ModelRefError for a bad reference)."""
+        self.max_batch = max_batch
+        self.max_waiting = max_waiting
+        self._waiting: deque[_Sequence] = deque()
+        self._active: list[_Sequence] = []  # index == cache slot
+        self._cv = threading.Condition()
+        self._ids = itertools.count(1)
+        self._stopping = False
+        self._calls: list[tuple[Callable[[], object], dict, threading.Event]] = []
+        self._ready = threading.Event()
+        self._load_error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(loader, max_len), name="chatloop-engine", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait()
+        if self._load_error is not None:
+            raise self._load_error
+
+    def _setup(self, loader: Callable[[], LoadedModel], max_len: int | None) -> None:
+        loaded = loader()
+        self.loaded = loaded
+        self.model_id = loaded.model_id
+        self.tokenizer = loaded.tokenizer
+        self.max_len = min(max_len or loaded.context_len, loaded.context_len)
+        t = time.perf_counter()
+        self.runner = ModelRunner(loaded.model, loaded.dtype, max_slots=self.max_batch, max_len=self.max_len)
+        loaded.timings["pack_s"] = time.perf_counter() - t
+        self.vocab_size = loaded.model.config.vocab_size
+        self.eos_ids = frozenset(loaded.eos_token_ids)
+
+    def run_on_engine_thread(self, fn: Callable[[], object]) -> object:
+        """Run `fn` on the engine thread between steps (e.g. a benchmark baseline using torch)."""
+        box: dict[str, object] = {}
+        done = threading.Event()
+        with self._cv:
+            self._calls.append((fn, box, done))
+            self._cv.notify()
+        done.wait()
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        return box["value"]
+
+    # --- caller side (any thread) ------------------------------------------------------------
+
+    def submit(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        on_event: Callable[[StreamEvent], None] | None = None,
+    ) -> RequestHandle:
+        if not prompt_ids:
+            raise ContextTooLongError("the prompt is empty")
+        if len(prompt_ids) >= self.max_len:
+            raise ContextTooLongError(
+                f"the prompt has {len(prompt_ids)} tokens; this model's context holds {self.max_len}"
+            )
+        handle = RequestHandle(next(self._ids), on_event)
+        seq = _Sequence(
+            handle=handle,
+            prompt_ids=list(prompt_ids),
+            params=params,
+            sampler=SequenceSampler(params, self.vocab_size, prompt_ids),
+            detok=IncrementalDetokenizer(self.tokenizer),
+            stopper=StopMatcher(params.stop),
+            submitted=time.perf_counter(),
+        )
+        with self._cv:
+            if self._stopping:
+                raise ChatloopError("the engine is shut down")
+            if len(self._waiting) >= self.max_waiting:
+                raise EngineOverloaded(
+                    f"engine overloaded: {len(self._waiting)} requests already waiting; retry shortly"
+                )
+            self._waiting.append(seq)
+            self._cv.notify()
+        return handle
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams) -> GenerationResult:
+        return self.submit(prompt_ids, params).wait()
+
+    def stats(self) -> dict[str, int]:
+        with self._cv:
+            return {"active": len(self._active), "waiting": len(self._waiting), "max_batch": self.max_batch}
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        self._thread.join(timeout)
+
+    # --- scheduler thread ----------------------------------------------------------------------
+
+    def _run(self, loader: Callable[[], LoadedModel], max_len: int | None) -> None:
+        try:
+            self._setup(loader, max_len)
+        except BaseException as e:  # handed to the constructor, which re-raises it
+            self._load_error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stopping and not self._waiting and not self._active and not self._calls:
+                    self._cv.wait()
+                if self._stopping:
+                    break
+                calls, self._calls = self._calls, []
+            for fn, box, done in calls:
+                try:
+                    box["value"] = fn()
+                except Exception as e:  # noqa: BLE001 - returned to the caller
+                    box["error"] = e
+                done.set()
+            try:
+                self._admit()
+                self._retire_cancelled()
+                if self._active:
+                    self._step()
+            except Exception as e:  # noqa: BLE001 - a failed step must fail its requests, not the thread
+                log.exception("engine step failed")
+                self._fail_all(f"{type(e).__name__}: {e}")
+        self._fail_all("the engine shut down", reason="cancelled")
+
+    def _admit(self) -> None:
+        """Prefill waiting requests into free slots, together (up to PREFILL_TOKENS tokens)."""
+        batch: list[_Sequence] = []
+        tokens = 0
+        with self._cv:
+            while self._waiting and len(self._active) + len(batch) < self.max_batch:
+                seq = self._waiting[0]
+                if batch and tokens + len(seq.prompt_ids) > PREFILL_TOKENS:
+                    break
+                self._waiting.popleft()
+                if seq.handle.cancelled:
+                    self._finish(seq, "cancelled")
+                    continue
+                batch.append(seq)
+                tokens += len(seq.prompt_ids)
+        if not batch:
+            return
+        logits = self.runner.prefill([seq.prompt_ids for seq in batch])
+        first = len(self._active)
+        self._active.extend(batch)
+        tokens_out = sample_next(logits, [seq.sampler for seq in batch])
+        done = [first + j for j, (seq, tok) in enumerate(zip(batch, tokens_out)) if self._accept(seq, tok)]
+        for slot in reversed(done):
+            self._remove(slot)
+
+    def _retire_cancelled(self) -> None:
+        for slot in reversed(range(len(self._active))):
+            seq = self._active[slot]
+            if seq.handle.cancelled:
+                self._remove(slot)
+                self._finish(seq, "cancelled")
+
+    def _step(self) -> None:
+        logits = self.runner.decode([seq.last_token for seq in self._active])
+        tokens = sample_next(logits, [seq.sampler for seq in self._active])
+        done = [slot for slot, (seq, tok) in enumerate(zip(self._active, tokens)) if self._accept(seq, tok)]
+        for slot in reversed(done):
+            self._remove(slot)
+
+    def _remove(self, slot: int) -> None:
+        """Free a cache slot, mirroring the runner's move of the last slot into the hole."""
+        moved = self.runner.remove(slot)
+        last = self._active.pop()
+        if moved is not None:
+            self._active[slot] = last
+
+    def _accept(self, seq: _Sequence, token: int) -> bool:
+        """Record a sampled token; returns True when the sequence has finished."""
+        now = time.perf_counter()
+        if seq.first_token_at is None:
+            seq.first_token_at = now
+        if token in self.eos_ids and not seq.params.ignore_eos:
+            self._finish(seq, "stop", tail=seq.stopper.feed(seq.detok.flush())[0] + seq.stopper.finish())
+            return True
+        seq.output_ids.append(token)
+        seq.last_token = token
+        seq.sampler.observe(token)
+        text, hit_stop = seq.stopper.feed(seq.detok.push(token))
+        if hit_stop:
+            self._finish(seq, "stop", tail=text)
+            return True
+        limit = seq.params.max_tokens
+        if (limit is not None and len(seq.output_ids) >= limit) or (
+            len(seq.prompt_ids) + len(seq.output_ids) >= self.max_len
+        ):
+            more, hit_stop = seq.stopper.feed(seq.detok.flush())
+            self._finish(seq, "stop" if hit_stop else "length", tail=text + more + seq.stopper.finish())
+            return True
+        seq.handle._emit(StreamEvent(text=text, token_ids=[token]))
+        return False
+
+    def _finish(self, seq: _Sequence, reason: str, tail: str = "", error: str | None = None) -> None:
+        if reason == "cancelled":
+            tail = seq.stopper.feed(seq.detok.flush())[0] + seq.stopper.finish()
+        result = GenerationResult(
+            text=seq.stopper.text,
+            token_ids=list(seq.output_ids),
+            finish_reason=reason,
+            prompt_tokens=len(seq.prompt_ids),
+            completion_tokens=len(seq.output_ids),
+            model=self.model_id,
+            ttft_s=None if seq.first_token_at is None else seq.first_token_at - seq.submitted,
+            latency_s=time.perf_counter() - seq.submitted,
+            error=error,
+        )
+        seq.handle._emit(StreamEvent(text=tail, token_ids=[], result=result))
+
+    def _fail_all(self, message: str, reason: str = "error") -> None:
+        with self._cv:
+            waiting, self._waiting = list(self._waiting), deque()
+        for seq in self._active + waiting:
+            self._finish(seq, reason, error=message)
+        self._active.clear()
+        self.runner.clear()

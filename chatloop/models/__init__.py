@@ -1,0 +1,1 @@
+"""Model references, loading (HF dirs, GGUF files, the bundled default) and the chat format."""

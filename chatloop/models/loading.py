@@ -1,0 +1,156 @@
+"""Load a model reference into a PyTorch model + tokenizer ready for the engine.
+
+GGUF files (the bundled default included) are dequantised once by transformers (`gguf_file=`,
+~20 s) and cached as safetensors + tokenizer + manifest under CHATLOOP_HOME/models/NAME/gguf-SHA/,
+so later starts only read safetensors. Every directory with a manifest is verified on load.
+"""
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chatloop.config import get_settings
+from chatloop.errors import ModelRefError, UsageError
+from chatloop.fsutil import publish_dir, sha256_file, staging_dir
+from chatloop.models.manifest import verify_manifest, write_manifest
+from chatloop.models.refs import ResolvedRef, resolve
+
+log = logging.getLogger(__name__)
+
+# Decoder-only architectures whose layers the engine's runner drives directly (engine/runner.py).
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
+DTYPES = ("auto", "float32", "bfloat16", "int8")
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # a transformers *ForCausalLM in eval mode
+    tokenizer: Any
+    model_id: str  # "name:version": the exact version that answers
+    path: Path
+    dtype: str  # the engine's weight mode: auto, float32, bfloat16 or int8
+    context_len: int
+    eos_token_ids: tuple[int, ...]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _gguf_cache_dir(src: ResolvedRef, digest: str) -> Path:
+    return get_settings().models_dir / src.name / f"gguf-{digest[:12]}"
+
+
+def convert_gguf(src: ResolvedRef) -> Path:
+    """Dequantise a GGUF file into a cached safetensors directory (once); returns the directory."""
+    digest = sha256_file(src.path)
+    final = _gguf_cache_dir(src, digest)
+    if final.is_dir():
+        return final
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.warning("converting %s into %s (once)", src.path, final)
+    kwargs = {"gguf_file": src.path.name}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src.path.parent, **kwargs)
+        quantized = AutoModelForCausalLM.from_pretrained(src.path.parent, dtype=torch.float32, **kwargs)
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
+        raise ModelRefError(f"cannot load GGUF file {src.path}: {e}") from e
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    # save_pretrained refuses a model loaded from GGUF: copy its weights into a fresh model.
+    with torch.device("meta"):
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(quantized.state_dict(), assign=True)
+    fresh.tie_weights()
+    tmp = staging_dir(final)
+    try:
+        fresh.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_manifest(
+            tmp,
+            name=src.name,
+            version=final.name,
+            source={"gguf": str(src.path), "sha256": digest},
+        )
+        publish_dir(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _check_architecture(directory: Path) -> dict:
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelRefError(f"unreadable config.json in {directory}: {e}") from e
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_ARCHITECTURES:
+        raise ModelRefError(
+            f"unsupported architecture '{model_type}' in {directory}: the engine runs "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)} decoder models"
+        )
+    return config
+
+
+def resolve_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise UsageError(f"unknown dtype '{dtype}': choose one of {', '.join(DTYPES)}")
+    # auto = int8 weights for single-row decoding, oneDNN-packed bf16 for batches (engine/quant.py);
+    # the perplexity tests bound both against float32.
+    return dtype
+
+
+def load_model(ref: str, dtype: str = "auto") -> LoadedModel:
+    """Resolve, verify and load a model reference; errors are ModelRefError (exit code 2)."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    resolved_dtype = resolve_dtype(dtype)
+    src = resolve(ref)
+    directory = convert_gguf(src) if src.kind == "gguf" else src.path
+    timings["resolve_s"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    config = _check_architecture(directory)
+    manifest = verify_manifest(directory)
+    timings["verify_s"] = time.perf_counter() - t
+    model_id = f"{manifest['name']}:{manifest['version']}" if manifest else src.name
+
+    t = time.perf_counter()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    timings["import_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        # Load float32 weights; the engine's runner packs them into the compute dtype.
+        torch_dtype = torch.float32
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype)
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
+        raise ModelRefError(f"cannot load model from {directory}: {e}") from e
+    model.eval().requires_grad_(False)
+    timings["load_s"] = time.perf_counter() - t
+
+    eos = model.generation_config.eos_token_id if model.generation_config else None
+    eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
+    if tokenizer.eos_token_id is not None:
+        eos_ids.add(tokenizer.eos_token_id)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        model_id=model_id,
+        path=directory,
+        dtype=resolved_dtype,
+        context_len=int(config.get("max_position_embeddings") or 2048),
+        eos_token_ids=tuple(sorted(eos_ids)),
+        timings=timings,
+    )

@@ -1,0 +1,88 @@
+"""Shared fixtures. Tests never touch the network or the user's ~/.chatloop.
+
+CHATLOOP_HOME points at .cache/test-home in the repository (git-ignored) so the default model's
+one-time GGUF conversion (~20 s) is shared by every test run. Tiny models are randomly
+initialised from a small LlamaConfig with the default model's tokenizer (real BPE, real chat
+template) and written as ordinary Hugging Face model directories.
+"""
+
+import os
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("CHATLOOP_HOME", str(ROOT / ".cache" / "test-home"))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def default_dir() -> Path:
+    """The bundled default model converted to safetensors (once per CHATLOOP_HOME)."""
+    from chatloop.models.loading import convert_gguf
+    from chatloop.models.refs import resolve
+
+    return convert_gguf(resolve("default"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(default_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(default_dir)
+
+
+def make_tiny_model(directory: Path, tokenizer, model_type: str = "llama", seed: int = 0) -> Path:
+    """A ~3M-parameter random decoder written as a HF model directory with a manifest."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from chatloop.models.manifest import write_manifest
+
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    write_manifest(directory, name=f"tiny-{model_type}", version="test")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tokenizer) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"), tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_dir):
+    from chatloop.engine.scheduler import Engine
+    from chatloop.models.loading import load_model
+
+    engine = Engine(lambda: load_model(str(tiny_dir), "float32"), max_batch=8, max_waiting=64)
+    yield engine
+    engine.shutdown()
+
+
+@pytest.fixture(scope="session")
+def default_engine(default_dir):
+    from chatloop.engine.scheduler import Engine
+    from chatloop.models.loading import load_model
+
+    engine = Engine(lambda: load_model("default", "auto"), max_batch=8)
+    yield engine
+    engine.shutdown()

@@ -1,0 +1,52 @@
+"""Streaming text: UTF-8-safe deltas (Chinese, emoji) and stop strings across deltas."""
+
+from chatloop.engine.detok import IncrementalDetokenizer, StopMatcher
+
+MIXED = "你好，世界！Hello 🌍🎉 café — 北京欢迎你 👩‍💻"
+
+
+def test_streamed_deltas_never_split_a_character(tokenizer):
+    ids = tokenizer(MIXED, add_special_tokens=False)["input_ids"]
+    assert len(ids) > len(MIXED) // 3  # byte-level BPE splits these characters across tokens
+    detok = IncrementalDetokenizer(tokenizer)
+    deltas = [detok.push(i) for i in ids] + [detok.flush()]
+    assert all("\ufffd" not in d for d in deltas)
+    assert "".join(deltas) == MIXED
+
+
+def test_flush_drops_an_unfinished_character(tokenizer):
+    ids = tokenizer("🌍", add_special_tokens=False)["input_ids"]
+    assert len(ids) > 1
+    detok = IncrementalDetokenizer(tokenizer)
+    assert detok.push(ids[0]) == ""
+    assert detok.flush() == ""
+
+
+def test_stop_string_split_across_deltas():
+    m = StopMatcher(("END",))
+    out = []
+    for delta in ["Hello wor", "ld E", "N", "D and more"]:
+        text, stopped = m.feed(delta)
+        out.append(text)
+        if stopped:
+            break
+    assert stopped and "".join(out) == "Hello world " and m.text == "Hello world "
+
+
+def test_held_back_prefix_is_released_when_it_is_not_a_stop():
+    m = StopMatcher(("STOP",))
+    first, _ = m.feed("go ST")
+    assert first == "go "
+    second, stopped = m.feed("ART now")
+    assert not stopped and first + second + m.finish() == "go START now"
+
+
+def test_earliest_of_several_stops_wins():
+    m = StopMatcher(("b", "xyz"))
+    text, stopped = m.feed("axyzb")
+    assert stopped and text == "a"
+
+
+def test_no_stops_passes_text_through():
+    m = StopMatcher(())
+    assert m.feed("abc") == ("abc", False) and m.finish() == ""
