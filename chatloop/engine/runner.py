@@ -96,6 +96,7 @@ class ModelRunner:
                 self.v.append(v)
         self.capacity = new_cap
 
+    @torch.inference_mode()
     def remove(self, slot: int) -> int | None:
         """Free `slot`; returns the slot index that was moved into it (or None)."""
         last = self.n - 1

@@ -311,19 +311,21 @@ class Engine:
         seq.sampler.observe(token)
         text, hit_stop = seq.stopper.feed(seq.detok.push(token))
         if hit_stop:
-            self._finish(seq, "stop", tail=text)
+            self._finish(seq, "stop", tail=text, tokens=[token])
             return True
         limit = seq.params.max_tokens
         if (limit is not None and len(seq.output_ids) >= limit) or (
             len(seq.prompt_ids) + len(seq.output_ids) >= self.max_len
         ):
             more, hit_stop = seq.stopper.feed(seq.detok.flush())
-            self._finish(seq, "stop" if hit_stop else "length", tail=text + more + seq.stopper.finish())
+            self._finish(seq, "stop" if hit_stop else "length", tail=text + more + seq.stopper.finish(), tokens=[token])
             return True
         seq.handle._emit(StreamEvent(text=text, token_ids=[token]))
         return False
 
-    def _finish(self, seq: _Sequence, reason: str, tail: str = "", error: str | None = None) -> None:
+    def _finish(
+        self, seq: _Sequence, reason: str, tail: str = "", error: str | None = None, tokens: list[int] | None = None
+    ) -> None:
         if reason == "cancelled":
             tail = seq.stopper.feed(seq.detok.flush())[0] + seq.stopper.finish()
         result = GenerationResult(
@@ -337,7 +339,7 @@ class Engine:
             latency_s=time.perf_counter() - seq.submitted,
             error=error,
         )
-        seq.handle._emit(StreamEvent(text=tail, token_ids=[], result=result))
+        seq.handle._emit(StreamEvent(text=tail, token_ids=tokens or [], result=result))
 
     def _fail_all(self, message: str, reason: str = "error") -> None:
         with self._cv:

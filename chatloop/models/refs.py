@@ -41,6 +41,13 @@ def bundled_gguf() -> Path:
     return path
 
 
+def _is_bundled(path: Path) -> bool:
+    try:
+        return path.resolve() == bundled_gguf()
+    except ModelRefError:
+        return False
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.") or "model"
 
@@ -55,7 +62,8 @@ def resolve(ref: str) -> ResolvedRef:
     if ref.lower().endswith(".gguf"):
         if not path.is_file():
             raise ModelRefError(f"GGUF file not found: {path}")
-        return ResolvedRef("gguf", path.resolve(), slug(path.stem))
+        name = DEFAULT_NAME if _is_bundled(path) else slug(path.stem)
+        return ResolvedRef("gguf", path.resolve(), name)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelRefError(f"{path} is not a Hugging Face model directory (no config.json)")

@@ -1,0 +1,81 @@
+"""The one chat format: ids + assistant mask, default system prompt, context truncation, validation."""
+
+import pytest
+
+from chatloop.errors import ContextTooLongError, UsageError
+from chatloop.models.chat_format import render_conversation
+
+CONVO = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Capital of France?"},
+    {"role": "assistant", "content": "Paris."},
+    {"role": "user", "content": "And of Italy?"},
+    {"role": "assistant", "content": "Rome."},
+]
+
+
+def masked_text(tokenizer, r) -> str:
+    return tokenizer.decode([i for i, m in zip(r.ids, r.mask) if m])
+
+
+def test_mask_covers_exactly_the_assistant_turns(tokenizer):
+    r = render_conversation(tokenizer, CONVO)
+    assert len(r.ids) == len(r.mask)
+    assert masked_text(tokenizer, r) == "Paris.<|im_end|>\nRome.<|im_end|>\n"
+    unmasked = tokenizer.decode([i for i, m in zip(r.ids, r.mask) if not m])
+    assert "Capital of France?" in unmasked and "Paris" not in unmasked
+    assert tokenizer.decode(r.ids) == r.text
+
+
+def test_ids_match_the_tokenizers_own_template(tokenizer):
+    r = render_conversation(tokenizer, CONVO[:2], add_generation_prompt=True)
+    expected = tokenizer.apply_chat_template(CONVO[:2], tokenize=False, add_generation_prompt=True)
+    assert r.text == expected and r.text.endswith("<|im_start|>assistant\n")
+    assert sum(r.mask) == 0
+
+
+def test_template_default_system_prompt_when_none_given(tokenizer):
+    r = render_conversation(tokenizer, [{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    assert r.text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+
+
+def test_text_content_parts_are_joined(tokenizer):
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]}]
+    assert "Hello there" in render_conversation(tokenizer, parts).text
+
+
+def test_long_conversation_drops_oldest_turns_but_keeps_system(tokenizer):
+    convo = [{"role": "system", "content": "SYSTEM-PROMPT"}]
+    for i in range(30):
+        convo += [{"role": "user", "content": f"question {i} " * 5}, {"role": "assistant", "content": f"answer {i} " * 5}]
+    convo.append({"role": "user", "content": "final question"})
+    full = render_conversation(tokenizer, convo, add_generation_prompt=True)
+    r = render_conversation(tokenizer, convo, add_generation_prompt=True, max_tokens=200)
+    assert len(r.ids) <= 200 < len(full.ids)
+    assert r.dropped > 0 and r.dropped % 2 == 0  # whole user+assistant exchanges
+    assert r.text.startswith("<|im_start|>system\nSYSTEM-PROMPT")
+    assert "final question" in r.text and "question 0 " not in r.text
+    first_turn = r.text.split("<|im_end|>\n", 1)[1]
+    assert first_turn.startswith("<|im_start|>user")
+
+
+def test_single_message_too_long_is_an_error(tokenizer):
+    with pytest.raises(ContextTooLongError, match="does not fit"):
+        render_conversation(tokenizer, [{"role": "user", "content": "word " * 500}], max_tokens=100)
+
+
+@pytest.mark.parametrize(
+    "messages, match",
+    [
+        ([], "non-empty"),
+        ("hello", "non-empty"),
+        ([{"role": "wizard", "content": "x"}], r"messages\[0\].role"),
+        ([{"role": "user", "content": 5}], r"messages\[0\].content"),
+        ([{"role": "user"}], r"messages\[0\].content"),
+        (["hi"], r"messages\[0\]"),
+        ([{"role": "user", "content": [{"type": "image_url"}]}], r"content\[0\]"),
+    ],
+)
+def test_invalid_messages_name_the_field(tokenizer, messages, match):
+    with pytest.raises(UsageError, match=match):
+        render_conversation(tokenizer, messages)

@@ -1,0 +1,142 @@
+"""The engine on a tiny random model: limits, stops, seeds, streaming, batching under submit/cancel."""
+
+import random
+import threading
+import time
+
+import pytest
+
+from chatloop.engine.sampling import SamplingParams
+from chatloop.engine.scheduler import Engine
+from chatloop.errors import ContextTooLongError, EngineOverloaded
+from chatloop.models.loading import load_model
+
+PROMPT = [1, 9690, 198, 4093, 3458, 2, 198, 1, 520, 9531, 198]
+
+
+def greedy(n: int, **kw) -> SamplingParams:
+    return SamplingParams(max_tokens=n, temperature=0, ignore_eos=True, **kw)
+
+
+def test_max_tokens_finishes_with_length_and_counts_usage(tiny_engine):
+    r = tiny_engine.generate(PROMPT, greedy(12))
+    assert r.finish_reason == "length"
+    assert r.completion_tokens == len(r.token_ids) == 12 and r.prompt_tokens == len(PROMPT)
+    assert r.model == "tiny-llama:test" and r.ttft_s is not None and r.latency_s >= r.ttft_s
+
+
+def test_streamed_deltas_add_up_to_the_final_text(tiny_engine):
+    handle = tiny_engine.submit(PROMPT, greedy(20))
+    events = list(handle)
+    assert events[-1].finished and not any(e.finished for e in events[:-1])
+    assert "".join(e.text for e in events) == handle.result.text
+    assert [t for e in events for t in e.token_ids] == handle.result.token_ids
+
+
+def test_greedy_is_deterministic_and_seeds_reproduce(tiny_engine):
+    assert tiny_engine.generate(PROMPT, greedy(16)).token_ids == tiny_engine.generate(PROMPT, greedy(16)).token_ids
+    sampled = [SamplingParams(max_tokens=16, temperature=1.0, seed=s, ignore_eos=True) for s in (7, 7, 8)]
+    a, b, c = (tiny_engine.generate(PROMPT, p).token_ids for p in sampled)
+    assert a == b and a != c
+
+
+def test_stop_string_truncates_before_it(tiny_engine):
+    full = tiny_engine.generate(PROMPT, greedy(40)).text
+    assert len(full) > 20
+    stop = full[10:14]
+    cut = full.index(stop)
+    r = tiny_engine.generate(PROMPT, greedy(40, stop=(stop,)))
+    assert r.finish_reason == "stop" and r.text == full[:cut]
+
+
+def test_eos_token_ends_with_stop(tiny_engine):
+    eos = tiny_engine.loaded.eos_token_ids[0]
+    r = tiny_engine.generate(PROMPT, SamplingParams(max_tokens=50, temperature=0))
+    if eos in tiny_engine.generate(PROMPT, greedy(50)).token_ids:
+        assert r.finish_reason == "stop" and eos not in r.token_ids
+    else:
+        assert r.finish_reason == "length"
+
+
+def test_prompt_longer_than_context_is_refused(tiny_engine):
+    with pytest.raises(ContextTooLongError):
+        tiny_engine.submit(PROMPT * 100, greedy(4))
+
+
+def test_generation_stops_at_the_context_limit(tiny_engine):
+    prompt = (PROMPT * 50)[: tiny_engine.max_len - 5]
+    r = tiny_engine.generate(prompt, SamplingParams(max_tokens=None, temperature=0, ignore_eos=True))
+    assert r.finish_reason == "length" and r.completion_tokens == 5
+
+
+def test_batched_greedy_equals_sequential_greedy(tiny_engine):
+    prompts = [PROMPT, PROMPT[:5], PROMPT + PROMPT[:7], PROMPT[3:]]
+    alone = [tiny_engine.generate(p, greedy(24)).token_ids for p in prompts]
+    handles = [tiny_engine.submit(p, greedy(24)) for p in prompts]
+    assert [h.wait().token_ids for h in handles] == alone
+
+
+def test_sixteen_requests_with_random_cancels_all_finish(tiny_engine):
+    rng = random.Random(0)
+    handles, expect_cancel = [], []
+    for i in range(16):
+        n = rng.randint(5, 60)
+        params = SamplingParams(max_tokens=n, temperature=rng.choice([0, 0.8]), seed=i, ignore_eos=True)
+        handles.append((tiny_engine.submit(PROMPT[: rng.randint(3, len(PROMPT))], params), n))
+        expect_cancel.append(rng.random() < 0.4)
+    for (h, _), cancel in zip(handles, expect_cancel):
+        if cancel:
+            time.sleep(rng.random() * 0.05)
+            h.cancel()
+    done = threading.Event()
+    results = []
+
+    def collect():
+        results.extend(h.wait() for h, _ in handles)
+        done.set()
+
+    threading.Thread(target=collect, daemon=True).start()
+    assert done.wait(120), "engine deadlocked"
+    for (h, n), cancel, r in zip(handles, expect_cancel, results):
+        assert r.finish_reason in (("cancelled", "length") if cancel else ("length",))
+        if r.finish_reason == "length":
+            assert r.completion_tokens == n
+    deadline = time.time() + 5
+    while tiny_engine.stats()["active"] and time.time() < deadline:
+        time.sleep(0.01)
+    assert tiny_engine.stats() == {"active": 0, "waiting": 0, "max_batch": 8}
+
+
+def test_cancel_frees_the_slot_for_the_next_request(tiny_dir):
+    engine = Engine(lambda: load_model(str(tiny_dir), "float32"), max_batch=1)
+    try:
+        long = engine.submit(PROMPT, SamplingParams(max_tokens=None, temperature=0, ignore_eos=True))
+        next(iter(long))  # it is running
+        waiting = engine.submit(PROMPT, greedy(3))
+        long.cancel()
+        assert long.wait().finish_reason == "cancelled"
+        assert waiting.wait().finish_reason == "length"
+    finally:
+        engine.shutdown()
+
+
+def test_full_queue_raises_overloaded(tiny_dir):
+    engine = Engine(lambda: load_model(str(tiny_dir), "float32"), max_batch=1, max_waiting=2)
+    try:
+        running = engine.submit(PROMPT, SamplingParams(max_tokens=None, temperature=0, ignore_eos=True))
+        next(iter(running))
+        queued = [engine.submit(PROMPT, greedy(2)) for _ in range(2)]
+        with pytest.raises(EngineOverloaded, match="overloaded"):
+            engine.submit(PROMPT, greedy(2))
+        running.cancel()
+        assert all(h.wait().finish_reason == "length" for h in queued)
+    finally:
+        engine.shutdown()
+
+
+def test_loader_errors_reach_the_caller():
+    def broken():
+        raise ContextTooLongError("loader exploded")
+
+    with pytest.raises(ContextTooLongError, match="loader exploded"):
+        Engine(broken)
