@@ -158,7 +158,7 @@ def chat(
             engine = _start_engine(model, dtype.value, max_batch=1)
     except ChatloopError as e:
         _fail(e)
-    console.print(f"[bold]chatloop[/] · {engine.model_id} ({engine.loaded.dtype}). {CHAT_HELP}", style="dim")
+    console.print(f"chatloop · {engine.model_id} ({engine.loaded.dtype}). {CHAT_HELP}", style="dim", markup=False)
     messages: list[dict] = []
     while True:
         try:
@@ -191,7 +191,7 @@ def chat(
                 engine.tokenizer, convo, add_generation_prompt=True, max_tokens=engine.max_len - max_tokens
             )
         except ChatloopError as e:
-            console.print(f"error: {e}", style="red")
+            console.print(f"error: {e}", style="red", markup=False)
             messages.pop()
             continue
         if rendered.dropped:
@@ -205,12 +205,12 @@ def chat(
         except KeyboardInterrupt:
             handle.cancel()
             result = handle.wait()
-            console.print(" [stopped]", style="dim")
+            console.print(" [stopped]", style="dim", markup=False)
         else:
             result = handle.result
             console.print()
         if result.finish_reason == "error":
-            console.print(f"error: {result.error}", style="red")
+            console.print(f"error: {result.error}", style="red", markup=False)
             messages.pop()
             continue
         messages.append({"role": "assistant", "content": result.text})

@@ -1,0 +1,100 @@
+"""The CLI as a user runs it: a real process, JSON on stdout, exit codes and one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def chatloop(*args: str, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "chatloop", *args],
+        input=stdin, capture_output=True, text=True, timeout=timeout, env=os.environ.copy(), check=False,
+    )
+
+
+@pytest.mark.slow
+def test_generate_json_answers_paris_identically_every_run(default_dir):
+    args = ("generate", "--prompt", "What is the capital of France?", "--temperature", "0", "--json")
+    first, second = chatloop(*args), chatloop(*args)
+    assert first.returncode == 0, first.stderr
+    out = json.loads(first.stdout)  # stdout holds exactly one JSON object
+    assert set(out) >= {"text", "model", "finish_reason", "usage", "ttft_ms", "tok_s"}
+    assert set(out["usage"]) >= {"prompt_tokens", "completion_tokens"}
+    assert "Paris" in out["text"] and out["finish_reason"] == "stop"
+    assert out["model"].startswith("smollm2-135m-instruct:gguf-")
+    assert out["startup_ms"]["first_token_since_launch"] > 0
+    assert json.loads(second.stdout)["text"] == out["text"]
+
+
+def test_generate_streams_plain_text_with_a_tiny_model(tiny_dir):
+    r = chatloop("generate", "--model", str(tiny_dir), "--prompt", "hi", "--max-tokens", "5", "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith("\n")
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("--model", "no-such-model"), "unknown model reference"),
+        (("--model", "/missing/file.gguf"), "GGUF file not found"),
+        (("--temperature", "9"), "invalid temperature"),
+        (("--dtype", "float8"), "float8"),
+    ],
+)
+def test_bad_input_exits_2_with_a_one_line_reason(args, needle):
+    r = chatloop("generate", "--prompt", "hi", "--json", *args)
+    assert r.returncode == 2
+    assert r.stdout == ""
+    assert needle in r.stderr
+    if not args[0] == "--dtype":  # typer's own usage errors print a framed message
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_chat_keeps_the_conversation_and_handles_commands(tiny_dir):
+    script = "hello\n/system Be brief.\nsecond message\n/reset\n/nonsense\n/exit\n"
+    r = chatloop("chat", "--model", str(tiny_dir), "--max-tokens", "4", stdin=script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("assistant>") == 2
+    assert "(system prompt set" in r.stdout and "(new conversation)" in r.stdout and "unknown command" in r.stdout
+
+
+def test_chat_exits_cleanly_at_end_of_input(tiny_dir):
+    r = chatloop("chat", "--model", str(tiny_dir), stdin="")
+    assert r.returncode == 0, r.stderr
+
+
+def test_help_lists_the_commands():
+    r = chatloop("--help")
+    assert r.returncode == 0
+    for cmd in ("generate", "chat", "bench"):
+        assert cmd in r.stdout
+
+
+@pytest.mark.slow
+def test_chat_ctrl_c_stops_the_answer_not_the_program(default_dir):
+    import signal
+    import threading
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chatloop", "chat", "--max-tokens", "4000"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+    )
+    out: list[str] = []
+    threading.Thread(target=lambda: out.extend(iter(lambda: proc.stdout.read(1), "")), daemon=True).start()
+    proc.stdin.write("Tell me a very long story about a dragon, with many chapters.\n")
+    proc.stdin.flush()
+    deadline = time.time() + 120
+    while time.time() < deadline and len("".join(out).partition("assistant>")[2]) < 40:
+        time.sleep(0.1)
+    assert "assistant>" in "".join(out), "".join(out)
+    proc.send_signal(signal.SIGINT)
+    while time.time() < deadline and "[stopped]" not in "".join(out):
+        time.sleep(0.1)
+    proc.stdin.write("/exit\n")
+    proc.stdin.flush()
+    assert proc.wait(60) == 0, proc.stderr.read()
+    assert "[stopped]" in "".join(out)
