@@ -25,6 +25,10 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="chatloop: an
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print side-by-side ratios.")
 app.add_typer(bench_app, name="bench")
 
+from chatloop.train.cli import train as _train  # noqa: E402  (light: heavy imports happen per stage)
+
+app.command("train")(_train)
+
 
 class DType(str, Enum):
     auto = "auto"

@@ -1,0 +1,54 @@
+"""`chatloop train STAGE --config FILE.yaml [--out RUN_DIR] [--resume] [--set key=value ...]`.
+
+Each stage is a module in chatloop.train with a `Config` (pydantic, help on every field) and
+`run(cfg, run_dir, resume) -> dict`; this command loads the YAML, applies overrides, runs the stage
+and prints a summary (one JSON object with --json). `--help-config` lists a stage's fields.
+"""
+
+import importlib
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from chatloop.errors import ChatloopError, UsageError
+
+# stage -> (module, config class)
+STAGES = {
+    "pretrain": ("chatloop.train.pretrain", "PretrainConfig"),
+}
+
+Stage = Enum("Stage", {name: name for name in STAGES}, type=str)
+
+
+def train(
+    stage: Annotated[Stage, typer.Argument(help="Which stage to run.")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Stage config (YAML).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default CHATLOOP_HOME/runs/RUN_NAME).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest verified checkpoint.")] = False,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config field: key=value.")] = None,
+    help_config: Annotated[bool, typer.Option("--help-config", help="List the stage's config fields.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+) -> None:
+    """Train one stage of the pipeline (tokenizer, pretrain, sft, reward, dpo, kto, grpo)."""
+    from chatloop.config import get_settings
+    from chatloop.train.config import describe, load_config
+
+    module_name, class_name = STAGES[stage.value]
+    module = importlib.import_module(module_name)
+    config_cls = getattr(module, class_name)
+    if help_config:
+        typer.echo("\n".join(describe(config_cls)))
+        return
+    try:
+        if config is None:
+            raise UsageError("--config FILE.yaml is required")
+        cfg = load_config(config_cls, config, overrides or [])
+        run_dir = out or get_settings().runs_dir / cfg.run_name
+        summary = module.run(cfg, run_dir, resume)
+    except ChatloopError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(e.exit_code) from None
+    typer.echo(json.dumps(summary) if as_json else "\n".join(f"{k}: {v}" for k, v in summary.items()))

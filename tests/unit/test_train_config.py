@@ -1,0 +1,80 @@
+"""Stage configs and checkpoint sealing: overrides, clear errors, verification, stray staging dirs."""
+
+from pathlib import Path
+
+import pytest
+
+from chatloop.errors import UsageError
+from chatloop.train.checkpoints import (
+    CheckpointError, clean_staging, complete_checkpoints, latest_checkpoint, save_checkpoint,
+)
+from chatloop.train.config import describe, load_config, resolve_ref
+from chatloop.train.pretrain import PretrainConfig
+
+
+def _yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_set_overrides_nested_fields_with_yaml_typing(tmp_path):
+    path = _yaml(tmp_path, "run_name: r\ntokenizer: default\ndata: [a.txt]\n")
+    cfg = load_config(PretrainConfig, path, ["optim.lr=1e-3", "max_steps=7", "model.tie_embeddings=false"])
+    assert cfg.optim.lr == 1e-3 and cfg.max_steps == 7 and cfg.model.tie_embeddings is False
+
+
+def test_config_errors_name_file_and_field(tmp_path):
+    path = _yaml(tmp_path, "run_name: r\ntokenizer: default\ndata: [a.txt]\nmodel: {hidden_sise: 3}\n")
+    with pytest.raises(UsageError, match=r"c\.yaml: field 'model\.hidden_sise'"):
+        load_config(PretrainConfig, path)
+    with pytest.raises(UsageError, match="key=value"):
+        load_config(PretrainConfig, _yaml(tmp_path, "run_name: r\ntokenizer: x\ndata: []\n"), ["novalue"])
+
+
+def test_describe_lists_every_field_with_help():
+    lines = describe(PretrainConfig)
+    assert any(line.startswith("optim.lr (float, default 0.003): Peak learning rate") for line in lines)
+    assert all(": " in line and not line.endswith(": ") for line in lines)
+
+
+def test_runs_refs_point_at_final_of_a_run():
+    assert resolve_ref("runs:tiny-sft").endswith("runs/tiny-sft/final")
+    assert resolve_ref("default") == "default"
+
+
+def _write(files: dict):
+    def write(tmp: Path) -> None:
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+    return write
+
+
+def test_checkpoints_are_sealed_pruned_and_verified(tmp_path):
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, step, _write({"w.bin": f"weights {step}"}), keep=2)
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step-00000002", "step-00000003"]
+    assert latest_checkpoint(tmp_path).name == "step-00000003"
+    (tmp_path / "step-00000003" / "extra.txt").write_text("sneaked in")
+    with pytest.raises(CheckpointError, match="unexpected files: extra.txt"):
+        latest_checkpoint(tmp_path)
+
+
+def test_unsealed_and_staging_directories_are_ignored(tmp_path):
+    save_checkpoint(tmp_path, 1, _write({"w.bin": "a"}), keep=2)
+    (tmp_path / "step-00000005").mkdir()  # no completion marker: never a resume candidate
+    stray = tmp_path / ".step-00000006.tmp-abc"
+    stray.mkdir()
+    assert latest_checkpoint(tmp_path).name == "step-00000001"
+    clean_staging(tmp_path)
+    assert not stray.exists()
+
+
+def test_failed_write_leaves_no_checkpoint(tmp_path):
+    def boom(tmp: Path) -> None:
+        (tmp / "half.bin").write_text("x")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path, 1, boom, keep=2)
+    assert list(tmp_path.iterdir()) == []
