@@ -93,6 +93,26 @@ def validate_row(row: Any, kind: str) -> dict:
     return VALIDATORS[kind](row)
 
 
+def detect_kind(path: Path) -> str:
+    """`sft` for a JSONL file whose first row has `messages`, else `text` (for mixed corpora)."""
+    if path.suffix != ".jsonl":
+        return "text"
+    with open(path, encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        row = json.loads(first)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path}:1: not valid JSON: {e.msg} (column {e.colno})") from e
+    return "sft" if isinstance(row, dict) and "messages" in row else "text"
+
+
+def read_texts(path: Path, render: Callable[[list[dict]], str]) -> list[str]:
+    """Documents of a text corpus, or conversations of an sft file rendered by `render`."""
+    kind = detect_kind(path)
+    rows = read_dataset(path, kind)
+    return [row["text"] for row in rows] if kind == "text" else [render(row["messages"]) for row in rows]
+
+
 def read_dataset(path: Path, kind: str) -> list[dict]:
     """Every row of a JSONL file (or, for kind text, a .txt file), validated."""
     if kind not in VALIDATORS:
@@ -112,7 +132,7 @@ def read_dataset(path: Path, kind: str) -> list[dict]:
         except json.JSONDecodeError as e:
             raise UsageError(f"{path}:{lineno}: not valid JSON: {e.msg} (column {e.colno})") from e
         except RowError as e:
-            where = f" field '{e.field}'" if e.field else ""
+            where = f" field '{e.field}':" if e.field else ""
             raise UsageError(f"{path}:{lineno}:{where} {e}") from e
     if not rows:
         raise UsageError(f"dataset {path} has no rows")

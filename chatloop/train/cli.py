@@ -17,6 +17,7 @@ from chatloop.errors import ChatloopError, UsageError
 
 # stage -> (module, config class)
 STAGES = {
+    "tokenizer": ("chatloop.train.tokenizer", "TokenizerConfig"),
     "pretrain": ("chatloop.train.pretrain", "PretrainConfig"),
 }
 

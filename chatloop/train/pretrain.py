@@ -3,7 +3,7 @@
     chatloop train pretrain --config configs/tiny/pretrain.yaml [--resume] [--set max_steps=50]
 
 Documents are tokenized, joined with EOS and cut into fixed-length blocks (packing: no padding);
-the last `holdout_fraction` of blocks is held out for loss/perplexity. Next-token loss, AdamW with
+a seeded random `holdout_fraction` of blocks is held out for loss/perplexity. Next-token loss, AdamW with
 linear warmup then cosine decay to `min_lr_ratio`, gradient accumulation and norm clipping.
 Each step logs loss, lr, tokens/s and achieved FLOP/s as a fraction of a matmul peak measured at
 start (see flops.py). The batch for micro-step k is a pure function of (seed, k), so the data
@@ -52,7 +52,8 @@ class OptimConfig(BaseModel):
 
 class PretrainConfig(StageConfig):
     tokenizer: str = Field(description="Tokenizer: `runs:NAME` (a tokenizer run), `default`, or a directory.")
-    data: list[str] = Field(description="Text corpora: .txt/.jsonl paths, globs or synthetic:corpus:N specs.")
+    data: list[str] = Field(description="Text corpora (.txt, text/sft .jsonl; chats rendered with the chat template), "
+                            "globs or synthetic:KIND:N specs.")
     model: ModelShape = Field(default_factory=ModelShape, description="Architecture (LlamaConfig).")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer and schedule.")
     seq_len: int = Field(default=128, ge=8, description="Tokens per packed training sequence.")
@@ -71,12 +72,15 @@ def pack_blocks(tokenizer, files: list[Path], seq_len: int):
     """All documents tokenized, EOS-separated, concatenated and cut into [n, seq_len] blocks."""
     import torch
 
-    from chatloop.data.schemas import read_dataset
+    from chatloop.data.schemas import read_texts
+
+    def render(messages: list[dict]) -> str:  # chat data teaches the base model the chat format
+        return tokenizer.apply_chat_template(messages, tokenize=False)
 
     stream: list[int] = []
     for path in files:
-        for row in read_dataset(path, "text"):
-            stream.extend(tokenizer(row["text"], add_special_tokens=False)["input_ids"])
+        for text in read_texts(path, render):
+            stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
             stream.append(tokenizer.eos_token_id)
     n = len(stream) // seq_len
     if n < 4:
@@ -206,8 +210,10 @@ def run(cfg: PretrainConfig, run_dir: Path, resume: bool) -> dict:
     tokenizer = load_tokenizer(cfg.tokenizer)
     files = expand_data(cfg.data, run_dir)
     blocks = pack_blocks(tokenizer, files, cfg.seq_len)
+    # A seeded random subset is held out, so it mixes every data file like the training blocks do.
+    shuffled = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(cfg.seed))
     n_hold = max(1, int(len(blocks) * cfg.holdout_fraction))
-    train, held = blocks[:-n_hold], blocks[-n_hold:]
+    train, held = blocks[shuffled[n_hold:]], blocks[shuffled[:n_hold]]
     order = BatchOrder(len(train), cfg.batch_size, cfg.seed)
 
     model = build_model(cfg, tokenizer)
