@@ -19,6 +19,7 @@ from chatloop.errors import ChatloopError, UsageError
 STAGES = {
     "tokenizer": ("chatloop.train.tokenizer", "TokenizerConfig"),
     "pretrain": ("chatloop.train.pretrain", "PretrainConfig"),
+    "sft": ("chatloop.train.sft", "SFTStageConfig"),
 }
 
 Stage = Enum("Stage", {name: name for name in STAGES}, type=str)

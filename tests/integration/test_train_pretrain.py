@@ -6,21 +6,16 @@ The final weights must equal, bit for bit, those of an uninterrupted run with th
 """
 
 import json
-import os
 import random
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from killer import cli, env, kill_repeatedly
 
 from chatloop.errors import UsageError
 from chatloop.train.checkpoints import MARKER, CheckpointError, complete_checkpoints
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_corpus(path: Path, n: int = 300) -> Path:
@@ -47,20 +42,12 @@ def write_config(tmp: Path, tokenizer_dir: Path, **over) -> Path:
     return path
 
 
-def cli(config: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "chatloop", "train", "pretrain", "--config", str(config), "--out", str(out), *extra]
-
-
-def env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, default_dir):
     tmp = tmp_path_factory.mktemp("pretrain-ref")
     config = write_config(tmp, default_dir)
     out = tmp / "run"
-    done = subprocess.run(cli(config, out, "--json"), env=env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cli("pretrain", config, out, "--json"), env=env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return config, out, json.loads(done.stdout)
 
@@ -89,48 +76,14 @@ def test_pretrain_loss_falls_and_final_loads_in_engine(reference_run):
     assert (out / "config.yaml").is_file()
 
 
-def _wait_for(predicate, proc, timeout=120.0, poll=0.002) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(poll)
-    return False
-
-
 def test_resume_after_kill_matches_uninterrupted(reference_run, tmp_path):
     config, ref_out, _ = reference_run
     out = tmp_path / "run"
-    ckpts = out / "checkpoints"
-    rng = random.Random()
-    killed_during_save = False
-    kills = 0
-    for attempt in range(8):
-        if kills >= 3:
-            break
-        proc = subprocess.Popen(cli(config, out, "--resume"), env=env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        start = len(complete_checkpoints(ckpts))
-        if not killed_during_save:
-            # Kill the moment a checkpoint is being written.
-            hit = _wait_for(lambda: any(ckpts.glob(".step-*.tmp-*")), proc)
-        else:
-            hit = _wait_for(lambda: len(complete_checkpoints(ckpts)) > start, proc)
-            time.sleep(rng.uniform(0.0, 0.4))
-        if proc.poll() is not None:
-            break  # it finished before we could kill it
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
-        if hit and not killed_during_save and any(ckpts.glob(".step-*.tmp-*")):
-            killed_during_save = True
-    assert kills >= 2, "the run finished before it could be killed twice"
-    assert killed_during_save, "never managed to kill the run during a checkpoint save"
-    done = subprocess.run(cli(config, out, "--resume"), env=env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert not any(ckpts.glob(".step-*.tmp-*"))
+    report = kill_repeatedly("pretrain", config, out, kills=3)
+    assert report["returncode"] == 0, report["stderr"]
+    assert report["kills"] >= 2, "the run finished before it could be killed twice"
+    assert report["killed_during_save"], "never managed to kill the run during a checkpoint save"
+    assert not report["stray_staging"]
     ours, ref = load_weights(out / "final"), load_weights(ref_out / "final")
     assert ours.keys() == ref.keys()
     assert all(ours[k].equal(ref[k]) for k in ref), "resumed weights differ from the uninterrupted run"
@@ -154,7 +107,7 @@ def test_tampered_checkpoint_is_refused_on_resume(tmp_path, default_dir):
     with pytest.raises(CheckpointError, match="model.safetensors") as err:
         run(cfg, tmp_path / "run", resume=True)
     assert "fails verification" in str(err.value)
-    proc = subprocess.run(cli(config, tmp_path / "run", "--resume"), env=env(), capture_output=True, text=True)
+    proc = subprocess.run(cli("pretrain", config, tmp_path / "run", "--resume"), env=env(), capture_output=True, text=True)
     assert proc.returncode == 2 and "refusing to resume" in proc.stderr
 
 

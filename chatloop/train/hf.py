@@ -1,0 +1,186 @@
+"""Plumbing for the stages that TRL runs (sft, reward, dpo, kto, grpo) on the HF Trainer.
+
+- `HFStageConfig`: the fields these stages share (parent model, data, steps, LoRA...), mapped onto
+  the TRL config class; `trl:` passes any further TRL/TrainingArguments field through unchanged.
+- `atomic_trainer(cls)`: a subclass of a TRL trainer whose checkpoints go through
+  checkpoints.save_checkpoint: the HF `checkpoint-N` folder is written inside a staging directory,
+  sealed with the sha256 marker and renamed to `checkpoints/step-N` (HF's own folders are not atomic).
+- `MetricsCallback`: every HF log line -> metrics.jsonl, with tokens/s.
+- `train_and_publish`: resume from the newest verified checkpoint, train, merge LoRA, write final/.
+"""
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chatloop.errors import UsageError
+from chatloop.train.checkpoints import latest_checkpoint, save_checkpoint
+from chatloop.train.config import StageConfig, dump_config
+from chatloop.train.rundir import RunDir, note
+
+
+class LoraOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=False, description="Train LoRA adapters instead of all weights (merged into final/).")
+    r: int = Field(default=16, ge=1, description="LoRA rank.")
+    alpha: int = Field(default=32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names that get adapters.")
+
+
+class HFStageConfig(StageConfig):
+    model: str = Field(description="Parent model: `runs:NAME`, `default`, or a Hugging Face model directory.")
+    data: list[str] = Field(description="JSONL files, globs or synthetic:KIND:N specs (schema per stage).")
+    max_steps: int = Field(default=100, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(default=8, ge=1, description="Examples per micro-batch.")
+    grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float = Field(default=1e-4, gt=0, description="Peak learning rate.")
+    warmup_steps: int = Field(default=10, ge=0, description="Linear warmup steps.")
+    lr_scheduler: str = Field(default="cosine", description="HF scheduler name (cosine, linear, constant...).")
+    max_length: int = Field(default=256, ge=8, description="Longest tokenized example; longer chats drop old turns.")
+    eval_fraction: float = Field(default=0.05, ge=0, lt=0.5, description="Share of rows held out for evaluation.")
+    logging_steps: int = Field(default=5, ge=1, description="Log metrics every N steps.")
+    lora: LoraOptions = Field(default_factory=LoraOptions, description="Low-rank adapters (PEFT).")
+    trl: dict[str, Any] = Field(default_factory=dict, description="Extra fields for the TRL config class, passed as is.")
+
+
+def trl_args(cfg: HFStageConfig, config_cls, run_dir: Path, **stage_fields):
+    """The TRL config for a stage: shared fields, then the stage's own, then the user's `trl:` extras."""
+    fields = dict(
+        output_dir=str(run_dir / "hf"), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr, warmup_steps=cfg.warmup_steps, lr_scheduler_type=cfg.lr_scheduler,
+        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_every, save_total_limit=None,
+        seed=cfg.seed, data_seed=cfg.seed, use_cpu=True, report_to="none", dataloader_num_workers=0,
+        eval_strategy="no", disable_tqdm=None, include_num_input_tokens_seen=True, bf16=False, fp16=False,
+    )
+    fields.update(stage_fields)
+    fields.update(cfg.trl)
+    try:
+        return config_cls(**fields)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"invalid TRL settings for {config_cls.__name__}: {e}") from e
+
+
+def lora_config(cfg: HFStageConfig, task_type: str = "CAUSAL_LM"):
+    if not cfg.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, task_type=task_type)
+
+
+def atomic_trainer(base):
+    """`base` (a TRL trainer class) with checkpoints written atomically and sealed."""
+
+    class Atomic(base):
+        chatloop_run: RunDir
+
+        def _save_checkpoint(self, model, trial):
+            step = self.state.global_step
+            parent_save = super()._save_checkpoint
+
+            def write(tmp: Path) -> None:
+                original = self.args.output_dir
+                self.args.output_dir = str(tmp)
+                try:
+                    parent_save(model, trial)
+                finally:
+                    self.args.output_dir = original
+                inner = tmp / f"checkpoint-{step}"
+                for item in inner.iterdir():
+                    item.rename(tmp / item.name)
+                inner.rmdir()
+                (tmp / "config.yaml").write_text(dump_config(self.chatloop_run.cfg), encoding="utf-8")
+
+            save_checkpoint(self.chatloop_run.checkpoints, step, write, self.chatloop_run.cfg.keep_checkpoints)
+
+    Atomic.__name__ = Atomic.__qualname__ = f"Atomic{base.__name__}"
+    return Atomic
+
+
+def metrics_callback(run: RunDir):
+    from transformers import TrainerCallback
+
+    class MetricsCallback(TrainerCallback):
+        """HF log records -> metrics.jsonl, adding tokens/s between consecutive logs."""
+
+        def __init__(self):
+            self.last = (time.perf_counter(), 0)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            record = {"step": state.global_step, **{k: v for k, v in (logs or {}).items()}}
+            seen = state.num_input_tokens_seen or 0
+            now = time.perf_counter()
+            if seen > self.last[1]:
+                record["tokens_per_s"] = round((seen - self.last[1]) / max(now - self.last[0], 1e-9), 1)
+            self.last = (now, seen)
+            run.log(record)
+
+    return MetricsCallback()
+
+
+def load_parent(ref: str):
+    """(model, tokenizer, parent id) for a stage's starting point, float32 on CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from chatloop.models.manifest import verify_manifest
+    from chatloop.train.common import load_tokenizer, model_dir
+
+    path = model_dir(ref)
+    manifest = verify_manifest(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot load the parent model {path}: {e}") from e
+    tokenizer = load_tokenizer(str(path))
+    parent = f"{manifest['name']}:{manifest['version']}" if manifest else str(path)
+    return model, tokenizer, parent
+
+
+def split(rows: list, fraction: float, seed: int) -> tuple[list, list]:
+    import random
+
+    if fraction <= 0 or len(rows) < 10:
+        return rows, []
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n = max(1, int(len(rows) * fraction))
+    return [rows[i] for i in order[n:]], [rows[i] for i in order[:n]]
+
+
+def train_and_publish(trainer, run: RunDir, resume: bool, tokenizer, *, parent: str, data: list[Path]) -> dict:
+    """Run `trainer` (resuming if asked), evaluate, merge LoRA, publish final/; returns metrics."""
+    trainer.chatloop_run = run
+    trainer.add_callback(metrics_callback(run))
+    ckpt = latest_checkpoint(run.checkpoints) if resume else None
+    if resume:
+        start = int(ckpt.name.split("-")[1]) if ckpt else 0
+        run.rewind_metrics(start)
+        if ckpt:
+            note(f"resuming from {ckpt} (step {start})")
+    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    metrics = {"step": trainer.state.global_step, "train_loss": result.training_loss}
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    if losses:
+        metrics.update(first_loss=losses[0], last_loss=losses[-1])
+    if trainer.eval_dataset is not None:
+        metrics.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
+    run.log({"step": trainer.state.global_step, **{k: v for k, v in metrics.items() if k != "step"}})
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):  # PEFT: serve one plain model
+        model = model.merge_and_unload()
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    final = run.publish_final(write, parent=parent, data=data, metrics=metrics, step=trainer.state.global_step)
+    return {"final": str(final), **metrics}

@@ -1,0 +1,63 @@
+"""Kill a training run with SIGKILL at random moments, one of them during a checkpoint save, and
+restart it with --resume each time (shared by the pretrain and SFT resume tests)."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from chatloop.train.checkpoints import complete_checkpoints
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(stage: str, config: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "chatloop", "train", stage, "--config", str(config), "--out", str(out), *extra]
+
+
+def env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _wait_for(predicate, proc, timeout=180.0, poll=0.002) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(poll)
+    return False
+
+
+def kill_repeatedly(stage: str, config: Path, out: Path, kills: int = 3) -> dict:
+    """Run with --resume, SIGKILL it `kills` times (first during a save), then let it finish."""
+    ckpts = out / "checkpoints"
+    rng = random.Random()
+    killed_during_save = False
+    done_kills = 0
+    for _attempt in range(kills + 4):
+        if done_kills >= kills:
+            break
+        proc = subprocess.Popen(cli(stage, config, out, "--resume"), env=env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        before = len(complete_checkpoints(ckpts))
+        if not killed_during_save:
+            _wait_for(lambda: any(ckpts.glob(".step-*.tmp-*")), proc)
+        else:
+            _wait_for(lambda: len(complete_checkpoints(ckpts)) > before, proc)
+            time.sleep(rng.uniform(0.0, 0.5))
+        if proc.poll() is not None:
+            break  # finished before we could kill it
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        done_kills += 1
+        if any(ckpts.glob(".step-*.tmp-*")):
+            killed_during_save = True
+    final = subprocess.run(cli(stage, config, out, "--resume"), env=env(), capture_output=True, text=True,
+                           timeout=600)
+    return {"kills": done_kills, "killed_during_save": killed_during_save, "returncode": final.returncode,
+            "stderr": final.stderr, "stray_staging": any(ckpts.glob(".step-*.tmp-*"))}

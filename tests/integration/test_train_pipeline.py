@@ -1,0 +1,113 @@
+"""The tiny pipeline end to end, in process: tokenizer -> pretrain -> sft (full and LoRA), chained
+through `runs:NAME` references. Each stage must change the weights, lower its loss and publish a
+`final/` that the serving stack loads; SFT must train on exactly the assistant tokens that
+`render_conversation` marks."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from chatloop.models.chat_format import render_conversation
+from chatloop.models.manifest import verify_manifest
+
+TINY_MODEL = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """CHATLOOP_HOME with tiny-tokenizer and tiny-pretrain runs; yields the home directory."""
+    from chatloop.train import pretrain, tokenizer
+
+    home = tmp_path_factory.mktemp("train-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CHATLOOP_HOME", str(home))
+    tokenizer.run(tokenizer.TokenizerConfig(run_name="tiny-tokenizer", vocab_size=600,
+                                            data=["synthetic:corpus:800:mix", "synthetic:sft:400:mix"]),
+                  home / "runs" / "tiny-tokenizer", resume=False)
+    cfg = pretrain.PretrainConfig(
+        run_name="tiny-pretrain", tokenizer="runs:tiny-tokenizer", model=TINY_MODEL,
+        data=["synthetic:corpus:800:mix", "synthetic:sft:800:mix"], seq_len=64, batch_size=8, max_steps=40,
+        eval_every=20, save_every=20, measure_peak=False, optim={"lr": 0.005, "warmup_steps": 5},
+    )
+    pretrain.run(cfg, home / "runs" / "tiny-pretrain", resume=False)
+    yield home
+    mp.undo()
+
+
+def _losses(run_dir, key="loss"):
+    return [r[key] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if key in r]
+
+
+def _changed(a, b) -> bool:
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return any(not torch.equal(wa[k], wb[k]) for k in wa if k in wb)
+
+
+def sft_config(**over):
+    from chatloop.train.sft import SFTStageConfig
+
+    fields = dict(run_name="tiny-sft", model="runs:tiny-pretrain", data=["synthetic:sft:300:mix:1"], max_steps=16,
+                  batch_size=8, lr=3e-3, warmup_steps=2, max_length=128, save_every=8, logging_steps=2)
+    fields.update(over)
+    return SFTStageConfig(**fields)
+
+
+def test_pretrain_stage_in_chain_lowered_loss(chain):
+    losses = _losses(chain / "runs" / "tiny-pretrain")
+    assert losses[-1] < losses[0] - 1.0
+    verify_manifest(chain / "runs" / "tiny-pretrain" / "final")
+
+
+def test_sft_labels_are_exactly_the_render_conversation_mask(chain):
+    from transformers import AutoTokenizer
+
+    from chatloop.train.sft import tokenize_chats
+
+    tok = AutoTokenizer.from_pretrained(chain / "runs" / "tiny-pretrain" / "final")
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+                {"role": "assistant", "content": "4."}, {"role": "user", "content": "三加三？"},
+                {"role": "assistant", "content": "六。"}]
+    [row] = tokenize_chats(tok, [{"messages": messages}], max_length=256)
+    rendered = render_conversation(tok, messages)
+    assert row["input_ids"] == rendered.ids
+    assert [label != -100 for label in row["labels"]] == [bool(m) for m in rendered.mask]
+    trained = tok.decode([t for t in row["labels"] if t != -100])
+    assert trained == "4.<|im_end|>\n六。<|im_end|>\n"
+
+
+def test_tokenizer_pretrain_sft_end_to_end(chain):
+    from chatloop.models.loading import load_model
+    from chatloop.train import sft
+
+    run_dir = chain / "runs" / "tiny-sft"
+    summary = sft.run(sft_config(), run_dir, resume=False)
+    losses = _losses(run_dir)
+    assert losses[-1] < losses[0]
+    final = run_dir / "final"
+    manifest = verify_manifest(final)
+    assert manifest["parent"] == "tiny-pretrain:pretrain-step40" and manifest["stage"] == "sft"
+    assert summary["eval_loss"] > 0
+    assert _changed(final, chain / "runs" / "tiny-pretrain" / "final")
+    loaded = load_model(str(final), "float32")
+    ids = render_conversation(loaded.tokenizer, [{"role": "user", "content": "What is 2 + 3?"}],
+                              add_generation_prompt=True).ids
+    out = loaded.model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > len(ids)
+
+
+def test_sft_with_lora_merges_adapters_into_final(chain):
+    from transformers import AutoModelForCausalLM
+
+    from chatloop.train import sft
+
+    run_dir = chain / "runs" / "tiny-sft-lora"
+    sft.run(sft_config(run_name="tiny-sft-lora", lora={"enabled": True, "r": 4, "alpha": 8}, lr=1e-2,
+                       max_steps=8), run_dir, resume=False)
+    final = run_dir / "final"
+    assert not (final / "adapter_config.json").exists()
+    model = AutoModelForCausalLM.from_pretrained(final)
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    assert _changed(final, chain / "runs" / "tiny-pretrain" / "final")
+    assert any(path.name.startswith("step-") for path in (run_dir / "checkpoints").iterdir())
