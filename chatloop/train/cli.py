@@ -20,6 +20,10 @@ STAGES = {
     "tokenizer": ("chatloop.train.tokenizer", "TokenizerConfig"),
     "pretrain": ("chatloop.train.pretrain", "PretrainConfig"),
     "sft": ("chatloop.train.sft", "SFTStageConfig"),
+    "reward": ("chatloop.train.reward", "RewardStageConfig"),
+    "dpo": ("chatloop.train.dpo", "DPOStageConfig"),
+    "kto": ("chatloop.train.kto", "KTOStageConfig"),
+    "grpo": ("chatloop.train.grpo", "GRPOStageConfig"),
 }
 
 Stage = Enum("Stage", {name: name for name in STAGES}, type=str)

@@ -156,8 +156,10 @@ def split(rows: list, fraction: float, seed: int) -> tuple[list, list]:
     return [rows[i] for i in order[n:]], [rows[i] for i in order[:n]]
 
 
-def train_and_publish(trainer, run: RunDir, resume: bool, tokenizer, *, parent: str, data: list[Path]) -> dict:
-    """Run `trainer` (resuming if asked), evaluate, merge LoRA, publish final/; returns metrics."""
+def train_and_publish(trainer, run: RunDir, resume: bool, tokenizer, *, parent: str, data: list[Path],
+                      extra_metrics=None) -> dict:
+    """Run `trainer` (resuming if asked), evaluate, merge LoRA, publish final/; returns metrics.
+    `extra_metrics(model)` adds stage-specific figures measured on the merged model."""
     trainer.chatloop_run = run
     trainer.add_callback(metrics_callback(run))
     ckpt = latest_checkpoint(run.checkpoints) if resume else None
@@ -171,12 +173,18 @@ def train_and_publish(trainer, run: RunDir, resume: bool, tokenizer, *, parent: 
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     if losses:
         metrics.update(first_loss=losses[0], last_loss=losses[-1])
+    for key in ("reward", "kl"):  # GRPO: the reward is what should rise
+        series = [r[key] for r in trainer.state.log_history if key in r]
+        if series:
+            metrics.update({f"first_{key}": series[0], f"last_{key}": series[-1]})
     if trainer.eval_dataset is not None:
         metrics.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
     run.log({"step": trainer.state.global_step, **{k: v for k, v in metrics.items() if k != "step"}})
     model = trainer.model
     if hasattr(model, "merge_and_unload"):  # PEFT: serve one plain model
         model = model.merge_and_unload()
+    if extra_metrics is not None:
+        metrics.update(extra_metrics(model))
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)

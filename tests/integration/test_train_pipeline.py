@@ -111,3 +111,87 @@ def test_sft_with_lora_merges_adapters_into_final(chain):
     assert not any("lora" in name for name, _ in model.named_parameters())
     assert _changed(final, chain / "runs" / "tiny-pretrain" / "final")
     assert any(path.name.startswith("step-") for path in (run_dir / "checkpoints").iterdir())
+
+
+# --- preference stages on the tiny SFT model ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sft_home(chain):
+    from chatloop.train import sft
+
+    run_dir = chain / "runs" / "tiny-sft"
+    if not (run_dir / "final").is_dir():
+        sft.run(sft_config(), run_dir, resume=False)
+    return chain
+
+
+def _pref_fields(**over):
+    fields = dict(model="runs:tiny-sft", max_steps=8, batch_size=8, lr=1e-3, warmup_steps=1, max_length=128,
+                  save_every=4, logging_steps=1)
+    fields.update(over)
+    return fields
+
+
+def test_trl_tokenization_matches_render_conversation(sft_home):
+    """TRL splits prompt/completion where the chat template's generation prompt ends: the same tokens
+    render_conversation masks, so preference stages use our one chat format."""
+    from transformers import AutoTokenizer
+    from trl.trainer.dpo_trainer import _tokenize
+
+    tok = AutoTokenizer.from_pretrained(sft_home / "runs" / "tiny-sft" / "final")
+    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "十乘以三？"}]
+    reply = {"role": "assistant", "content": "三十。"}
+    prompt_ids = _tokenize(tok, prompt, add_generation_prompt=True)["input_ids"]
+    full_ids = _tokenize(tok, prompt + [reply])["input_ids"]
+    rendered = render_conversation(tok, prompt + [reply])
+    assert full_ids == rendered.ids
+    assert rendered.mask == [0] * len(prompt_ids) + [1] * (len(full_ids) - len(prompt_ids))
+
+
+def test_dpo_changes_weights_and_lowers_loss(sft_home):
+    from chatloop.train import dpo
+
+    run_dir = sft_home / "runs" / "tiny-dpo"
+    summary = dpo.run(dpo.DPOStageConfig(run_name="tiny-dpo", data=["synthetic:pairs:300:en"], **_pref_fields()),
+                      run_dir, resume=False)
+    assert summary["last_loss"] < summary["first_loss"]
+    assert _changed(run_dir / "final", sft_home / "runs" / "tiny-sft" / "final")
+    assert verify_manifest(run_dir / "final")["parent"].startswith("tiny-sft:")
+
+
+def test_kto_changes_weights_and_lowers_loss(sft_home):
+    from chatloop.train import kto
+
+    run_dir = sft_home / "runs" / "tiny-kto"
+    summary = kto.run(kto.KTOStageConfig(run_name="tiny-kto", data=["synthetic:kto:300:en"], **_pref_fields()),
+                      run_dir, resume=False)
+    assert summary["last_loss"] < summary["first_loss"]
+    assert _changed(run_dir / "final", sft_home / "runs" / "tiny-sft" / "final")
+
+
+def test_reward_model_learns_pairs_and_reports_heldout_accuracy(sft_home):
+    from chatloop.train import reward
+
+    run_dir = sft_home / "runs" / "tiny-reward"
+    summary = reward.run(reward.RewardStageConfig(
+        run_name="tiny-reward", data=["synthetic:pairs:400:en:2"], eval_fraction=0.1,
+        **_pref_fields(max_steps=30, lr=2e-3)), run_dir, resume=False)
+    assert summary["last_loss"] < summary["first_loss"]
+    assert summary["heldout_pair_accuracy"] >= 0.6
+    assert verify_manifest(run_dir / "final")["metrics"]["heldout_pair_accuracy"] == summary["heldout_pair_accuracy"]
+
+
+def test_grpo_with_exact_answer_and_reward_model_changes_weights(sft_home):
+    from chatloop.models.loading import load_model
+    from chatloop.train import grpo
+
+    assert grpo.exact_answer([[{"role": "assistant", "content": "7 + 5 = 12."}], "It is 13"], ["12", "12"]) == [1.0, 0.0]
+    if not (sft_home / "runs" / "tiny-reward" / "final").is_dir():
+        pytest.skip("needs the reward run of test_reward_model_learns_pairs_and_reports_heldout_accuracy")
+    run_dir = sft_home / "runs" / "tiny-grpo"
+    summary = grpo.run(grpo.GRPOStageConfig(
+        run_name="tiny-grpo", data=["synthetic:prompts:64:en"], reward_model="runs:tiny-reward",
+        num_generations=4, max_completion_length=12, **_pref_fields(max_steps=4, save_every=2)), run_dir, resume=False)
+    assert summary["step"] == 4 and "last_kl" in summary and "last_reward" in summary
+    assert _changed(run_dir / "final", sft_home / "runs" / "tiny-sft" / "final")
+    load_model(str(run_dir / "final"), "float32")
