@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run test test-fast bench speedrun-tiny clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,12 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/chatloop bench decode
+
+# The whole training pipeline on tiny models (configs/tiny), chained through CHATLOOP_HOME/runs/tiny-*.
+# --resume makes it restartable: an interrupted speedrun continues where it stopped.
+TINY_STAGES := tokenizer pretrain sft reward dpo kto grpo
+speedrun-tiny: setup
+	for stage in $(TINY_STAGES); do $(BIN)/chatloop train $$stage --config configs/tiny/$$stage.yaml --resume; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .cache

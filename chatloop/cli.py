@@ -242,6 +242,18 @@ def bench_decode(
         print_report(report)
 
 
+@bench_app.command("train")
+def bench_train(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+    """Pretraining tokens/s and achieved FLOP/s over a measured matmul peak (~10M-param Llama)."""
+    from chatloop.bench.train import print_report, run_train_bench
+
+    report = run_train_bench()
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        print_report(report)
+
+
 def main() -> None:
     app()
 

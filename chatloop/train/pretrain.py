@@ -183,6 +183,22 @@ def load_state(path: Path, model, opt, sched) -> int:
     return int(state["step"])
 
 
+def train_step(model, opt, sched, micro_batches: list, grad_clip: float) -> tuple[float, float]:
+    """One optimizer step over gradient-accumulated micro-batches; returns (mean loss, grad norm)."""
+    import torch
+
+    loss_sum = 0.0
+    for x in micro_batches:
+        loss = model(input_ids=x, labels=x).loss
+        (loss / len(micro_batches)).backward()
+        loss_sum += loss.item()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip).item()
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return loss_sum / len(micro_batches), grad_norm
+
+
 def evaluate(model, blocks, cfg: PretrainConfig) -> dict:
     import torch
 
@@ -236,20 +252,12 @@ def run(cfg: PretrainConfig, run_dir: Path, resume: bool) -> dict:
     bar = progress(cfg.max_steps, start, "pretrain")
     for step in range(start, cfg.max_steps):
         t0 = time.perf_counter()
-        loss_sum = 0.0
-        for micro in range(cfg.grad_accum):
-            x = train[order.indices(step * cfg.grad_accum + micro)]
-            loss = model(input_ids=x, labels=x).loss
-            (loss / cfg.grad_accum).backward()
-            loss_sum += loss.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip).item()
         lr = sched.get_last_lr()[0]
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        micro_batches = [train[order.indices(step * cfg.grad_accum + m)] for m in range(cfg.grad_accum)]
+        loss, grad_norm = train_step(model, opt, sched, micro_batches, cfg.optim.grad_clip)
         dt = time.perf_counter() - t0
         done = step + 1
-        record = {"step": done, "loss": round(loss_sum / cfg.grad_accum, 5), "lr": lr,
+        record = {"step": done, "loss": round(loss, 5), "lr": lr,
                   "grad_norm": round(grad_norm, 4), "tokens_per_s": round(tokens_per_step / dt, 1),
                   "flops_per_s": round(fpt * tokens_per_step / dt, 1)}
         if peak:
