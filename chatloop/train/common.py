@@ -70,8 +70,21 @@ def setup_torch(cfg: StageConfig) -> None:
     torch.manual_seed(cfg.seed)
 
 
-def progress(total: int, initial: int, desc: str):
-    """A tqdm bar on stderr (ETA built in); hidden when stderr is not a terminal."""
+def distributed() -> tuple[int, int]:
+    """(rank, world size): under torchrun / accelerate launch (WORLD_SIZE > 1) joins a gloo group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), world
+
+
+def progress(total: int, initial: int, desc: str, enabled: bool = True):
+    """A tqdm bar on stderr (ETA built in); hidden when stderr is not a terminal or not `enabled`."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, disable=None)
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
+                disable=None if enabled else True)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chatloop.errors import UsageError
 from chatloop.train.checkpoints import latest_checkpoint, save_checkpoint
-from chatloop.train.common import expand_data, load_tokenizer, progress, setup_torch
+from chatloop.train.common import distributed, expand_data, load_tokenizer, progress, setup_torch
 from chatloop.train.config import StageConfig
 from chatloop.train.rundir import RunDir, note
 
@@ -183,8 +183,9 @@ def load_state(path: Path, model, opt, sched) -> int:
     return int(state["step"])
 
 
-def train_step(model, opt, sched, micro_batches: list, grad_clip: float) -> tuple[float, float]:
-    """One optimizer step over gradient-accumulated micro-batches; returns (mean loss, grad norm)."""
+def train_step(model, opt, sched, micro_batches: list, grad_clip: float, world: int = 1) -> tuple[float, float]:
+    """One optimizer step over gradient-accumulated micro-batches; returns (mean loss, grad norm).
+    With world > 1, `model` is DDP-wrapped and the returned loss is averaged over the processes."""
     import torch
 
     loss_sum = 0.0
@@ -192,6 +193,10 @@ def train_step(model, opt, sched, micro_batches: list, grad_clip: float) -> tupl
         loss = model(input_ids=x, labels=x).loss
         (loss / len(micro_batches)).backward()
         loss_sum += loss.item()
+    if world > 1:
+        total = torch.tensor([loss_sum])
+        torch.distributed.all_reduce(total)
+        loss_sum = total.item() / world
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip).item()
     opt.step()
     sched.step()
@@ -222,7 +227,10 @@ def run(cfg: PretrainConfig, run_dir: Path, resume: bool) -> dict:
     from chatloop.train.config import dump_config
     from chatloop.train.flops import flops_per_token, measure_matmul_peak
 
-    run = RunDir(run_dir, cfg, stage="pretrain", resume=resume)
+    rank, world = distributed()
+    if cfg.batch_size % world:
+        raise UsageError(f"batch_size {cfg.batch_size} must divide by the {world} processes")
+    run = RunDir(run_dir, cfg, stage="pretrain", resume=resume, writer=rank == 0)
     tokenizer = load_tokenizer(cfg.tokenizer)
     files = expand_data(cfg.data, run_dir)
     blocks = pack_blocks(tokenizer, files, cfg.seq_len)
@@ -241,6 +249,9 @@ def run(cfg: PretrainConfig, run_dir: Path, resume: bool) -> dict:
             start = load_state(ckpt, model, opt, sched)
             note(f"resumed from {ckpt} (step {start})")
         run.rewind_metrics(start)
+    step_model = model
+    if world > 1:
+        step_model = torch.nn.parallel.DistributedDataParallel(model)
     n_params = sum(p.numel() for p in model.parameters())
     peak = measure_matmul_peak() if cfg.measure_peak else None
     fpt = flops_per_token(model, cfg.seq_len)
@@ -249,28 +260,31 @@ def run(cfg: PretrainConfig, run_dir: Path, resume: bool) -> dict:
          f"{cfg.seq_len} tokens" + (f", matmul peak {peak / 1e9:.1f} GFLOP/s" if peak else ""))
     config_text = dump_config(cfg)
     record: dict = {}
-    bar = progress(cfg.max_steps, start, "pretrain")
+    bar = progress(cfg.max_steps, start, "pretrain", enabled=rank == 0)
     for step in range(start, cfg.max_steps):
         t0 = time.perf_counter()
         lr = sched.get_last_lr()[0]
-        micro_batches = [train[order.indices(step * cfg.grad_accum + m)] for m in range(cfg.grad_accum)]
-        loss, grad_norm = train_step(model, opt, sched, micro_batches, cfg.optim.grad_clip)
+        micro_batches = [train[order.indices(step * cfg.grad_accum + m)[rank::world]] for m in range(cfg.grad_accum)]
+        loss, grad_norm = train_step(step_model, opt, sched, micro_batches, cfg.optim.grad_clip, world)
         dt = time.perf_counter() - t0
         done = step + 1
         record = {"step": done, "loss": round(loss, 5), "lr": lr,
                   "grad_norm": round(grad_norm, 4), "tokens_per_s": round(tokens_per_step / dt, 1),
                   "flops_per_s": round(fpt * tokens_per_step / dt, 1)}
         if peak:
-            record["mfu"] = round(record["flops_per_s"] / peak, 4)
+            record["mfu"] = round(record["flops_per_s"] / (peak * world), 4)  # peak is per process
         if done % cfg.eval_every == 0 or done == cfg.max_steps:
             record.update(evaluate(model, held, cfg))
         run.log(record)
         bar.set_postfix(loss=record["loss"], tok_s=record["tokens_per_s"])
         bar.update(1)
         if done % cfg.save_every == 0 and done < cfg.max_steps:
-            save_checkpoint(run.checkpoints, done,
-                            lambda tmp: write_state(tmp, model, opt, sched, done, cfg, config_text),
-                            cfg.keep_checkpoints)
+            if rank == 0:
+                save_checkpoint(run.checkpoints, done,
+                                lambda tmp: write_state(tmp, model, opt, sched, done, cfg, config_text),
+                                cfg.keep_checkpoints)
+            if world > 1:
+                torch.distributed.barrier()
     bar.close()
     if "eval_loss" not in record:  # resumed after the last step had already been logged
         record.update(evaluate(model, held, cfg))
@@ -281,7 +295,14 @@ def run(cfg: PretrainConfig, run_dir: Path, resume: bool) -> dict:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
+    if rank > 0:
+        torch.distributed.barrier()  # rank 0 publishes final/
+        torch.distributed.destroy_process_group()
+        return {"rank": rank, **metrics}
     final = run.publish_final(write_final, parent=None, data=files, metrics=metrics, step=cfg.max_steps)
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     note(f"pretrain done: loss {metrics['loss']}, held-out loss {metrics['eval_loss']} "
          f"(ppl {metrics['eval_ppl']}) -> {final}")
     return {"final": str(final), **metrics}

@@ -36,7 +36,9 @@ def data_snapshot_hash(paths: list[Path]) -> str:
 
 
 class RunDir:
-    def __init__(self, path: Path, cfg: BaseModel, *, stage: str, resume: bool):
+    def __init__(self, path: Path, cfg: BaseModel, *, stage: str, resume: bool, writer: bool = True):
+        # writer=False: another process of a distributed run (rank > 0) that checks but never writes.
+        self.writer = writer
         self.path = path
         self.stage = stage
         self.cfg = cfg
@@ -55,17 +57,20 @@ class RunDir:
             raise UsageError(
                 f"{path} already holds a run; pass --resume to continue it, or delete it / choose --out"
             )
-        path.mkdir(parents=True, exist_ok=True)
-        clean_staging(self.checkpoints)
-        atomic_write_text(saved, config_text)
+        if writer:
+            path.mkdir(parents=True, exist_ok=True)
+            clean_staging(self.checkpoints)
+            atomic_write_text(saved, config_text)
 
     def log(self, record: dict) -> None:
+        if not self.writer:
+            return
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
 
     def rewind_metrics(self, step: int) -> None:
         """On resume, drop records of steps after the checkpoint: they are about to be redone."""
-        if not self.metrics_path.exists():
+        if not self.writer or not self.metrics_path.exists():
             return
         kept = []
         for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
