@@ -16,7 +16,9 @@ from pydantic import Field
 
 from chatloop.errors import UsageError
 from chatloop.train.common import setup_torch
-from chatloop.train.hf import HFStageConfig, atomic_trainer, load_parent, lora_config, train_and_publish, trl_args
+from chatloop.train.hf import (
+    HFStageConfig, atomic_trainer, load_parent, lora_config, rank_and_world, train_and_publish, trl_args,
+)
 from chatloop.train.prefs import load_rows
 from chatloop.train.rundir import RunDir, note
 
@@ -78,7 +80,7 @@ def run(cfg: GRPOStageConfig, run_dir: Path, resume: bool) -> dict:
         weights.append(cfg.reward_model_weight)
     if not funcs:
         raise UsageError("grpo needs a reward: set exact_answer_weight > 0 and/or reward_model")
-    run = RunDir(run_dir, cfg, stage="grpo", resume=resume)
+    run = RunDir(run_dir, cfg, stage="grpo", resume=resume, writer=rank_and_world()[0] == 0)
     model, tokenizer, parent = load_parent(cfg.model)
     train, _held, files = load_rows(cfg.model_copy(update={"eval_fraction": 0.0}), run_dir, "prompts")
     args = trl_args(cfg, GRPOConfig, run_dir, num_generations=cfg.num_generations,

@@ -9,6 +9,7 @@
 - `train_and_publish`: resume from the newest verified checkpoint, train, merge LoRA, write final/.
 """
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,20 @@ class HFStageConfig(StageConfig):
     trl: dict[str, Any] = Field(default_factory=dict, description="Extra fields for the TRL config class, passed as is.")
 
 
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the process count under torchrun / accelerate launch (else 0, 1)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def trl_args(cfg: HFStageConfig, config_cls, run_dir: Path, **stage_fields):
-    """The TRL config for a stage: shared fields, then the stage's own, then the user's `trl:` extras."""
+    """The TRL config for a stage: shared fields, then the stage's own, then the user's `trl:` extras.
+    `batch_size` is the global batch: each of N processes gets batch_size / N rows."""
+    _rank, world = rank_and_world()
+    if cfg.batch_size % world:
+        raise UsageError(f"batch_size {cfg.batch_size} must divide by the {world} processes")
     fields = dict(
-        output_dir=str(run_dir / "hf"), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        output_dir=str(run_dir / "hf"), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size // world,
+        per_device_eval_batch_size=cfg.batch_size // world, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr, warmup_steps=cfg.warmup_steps, lr_scheduler_type=cfg.lr_scheduler,
         logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_every, save_total_limit=None,
         seed=cfg.seed, data_seed=cfg.seed, use_cpu=True, report_to="none", dataloader_num_workers=0,
@@ -85,14 +95,40 @@ def atomic_trainer(base):
         def _save_checkpoint(self, model, trial):
             step = self.state.global_step
             parent_save = super()._save_checkpoint
+            rank, world = rank_and_world()
 
-            def write(tmp: Path) -> None:
+            def save_into(tmp: Path) -> None:
                 original = self.args.output_dir
                 self.args.output_dir = str(tmp)
                 try:
                     parent_save(model, trial)
                 finally:
                     self.args.output_dir = original
+
+            def share(tmp: Path | None) -> Path:
+                """Distributed: every rank writes its files (e.g. rng_state_N.pth) into rank 0's staging dir."""
+                import torch.distributed as dist
+
+                holder = [str(tmp) if tmp else None]
+                dist.broadcast_object_list(holder, src=0)
+                return Path(holder[0])
+
+            if rank > 0:
+                save_into(share(None))
+                import torch.distributed as dist
+
+                dist.barrier()  # rank 0 seals and publishes after everyone has written
+                dist.barrier()
+                return
+
+            def write(tmp: Path) -> None:
+                if world > 1:
+                    share(tmp)
+                save_into(tmp)
+                if world > 1:
+                    import torch.distributed as dist
+
+                    dist.barrier()
                 inner = tmp / f"checkpoint-{step}"
                 for item in inner.iterdir():
                     item.rename(tmp / item.name)
@@ -100,6 +136,10 @@ def atomic_trainer(base):
                 (tmp / "config.yaml").write_text(dump_config(self.chatloop_run.cfg), encoding="utf-8")
 
             save_checkpoint(self.chatloop_run.checkpoints, step, write, self.chatloop_run.cfg.keep_checkpoints)
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.barrier()
 
     Atomic.__name__ = Atomic.__qualname__ = f"Atomic{base.__name__}"
     return Atomic
@@ -180,6 +220,8 @@ def train_and_publish(trainer, run: RunDir, resume: bool, tokenizer, *, parent: 
     if trainer.eval_dataset is not None:
         metrics.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
     run.log({"step": trainer.state.global_step, **{k: v for k, v in metrics.items() if k != "step"}})
+    if not run.writer:  # distributed, rank > 0: rank 0 publishes final/
+        return {"rank": rank_and_world()[0], **metrics}
     model = trainer.model
     if hasattr(model, "merge_and_unload"):  # PEFT: serve one plain model
         model = model.merge_and_unload()

@@ -10,7 +10,9 @@ from pathlib import Path
 from pydantic import Field
 
 from chatloop.train.common import setup_torch
-from chatloop.train.hf import HFStageConfig, atomic_trainer, load_parent, lora_config, train_and_publish, trl_args
+from chatloop.train.hf import (
+    HFStageConfig, atomic_trainer, load_parent, lora_config, rank_and_world, train_and_publish, trl_args,
+)
 from chatloop.train.prefs import dataset, kto_example, load_rows
 from chatloop.train.rundir import RunDir, note
 
@@ -25,7 +27,7 @@ def run(cfg: KTOStageConfig, run_dir: Path, resume: bool) -> dict:
     setup_torch(cfg)
     from trl import KTOConfig, KTOTrainer
 
-    run = RunDir(run_dir, cfg, stage="kto", resume=resume)
+    run = RunDir(run_dir, cfg, stage="kto", resume=resume, writer=rank_and_world()[0] == 0)
     model, tokenizer, parent = load_parent(cfg.model)
     train, held, files = load_rows(cfg, run_dir, "kto")
     args = trl_args(cfg, KTOConfig, run_dir, beta=cfg.beta, max_length=cfg.max_length,

@@ -281,7 +281,7 @@ def run(cfg: PretrainConfig, run_dir: Path, resume: bool) -> dict:
         if done % cfg.save_every == 0 and done < cfg.max_steps:
             if rank == 0:
                 save_checkpoint(run.checkpoints, done,
-                                lambda tmp: write_state(tmp, model, opt, sched, done, cfg, config_text),
+                                lambda tmp, done=done: write_state(tmp, model, opt, sched, done, cfg, config_text),
                                 cfg.keep_checkpoints)
             if world > 1:
                 torch.distributed.barrier()

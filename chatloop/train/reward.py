@@ -11,7 +11,9 @@ by `render_conversation` (the one chat format) and the score is the head's outpu
 from pathlib import Path
 
 from chatloop.train.common import load_tokenizer, model_dir, setup_torch
-from chatloop.train.hf import HFStageConfig, atomic_trainer, lora_config, train_and_publish, trl_args
+from chatloop.train.hf import (
+    HFStageConfig, atomic_trainer, lora_config, rank_and_world, train_and_publish, trl_args,
+)
 from chatloop.train.prefs import dataset, load_rows, pair_example
 from chatloop.train.rundir import RunDir, note
 
@@ -56,7 +58,7 @@ def run(cfg: RewardStageConfig, run_dir: Path, resume: bool) -> dict:
     setup_torch(cfg)
     from trl import RewardConfig, RewardTrainer
 
-    run = RunDir(run_dir, cfg, stage="reward", resume=resume)
+    run = RunDir(run_dir, cfg, stage="reward", resume=resume, writer=rank_and_world()[0] == 0)
     model, tokenizer, parent = load_reward_model(cfg.model)
     train, held, files = load_rows(cfg, run_dir, "pairs")
     args = trl_args(cfg, RewardConfig, run_dir, max_length=cfg.max_length)

@@ -12,7 +12,9 @@ Full fine-tuning or LoRA (merged into final/). Checkpoints are atomic (hf.atomic
 from pathlib import Path
 
 from chatloop.train.common import expand_data, setup_torch
-from chatloop.train.hf import HFStageConfig, atomic_trainer, load_parent, lora_config, split, train_and_publish, trl_args
+from chatloop.train.hf import (
+    HFStageConfig, atomic_trainer, load_parent, lora_config, rank_and_world, split, train_and_publish, trl_args,
+)
 from chatloop.train.rundir import RunDir, note
 
 
@@ -40,7 +42,7 @@ def run(cfg: SFTStageConfig, run_dir: Path, resume: bool) -> dict:
 
     from chatloop.data.schemas import read_dataset
 
-    run = RunDir(run_dir, cfg, stage="sft", resume=resume)
+    run = RunDir(run_dir, cfg, stage="sft", resume=resume, writer=rank_and_world()[0] == 0)
     model, tokenizer, parent = load_parent(cfg.model)
     files = expand_data(cfg.data, run_dir)
     rows = [row for path in files for row in read_dataset(path, "sft")]

@@ -48,7 +48,7 @@ def kill_repeatedly(stage: str, config: Path, out: Path, kills: int = 3) -> dict
         if not killed_during_save:
             _wait_for(lambda: any(ckpts.glob(".step-*.tmp-*")), proc)
         else:
-            _wait_for(lambda: len(complete_checkpoints(ckpts)) > before, proc)
+            _wait_for(lambda before=before: len(complete_checkpoints(ckpts)) > before, proc)
             time.sleep(rng.uniform(0.0, 0.5))
         if proc.poll() is not None:
             break  # finished before we could kill it
