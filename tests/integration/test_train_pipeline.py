@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from chatloop.models.chat_format import render_conversation
+from chatloop.models.loading import load_model
 from chatloop.models.manifest import verify_manifest
 
 TINY_MODEL = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128}
@@ -78,7 +79,6 @@ def test_sft_labels_are_exactly_the_render_conversation_mask(chain):
 
 
 def test_tokenizer_pretrain_sft_end_to_end(chain):
-    from chatloop.models.loading import load_model
     from chatloop.train import sft
 
     run_dir = chain / "runs" / "tiny-sft"
@@ -157,6 +157,7 @@ def test_dpo_changes_weights_and_lowers_loss(sft_home):
     assert summary["last_loss"] < summary["first_loss"]
     assert _changed(run_dir / "final", sft_home / "runs" / "tiny-sft" / "final")
     assert verify_manifest(run_dir / "final")["parent"].startswith("tiny-sft:")
+    load_model(str(run_dir / "final"), "float32")
 
 
 def test_kto_changes_weights_and_lowers_loss(sft_home):
@@ -167,6 +168,7 @@ def test_kto_changes_weights_and_lowers_loss(sft_home):
                       run_dir, resume=False)
     assert summary["last_loss"] < summary["first_loss"]
     assert _changed(run_dir / "final", sft_home / "runs" / "tiny-sft" / "final")
+    load_model(str(run_dir / "final"), "float32")
 
 
 def test_reward_model_learns_pairs_and_reports_heldout_accuracy(sft_home):
@@ -178,11 +180,13 @@ def test_reward_model_learns_pairs_and_reports_heldout_accuracy(sft_home):
         **_pref_fields(max_steps=30, lr=2e-3)), run_dir, resume=False)
     assert summary["last_loss"] < summary["first_loss"]
     assert summary["heldout_pair_accuracy"] >= 0.6
+    assert _changed(run_dir / "final", sft_home / "runs" / "tiny-sft" / "final")  # the shared backbone moved
+    model, _tok, _parent = reward.load_reward_model(str(run_dir / "final"))
+    assert model.config.num_labels == 1
     assert verify_manifest(run_dir / "final")["metrics"]["heldout_pair_accuracy"] == summary["heldout_pair_accuracy"]
 
 
 def test_grpo_with_exact_answer_and_reward_model_changes_weights(sft_home):
-    from chatloop.models.loading import load_model
     from chatloop.train import grpo
 
     assert grpo.exact_answer([[{"role": "assistant", "content": "7 + 5 = 12."}], "It is 13"], ["12", "12"]) == [1.0, 0.0]
