@@ -5,8 +5,10 @@ Each stage is a module in chatloop.train with a `Config` (pydantic, help on ever
 and prints a summary (one JSON object with --json). `--help-config` lists a stage's fields.
 """
 
+import contextlib
 import importlib
 import json
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -53,7 +55,9 @@ def train(
             raise UsageError("--config FILE.yaml is required")
         cfg = load_config(config_cls, config, overrides or [])
         run_dir = out or get_settings().runs_dir / cfg.run_name
-        summary = module.run(cfg, run_dir, resume)
+        # Trainers print progress dicts on stdout; keep stdout for the summary (one JSON object with --json).
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = module.run(cfg, run_dir, resume)
     except ChatloopError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None

@@ -93,6 +93,8 @@ def atomic_trainer(base):
         chatloop_run: RunDir
 
         def _save_checkpoint(self, model, trial):
+            import torch.distributed as dist
+
             step = self.state.global_step
             parent_save = super()._save_checkpoint
             rank, world = rank_and_world()
@@ -106,19 +108,15 @@ def atomic_trainer(base):
                     self.args.output_dir = original
 
             def share(tmp: Path | None) -> Path:
-                """Distributed: every rank writes its files (e.g. rng_state_N.pth) into rank 0's staging dir."""
-                import torch.distributed as dist
-
+                """Distributed: all ranks write their files (rng_state_N.pth) into rank 0's staging dir."""
                 holder = [str(tmp) if tmp else None]
                 dist.broadcast_object_list(holder, src=0)
                 return Path(holder[0])
 
             if rank > 0:
                 save_into(share(None))
-                import torch.distributed as dist
-
-                dist.barrier()  # rank 0 seals and publishes after everyone has written
-                dist.barrier()
+                dist.barrier()  # everyone has written: rank 0 seals and publishes ...
+                dist.barrier()  # ... and is done
                 return
 
             def write(tmp: Path) -> None:
@@ -126,8 +124,6 @@ def atomic_trainer(base):
                     share(tmp)
                 save_into(tmp)
                 if world > 1:
-                    import torch.distributed as dist
-
                     dist.barrier()
                 inner = tmp / f"checkpoint-{step}"
                 for item in inner.iterdir():
@@ -137,8 +133,6 @@ def atomic_trainer(base):
 
             save_checkpoint(self.chatloop_run.checkpoints, step, write, self.chatloop_run.cfg.keep_checkpoints)
             if world > 1:
-                import torch.distributed as dist
-
                 dist.barrier()
 
     Atomic.__name__ = Atomic.__qualname__ = f"Atomic{base.__name__}"

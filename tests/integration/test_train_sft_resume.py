@@ -25,3 +25,19 @@ def test_sft_resume_after_kill_matches_uninterrupted(tmp_path, tiny_dir):
     theirs = load_file(tmp_path / "ref" / "final" / "model.safetensors")
     assert ours.keys() == theirs.keys()
     assert all(ours[k].equal(theirs[k]) for k in theirs), "resumed SFT weights differ from the uninterrupted run"
+
+
+def test_json_flag_prints_one_object_on_stdout(tmp_path, tiny_dir):
+    """TRL's trainers print log dicts; with --json stdout must still hold exactly one JSON object."""
+    import json
+
+    config = tmp_path / "sft.yaml"
+    config.write_text(yaml.safe_dump({
+        "run_name": "sft-json", "model": str(tiny_dir), "data": ["synthetic:sft:40:en"], "max_steps": 2,
+        "batch_size": 4, "max_length": 64, "logging_steps": 1, "eval_fraction": 0.0,
+    }))
+    done = subprocess.run(cli("sft", config, tmp_path / "run", "--json"), env=env(), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["step"] == 2 and summary["final"].endswith("final")
