@@ -257,7 +257,7 @@ def serve(
     settings = get_settings()
     app = create_app(ServerConfig(model=model, dtype=dtype.value, db_url=db_url, max_batch=max_batch,
                                   rate_limit_per_minute=settings.rate_limit_per_minute,
-                                  max_body_bytes=settings.max_body_bytes))
+                                  max_body_bytes=settings.max_body_bytes, max_waiting=settings.max_waiting))
     typer.echo(f"chatloop: serving on http://{host}:{port}  (OpenAI API at http://{host}:{port}/v1)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 

@@ -52,12 +52,13 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.proc: subprocess.Popen | None = None
+        self.proc_args: list[str] = []
 
     def start(self, timeout: float = 120) -> "Server":
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chatloop", "serve", "--port", str(self.port), "--model", self.model,
-             "--db", self.db_url, "--dtype", self.dtype],
+             "--db", self.db_url, "--dtype", self.dtype, *self.proc_args],
             stdout=out, stderr=subprocess.STDOUT, env=self.env,
         )
         deadline = time.time() + timeout
