@@ -1,4 +1,5 @@
 /** The app API client (docs/api.md): JSON fetch with double-submit CSRF, and the SSE reply stream. */
+import { t } from "./i18n";
 
 export interface User {
   id: string;
@@ -93,6 +94,9 @@ function request(method: string, path: string, body?: unknown, signal?: AbortSig
     body: body === undefined ? undefined : JSON.stringify(body),
     credentials: "same-origin",
     signal,
+  }).catch((e: unknown) => {
+    if (e instanceof DOMException && e.name === "AbortError") throw e;
+    throw new ApiError(0, t("networkError"));
   });
 }
 

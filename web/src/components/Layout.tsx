@@ -48,7 +48,6 @@ export function Layout({ user, models, pathname, onUser, onLogout }: Props) {
       />
       <div class="scrim" onClick={() => setSidebarOpen(false)} />
       <Chat
-        key={conversationId ?? "new"}
         conversationId={conversationId}
         models={models}
         onMenu={() => setSidebarOpen(true)}

@@ -171,7 +171,7 @@ function Keys({ onError }: { onError: (m: string) => void }) {
           <li data-testid="api-key" class={k.revoked ? "revoked" : ""}>
             <span>
               <strong>{k.name}</strong> <code>{k.prefix}…</code>
-              <small>{t("lastUsed")}: {k.last_used_at ? new Date(k.last_used_at).toLocaleString(locale.get()) : t("never")}</small>
+              <small>{t("lastUsed")} {k.last_used_at ? new Date(k.last_used_at).toLocaleString(locale.get()) : t("never")}</small>
             </span>
             {k.revoked ? (
               <span class="muted">{t("revoked")}</span>
