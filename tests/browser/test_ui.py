@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -415,6 +416,31 @@ def test_script_and_html_in_messages_render_inert(page):
     expect(page.get_by_test_id("conversation").first).to_contain_text("<img src=x")
 
 
+def test_html_in_a_stored_answer_is_sanitised(page, server):
+    """Answers render as Markdown: raw HTML in them must lose scripts and handlers. The tiny model
+    cannot be made to write HTML, so the test stores such an answer in the server's database."""
+    from playwright.sync_api import expect
+
+    capped(page, 8)
+    sign_up(page)
+    send(page, "hello")
+    answer_id = wait_answer(page).get_attribute("data-message-id")
+    evil = ('**bold** <img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script> '
+            '<a href="javascript:window.__pwned=3">link</a> <iframe src="javascript:parent.__pwned=4"></iframe>\n\n'
+            '```html\n<script>window.__pwned=5</script>\n```')
+    with sqlite3.connect(server.db_url.removeprefix("sqlite:///")) as db:
+        assert db.execute("UPDATE messages SET content = ? WHERE id = ?", (evil, answer_id)).rowcount == 1
+    page.reload()
+    answer = page.get_by_test_id("assistant-message")
+    expect(answer.locator("strong")).to_have_text("bold")
+    expect(answer.locator(".code-block code")).to_have_text("<script>window.__pwned=5</script>")
+    answer.get_by_text("link", exact=True).click()  # its javascript: href was removed
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__pwned") is None
+    assert answer.locator("script, iframe, [onerror]").count() == 0
+    assert answer.locator("a[href^=javascript]").count() == 0
+
+
 def test_switch_to_chinese_is_saved_for_the_account(page, browser, server):
     from playwright.sync_api import expect
 
@@ -512,3 +538,47 @@ def test_phone_layout_has_a_slide_in_sidebar(phone):
     expect(phone.get_by_test_id("new-chat")).not_to_be_in_viewport()
     width = phone.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"the page scrolls sideways on a phone ({width}px)"
+
+
+@pytest.fixture(scope="module")
+def default_server(browser, tmp_path_factory):
+    _build_web()
+    db = tmp_path_factory.mktemp("browser-default-db") / "chatloop.db"
+    srv = Server("default", f"sqlite:///{db}", dtype="auto", log=ARTIFACTS / "browser-default-server.log").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.slow
+def test_markdown_answer_has_highlighted_code_with_a_copy_button(browser, default_server):
+    """The bundled default model, greedy, answers with a fenced Python block."""
+    from playwright.sync_api import expect
+
+    errors: list[str] = []
+    page = _new_page(browser, default_server, {"width": 1280, "height": 800}, errors)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+
+    def greedy(route):
+        body = {**json.loads(route.request.post_data or "{}"), "temperature": 0, "max_tokens": 40}
+        route.continue_(post_data=json.dumps(body))
+
+    page.route(re.compile(r".*/api/conversations/[^/]+/messages$"), greedy)
+    sign_up(page)
+    send(page, "Write a Python function that adds two numbers.")
+    answer = wait_answer(page)
+    code = answer.locator(".code-block pre code.hljs")
+    expect(code).to_contain_text("def add_two_numbers(num1, num2):")
+    expect(answer.locator(".code-head")).to_contain_text("python")
+    assert code.locator(".hljs-keyword").count() >= 2  # def, return
+    shot(page, "11-code-answer-light")
+    answer.get_by_role("button", name="Copy", exact=True).click()
+    expect(answer.get_by_role("button", name="Copied", exact=True)).to_be_visible()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied.startswith("def add_two_numbers(num1, num2):\n    return num1 + num2")
+    page.evaluate("document.documentElement.dataset.theme = 'dark'")
+    shot(page, "12-code-answer-dark")
+    page.set_viewport_size(PHONE)
+    page.wait_for_timeout(300)  # the sidebar slides away when the window narrows
+    shot(page, "13-code-answer-phone-dark")
+    page.context.close()
+    assert not errors
