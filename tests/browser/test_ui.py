@@ -227,6 +227,8 @@ def test_send_message_streams_the_answer_and_persists(page):
     text = answer.inner_text()
     assert text.strip()
     expect(page.get_by_test_id("conversation").first).to_contain_text("first line second line")
+    expect(page.get_by_test_id("chat-title")).to_have_text("first line second line")
+    expect(page).to_have_title("first line second line · chatloop")
     shot(page, "03-answer-light")
 
     cid = conversation_id(page)

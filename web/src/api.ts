@@ -77,6 +77,9 @@ export class ApiError extends Error {
   }
 }
 
+/** Fired when the server answers 401 to a signed-in call (session expired or revoked). */
+export const SIGNED_OUT = "chatloop:signed-out";
+
 const UNSAFE = new Set(["POST", "PATCH", "PUT", "DELETE"]);
 
 function csrfToken(): string {
@@ -113,6 +116,7 @@ async function raiseFor(res: Response): Promise<never> {
 
 export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
   const res = await request(method, path, body);
+  if (res.status === 401 && !path.startsWith("/api/auth/")) window.dispatchEvent(new Event(SIGNED_OUT));
   if (!res.ok) return raiseFor(res);
   if (res.status === 204) return undefined as T;
   return (await res.json()) as T;

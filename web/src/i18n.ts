@@ -206,6 +206,7 @@ function initialLocale(): Locale {
 }
 
 export const locale = signal<Locale>(initialLocale());
+document.documentElement.lang = locale.get();
 
 export function setLocale(value: string): void {
   const next: Locale = value === "zh-CN" ? "zh-CN" : "en";

@@ -1,7 +1,7 @@
 /** Entry point: loads the signed-in user, then shows the auth pages or the chat layout. */
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import { api, ApiError, type Model, type User } from "./api";
+import { api, ApiError, SIGNED_OUT, type Model, type User } from "./api";
 import { Auth } from "./components/Auth";
 import { Layout } from "./components/Layout";
 import { locale, setLocale } from "./i18n";
@@ -20,6 +20,12 @@ function App() {
   const [models, setModels] = useState<Model[]>([]);
   const pathname = useSignal(path);
   useSignal(locale);
+
+  useEffect(() => {
+    const signedOut = () => setUser(null);
+    window.addEventListener(SIGNED_OUT, signedOut);
+    return () => window.removeEventListener(SIGNED_OUT, signedOut);
+  }, []);
 
   useEffect(() => {
     api<User>("GET", "/api/me")

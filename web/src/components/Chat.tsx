@@ -13,6 +13,7 @@ import { MessageView } from "./MessageView";
 
 interface Props {
   conversationId: string | null;
+  title: string;
   models: Model[];
   onMenu: () => void;
   onConversationsChanged: () => void;
@@ -20,7 +21,7 @@ interface Props {
 
 type Comparison = { newId: string; oldId: string };
 
-export function Chat({ conversationId, models, onMenu, onConversationsChanged }: Props) {
+export function Chat({ conversationId, title, models, onMenu, onConversationsChanged }: Props) {
   const [conv, setConv] = useState<Conversation | null>(null);
   const [loadError, setLoadError] = useState("");
   const [error, setError] = useState("");
@@ -43,6 +44,10 @@ export function Chat({ conversationId, models, onMenu, onConversationsChanged }:
       .then(setConv)
       .catch((e) => setLoadError(e instanceof ApiError && e.status === 404 ? t("notFound") : String(e.message ?? e)));
   }, [conversationId]);
+
+  useEffect(() => {
+    document.title = conv && title ? `${title} · chatloop` : "chatloop";
+  }, [conv, title]);
 
   const tree = useMemo(() => new Tree(conv?.messages ?? []), [conv?.messages]);
   const branch = useMemo(() => tree.path(conv?.current_leaf_id ?? null), [tree, conv?.current_leaf_id]);
@@ -175,7 +180,7 @@ export function Chat({ conversationId, models, onMenu, onConversationsChanged }:
             </option>
           ))}
         </select>
-        <span class="chat-title">{conv?.title ?? ""}</span>
+        <span class="chat-title" data-testid="chat-title">{conv ? title : ""}</span>
       </header>
       <div
         class="thread"
@@ -213,7 +218,7 @@ export function Chat({ conversationId, models, onMenu, onConversationsChanged }:
           </p>
         )}
       </div>
-      <Composer busy={busy} disabled={!!loadError} onSend={(text) => void send(text)} onStop={() => streaming?.abort()} />
+      <Composer busy={busy} disabled={!!loadError} onSend={(text) => void send(text, branch.length ? branch[branch.length - 1].id : null)} onStop={() => streaming?.abort()} />
     </main>
   );
 }

@@ -1,7 +1,7 @@
 /** Signed-in layout: the conversations sidebar, the chat for the current route, the settings dialog. */
 import { useEffect, useState } from "preact/hooks";
 import { api, type ConversationSummary, type Model, type User } from "../api";
-import { conversationIdOf } from "../router";
+import { conversationIdOf, navigate } from "../router";
 import { Chat } from "./Chat";
 import { Settings } from "./Settings";
 import { Sidebar } from "./Sidebar";
@@ -49,6 +49,7 @@ export function Layout({ user, models, pathname, onUser, onLogout }: Props) {
       <div class="scrim" onClick={() => setSidebarOpen(false)} />
       <Chat
         conversationId={conversationId}
+        title={conversations.find((c) => c.id === conversationId)?.title ?? ""}
         models={models}
         onMenu={() => setSidebarOpen(true)}
         onConversationsChanged={() => refresh()}
@@ -58,7 +59,10 @@ export function Layout({ user, models, pathname, onUser, onLogout }: Props) {
           user={user}
           onUser={onUser}
           onClose={() => setSettingsOpen(false)}
-          onDataDeleted={() => refresh()}
+          onDataDeleted={() => {
+            navigate("/");
+            void refresh();
+          }}
           onLogout={onLogout}
         />
       )}
