@@ -343,6 +343,27 @@ def bench_decode(
         print_report(report)
 
 
+@bench_app.command("serve")
+def bench_serve(
+    model: ModelOpt = "default",
+    tokens: Annotated[int, typer.Option("--tokens", min=8, help="Tokens generated per chat.")] = 128,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Serving: 1 vs 8 concurrent streaming chats through HTTP with the openai client."""
+    from chatloop.bench.serve import run_serve_bench
+
+    try:
+        report = run_serve_bench(model, tokens)
+    except ChatloopError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        from rich.console import Console
+
+        Console().print_json(json.dumps(report))
+
+
 def main() -> None:
     app()
 
