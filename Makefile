@@ -1,5 +1,5 @@
 # chatloop: two commands on a fresh machine.
-#   make run    set up (idempotent) and start chatting with the bundled default model
+#   make run    set up (idempotent) and serve the bundled default model on http://127.0.0.1:8000
 #   make test   set up (idempotent, incl. dev deps) and run the whole test suite
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 run: setup
-	$(BIN)/chatloop chat
+	$(BIN)/chatloop serve --host 127.0.0.1 --port 8000 --model default
 
 test: setup
 	$(BIN)/python -m pytest
@@ -42,6 +42,7 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/chatloop bench decode
+	$(BIN)/chatloop bench serve
 
 clean:
 	rm -rf $(VENV) .pytest_cache .cache web/dist web/node_modules

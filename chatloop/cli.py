@@ -233,16 +233,21 @@ def serve(
     db: DbOpt = None,
     dtype: DTypeOpt = DType.auto,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Sequences decoded together.")] = 8,
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json (one object per line).")] = "text",
 ) -> None:
     """Serve the web UI, the app API (/api) and the OpenAI-compatible API (/v1)."""
-    import logging
+    import logging.config
 
     import uvicorn
 
+    from chatloop.server import logs
     from chatloop.server.app import create_app
     from chatloop.server.deps import ServerConfig
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_format not in ("text", "json"):
+        _fail(UsageError(f"--log-format must be text or json, not {log_format!r}"))
+    log_config = logs.configure(log_format)
+    logging.config.dictConfig(log_config)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from chatloop.models.refs import resolve
@@ -259,7 +264,7 @@ def serve(
                                   rate_limit_per_minute=settings.rate_limit_per_minute,
                                   max_body_bytes=settings.max_body_bytes, max_waiting=settings.max_waiting))
     typer.echo(f"chatloop: serving on http://{host}:{port}  (OpenAI API at http://{host}:{port}/v1)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=host, port=port, log_config=log_config, timeout_graceful_shutdown=5)
 
 
 def _db(db: str | None):
@@ -341,6 +346,27 @@ def bench_decode(
         from chatloop.bench.decode import print_report
 
         print_report(report)
+
+
+@bench_app.command("serve")
+def bench_serve(
+    model: ModelOpt = "default",
+    tokens: Annotated[int, typer.Option("--tokens", min=8, help="Tokens generated per chat.")] = 128,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Serving: 1 vs 8 concurrent streaming chats through HTTP with the openai client."""
+    from chatloop.bench.serve import run_serve_bench
+
+    try:
+        report = run_serve_bench(model, tokens)
+    except ChatloopError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        from rich.console import Console
+
+        Console().print_json(json.dumps(report))
 
 
 def main() -> None:

@@ -51,10 +51,6 @@ class Principal:
     via: str  # "session" or "key"
     api_key_id: str | None = None
 
-    @property
-    def rate_key(self) -> str:
-        return f"key:{self.api_key_id}" if self.api_key_id else f"user:{self.user.id}"
-
 
 def start_session(db, response: Response, user: User, secure: bool) -> None:
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)

@@ -47,8 +47,11 @@ def services(request: Request) -> Services:
 
 
 def principal(request: Request, svc: Services = Depends(services)) -> Principal:
+    """The authenticated caller; rate-limited per user and, for key requests, per key too."""
     p = authenticate(request, svc.db)
-    wait = svc.limiter.check(p.rate_key)
+    wait = svc.limiter.check(f"user:{p.user.id}")
+    if p.api_key_id and not wait:
+        wait = svc.limiter.check(f"key:{p.api_key_id}")
     if wait:
         raise APIError(429, "rate limit exceeded: slow down", code="rate_limit_exceeded",
                        headers={"Retry-After": RateLimiter.retry_after(wait)})

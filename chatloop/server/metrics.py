@@ -1,5 +1,6 @@
 """Prometheus metrics (prometheus-client), one registry per app so tests can run several apps."""
 
+import logging
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -31,8 +32,11 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+access_log = logging.getLogger("chatloop.access")
+
+
 class MetricsMiddleware:
-    """ASGI middleware counting requests by route template and timing them."""
+    """ASGI middleware counting requests by route template, timing them, and logging each one."""
 
     def __init__(self, app, metrics: Metrics):
         self.app, self.metrics = app, metrics
@@ -53,5 +57,10 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or ("/static" if scope["path"].startswith("/assets") else "other")
+            elapsed = time.perf_counter() - start
             self.metrics.requests.labels(scope["method"], path, str(status["code"])).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+            self.metrics.latency.labels(path).observe(elapsed)
+            client = scope.get("client") or ("", 0)
+            access_log.info("%s %s %s", scope["method"], scope["path"], status["code"], extra={
+                "method": scope["method"], "path": scope["path"], "route": path, "status": status["code"],
+                "latency_ms": round(elapsed * 1000, 1), "client": client[0]})

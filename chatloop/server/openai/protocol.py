@@ -26,9 +26,39 @@ class StreamOptions(Strict):
     include_usage: bool = False
 
 
+class JSONSchemaFormat(Strict):
+    name: str = Field(max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
 class ResponseFormat(Strict):
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.type == "json_schema" and (self.json_schema is None or self.json_schema.schema_ is None):
+            raise ValueError("response_format json_schema needs json_schema.schema")
+        return self
+
+
+class FunctionDefinition(Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedToolChoice(Strict):
+    type: Literal["function"]
+    function: dict[str, str]
 
 
 class ChatCompletionRequest(Strict):
@@ -50,8 +80,8 @@ class ChatCompletionRequest(Strict):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=1.0, ge=0.0, le=2.0)
-    tool_choice: str | dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=64)
     top_logprobs: int | None = None
     top_p: float | None = Field(default=1.0, gt=0.0, le=1.0)
     user: str | None = None
@@ -60,6 +90,11 @@ class ChatCompletionRequest(Strict):
     def _check(self):
         if isinstance(self.stop, list) and len(self.stop) > 4:
             raise ValueError("stop: at most 4 sequences")
+        names = {t.function.name for t in self.tools or []}
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.get("name") not in names:
+            raise ValueError("tool_choice names a function that is not in tools")
+        if self.tool_choice == "required" and not names:
+            raise ValueError("tool_choice 'required' needs tools")
         return self
 
 
@@ -69,10 +104,26 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str  # JSON text, as in OpenAI's API
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ToolCallDelta(ToolCall):
+    index: int
+
+
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class Choice(BaseModel):
@@ -95,6 +146,7 @@ class ChatCompletion(BaseModel):
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(BaseModel):
