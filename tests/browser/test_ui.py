@@ -283,6 +283,8 @@ def test_thumbs_down_with_reason_is_saved(page):
     answer.get_by_test_id("thumb-up").click()
     page.get_by_test_id("feedback-dialog").get_by_test_id("reason-helpful").click()
     page.get_by_test_id("feedback-submit").click()
+    expect(page.get_by_test_id("feedback-dialog")).to_be_hidden()
+    expect(answer.get_by_test_id("thumb-up")).to_have_attribute("aria-pressed", "true")
     stored = api_get(page, f"/api/conversations/{conversation_id(page)}")["messages"][-1]["feedback"]
     assert stored["rating"] == "up" and stored["reasons"] == ["helpful"]
 
@@ -356,6 +358,7 @@ def test_reload_on_a_deep_link_restores_everything(page):
     answer = wait_answer(page)
     answer.get_by_test_id("thumb-up").click()
     page.get_by_test_id("feedback-submit").click()
+    expect(page.get_by_test_id("feedback-dialog")).to_be_hidden()
     expect(answer.get_by_test_id("thumb-up")).to_have_attribute("aria-pressed", "true")
     url = page.url
     page.goto("/")
@@ -582,5 +585,34 @@ def test_markdown_answer_has_highlighted_code_with_a_copy_button(browser, defaul
     page.set_viewport_size(PHONE)
     page.wait_for_timeout(300)  # the sidebar slides away when the window narrows
     shot(page, "13-code-answer-phone-dark")
+    page.context.close()
+    assert not errors
+
+
+def test_phone_dialogs_fit_the_screen(browser, server):
+    """Light theme on a phone: sign-in, the feedback dialog and settings stay within the screen."""
+    from playwright.sync_api import expect
+
+    errors: list[str] = []
+    page = _new_page(browser, server, PHONE, errors, color_scheme="light")
+    capped(page, 16)
+    page.goto("/login")
+    shot(page, "14-phone-sign-in-light")
+    sign_up(page)
+    send(page, "Hello")
+    answer = wait_answer(page)
+    answer.get_by_test_id("thumb-down").click()
+    dialog = page.get_by_test_id("feedback-dialog")
+    expect(dialog).to_be_in_viewport(ratio=1)
+    shot(page, "15-phone-feedback-light")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    page.get_by_role("button", name="Menu").click()
+    page.get_by_test_id("settings").click()
+    page.get_by_test_id("tab-dataControls").click()
+    expect(page.get_by_test_id("settings-dialog")).to_be_in_viewport(ratio=1)
+    page.wait_for_function("document.querySelector('.sidebar').getBoundingClientRect().right <= 0")
+    shot(page, "16-phone-settings-light")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     page.context.close()
     assert not errors

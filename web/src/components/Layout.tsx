@@ -43,7 +43,10 @@ export function Layout({ user, models, pathname, onUser, onLogout }: Props) {
         query={query}
         onQuery={setQuery}
         onChanged={() => refresh()}
-        onSettings={() => setSettingsOpen(true)}
+        onSettings={() => {
+          setSidebarOpen(false);
+          setSettingsOpen(true);
+        }}
         onClose={() => setSidebarOpen(false)}
       />
       <div class="scrim" onClick={() => setSidebarOpen(false)} />
