@@ -201,7 +201,7 @@ def test_sign_up_then_sign_in_shows_the_chat(page):
     page.get_by_label(re.compile("Email")).fill(email)
     page.get_by_label(re.compile("Password")).fill("wrong password")
     page.get_by_test_id("auth-submit").click()
-    expect(page.get_by_role("alert")).to_be_visible()
+    expect(page.get_by_role("alert")).to_have_text("Wrong email or password.")
     page.get_by_label(re.compile("Password")).fill(PASSWORD)
     page.get_by_test_id("auth-submit").click()
     expect(page.get_by_test_id("composer")).to_be_visible()

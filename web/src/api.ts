@@ -1,5 +1,5 @@
 /** The app API client (docs/api.md): JSON fetch with double-submit CSRF, and the SSE reply stream. */
-import { t } from "./i18n";
+import { errorText, t } from "./i18n";
 
 export interface User {
   id: string;
@@ -107,7 +107,7 @@ async function raiseFor(res: Response): Promise<never> {
   let message = `${res.status} ${res.statusText}`;
   try {
     const data = await res.json();
-    if (data?.error?.message) message = data.error.message;
+    if (data?.error?.message) message = errorText(data.error.code, data.error.message);
   } catch {
     // Not JSON (e.g. a proxy's HTML error page): the status line is the best message there is.
   }

@@ -93,6 +93,16 @@ const en = {
   menu: "Menu",
   notFound: "This chat does not exist or was deleted.",
   networkError: "Could not reach the server.",
+  err_invalid_credentials: "Wrong email or password.",
+  err_email_taken: "An account with this email already exists.",
+  err_weak_password: "The password must be at least 8 characters.",
+  err_signup_disabled: "Sign-up is disabled on this server; ask an administrator.",
+  err_account_disabled: "This account is disabled.",
+  err_unauthenticated: "Your session has ended: please sign in again.",
+  err_rate_limit_exceeded: "Too many requests: please wait a moment and try again.",
+  err_overloaded: "The model is busy right now: please try again shortly.",
+  err_context_length_exceeded: "This conversation is too long for the model: start a new chat or shorten your message.",
+  err_body_too_large: "The message is too large.",
 } as const;
 
 export type Key = keyof typeof en;
@@ -189,6 +199,16 @@ const zh: Record<Key, string> = {
   menu: "菜单",
   notFound: "此对话不存在或已被删除。",
   networkError: "无法连接到服务器。",
+  err_invalid_credentials: "邮箱或密码错误。",
+  err_email_taken: "该邮箱已注册账号。",
+  err_weak_password: "密码至少需要 8 个字符。",
+  err_signup_disabled: "此服务器已关闭注册，请联系管理员。",
+  err_account_disabled: "此账号已被停用。",
+  err_unauthenticated: "会话已结束，请重新登录。",
+  err_rate_limit_exceeded: "请求过于频繁，请稍后再试。",
+  err_overloaded: "模型正忙，请稍后再试。",
+  err_context_length_exceeded: "此对话对模型来说太长了：请开始新对话或缩短你的消息。",
+  err_body_too_large: "消息太大。",
 };
 
 export type Locale = "en" | "zh-CN";
@@ -217,4 +237,10 @@ export function setLocale(value: string): void {
 
 export function t(key: Key): string {
   return dictionaries[locale.get()][key];
+}
+
+/** The UI's own wording for a server error code it knows; otherwise the server's message. */
+export function errorText(code: string | null | undefined, fallback: string): string {
+  const key = `err_${code}`;
+  return key in en ? t(key as Key) : fallback;
 }

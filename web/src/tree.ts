@@ -28,6 +28,12 @@ export class Tree {
     return out.reverse().filter((m) => m.role === "user" || m.role === "assistant");
   }
 
+  /** The newest root's newest leaf: what to show when no branch was chosen yet. */
+  latestLeaf(): Message | null {
+    const roots = this.children.get(null);
+    return roots?.length ? this.newestLeaf(roots[roots.length - 1]) : null;
+  }
+
   /** The leaf reached from `m` by always following the newest child (what ChatGPT shows). */
   newestLeaf(m: Message): Message {
     for (;;) {

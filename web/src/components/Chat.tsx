@@ -50,7 +50,10 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
   }, [conv, title]);
 
   const tree = useMemo(() => new Tree(conv?.messages ?? []), [conv?.messages]);
-  const branch = useMemo(() => tree.path(conv?.current_leaf_id ?? null), [tree, conv?.current_leaf_id]);
+  const branch = useMemo(
+    () => tree.path(conv?.current_leaf_id ?? tree.latestLeaf()?.id ?? null),
+    [tree, conv?.current_leaf_id],
+  );
 
   useEffect(() => {
     const el = scroller.current;
