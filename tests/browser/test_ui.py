@@ -14,12 +14,13 @@ import secrets
 import shutil
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, make_tiny_model
-from server_util import Server
+from server_util import Server, signup
 
 CHROMIUM = os.environ.get("CHATLOOP_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -616,3 +617,49 @@ def test_phone_dialogs_fit_the_screen(browser, server):
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     page.context.close()
     assert not errors
+
+
+def test_export_downloads_the_conversation_as_markdown(page):
+    capped(page, 8)
+    sign_up(page)
+    send(page, "Export me")
+    answer = wait_answer(page).inner_text().strip()
+    with page.expect_download() as download:
+        page.get_by_test_id("export").click()
+    text = Path(download.value.path()).read_text()
+    assert text.startswith("# Export me") and "Export me" in text and answer.split()[0] in text
+
+
+def test_admin_closes_sign_up_and_disables_an_account(page, server):
+    from playwright.sync_api import expect
+
+    admin_email = f"admin-{secrets.token_hex(4)}@example.com"
+    subprocess.run([sys.executable, "-m", "chatloop", "users", "create", admin_email, "--admin", "--password-stdin",
+                    "--db", server.db_url], input=PASSWORD + "\n", text=True, check=True, capture_output=True)
+    victim_email = f"other-{secrets.token_hex(4)}@example.com"
+    signup(server.url, victim_email).close()
+    page.goto("/login")
+    page.get_by_label(re.compile("Email")).fill(admin_email)
+    page.get_by_label(re.compile("Password")).fill(PASSWORD)
+    page.get_by_test_id("auth-submit").click()
+    page.get_by_test_id("settings").click()
+    page.get_by_test_id("tab-admin").click()
+    rows = page.get_by_test_id("admin-user")
+    victim = rows.filter(has_text=victim_email)
+    victim.get_by_test_id("user-disabled").check()
+    expect(victim.get_by_test_id("user-disabled")).to_be_checked()
+    shot(page, "17-admin")
+    r = page.request.post("/api/auth/login", data={"email": victim_email, "password": PASSWORD})
+    assert r.status == 403 and r.json()["error"]["code"] == "account_disabled"
+
+    toggle = page.get_by_test_id("signup-enabled")
+    toggle.uncheck()
+    try:
+        expect(toggle).not_to_be_checked()
+        r = page.request.post("/api/auth/signup", data={"email": "late@example.com", "password": PASSWORD})
+        assert r.status == 403
+    finally:
+        # Other tests on this server sign up.
+        page.request.patch("/api/admin/settings", data={"signup_enabled": True},
+                           headers={"X-CSRF-Token": next(c["value"] for c in page.context.cookies()
+                                                         if c["name"] == "csrftoken")})

@@ -184,6 +184,12 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
           ))}
         </select>
         <span class="chat-title" data-testid="chat-title">{conv ? title : ""}</span>
+        {conv && conv.messages.length > 0 && (
+          <a class="icon-button export" data-testid="export" href={`/api/conversations/${conv.id}/export?format=markdown`}
+            download title={t("exportMarkdown")} aria-label={t("exportMarkdown")}>
+            <Icon name="download" />
+          </a>
+        )}
       </header>
       <div
         class="thread"

@@ -13,6 +13,7 @@ const paths = {
   refresh: "M20 11a8 8 0 10-2.3 5.7M20 4v7h-7",
   copy: "M9 9h11v11H9zM5 15H4V4h11v1",
   left: "M15 6l-6 6 6 6",
+  download: "M12 4v11M7 10l5 5 5-5M5 20h14",
   right: "M9 6l6 6-6 6",
 } as const;
 

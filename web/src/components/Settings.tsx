@@ -1,14 +1,16 @@
 /**
  * Settings: theme and language; custom instructions; data controls (training opt-in, delete all
- * my data); API keys (list, create — the secret is shown once — and revoke); log out.
+ * my data); API keys (list, create — the secret is shown once — and revoke); log out; and for
+ * administrators, the admin tab.
  */
 import { useEffect, useState } from "preact/hooks";
 import { api, type ApiKey, type User } from "../api";
 import { LOCALES, locale, setLocale, t } from "../i18n";
 import { getTheme, setTheme } from "../theme";
+import { Admin } from "./Admin";
 import { Modal } from "./Modal";
 
-type Tab = "general" | "personalization" | "dataControls" | "apiKeys";
+type Tab = "general" | "personalization" | "dataControls" | "apiKeys" | "admin";
 
 interface Props {
   user: User;
@@ -34,7 +36,7 @@ export function Settings({ user, onUser, onClose, onDataDeleted, onLogout }: Pro
     }
   }
 
-  const tabs: Tab[] = ["general", "personalization", "dataControls", "apiKeys"];
+  const tabs: Tab[] = ["general", "personalization", "dataControls", "apiKeys", ...(user.is_admin ? ["admin" as const] : [])];
   return (
     <Modal title={t("settings")} onClose={onClose} testid="settings-dialog" wide>
       <div class="settings">
@@ -107,6 +109,7 @@ export function Settings({ user, onUser, onClose, onDataDeleted, onLogout }: Pro
             </>
           )}
           {tab === "apiKeys" && <Keys onError={setError} />}
+          {tab === "admin" && <Admin me={user} onError={setError} />}
           {note && <p class="status-note" role="status">{note}</p>}
           {error && <p class="error" role="alert">{error}</p>}
         </section>
