@@ -1,5 +1,5 @@
 """Browser tests of the web UI against the real server (tiny random model, SQLite), in headless
-Debian chromium driven by Playwright: `pytest tests/browser`.
+Debian chromium driven by Playwright: `pytest tests/browser`. Helpers live in browser_util.py.
 
 Answers come from a randomly initialised tiny model (gibberish, ~70 ms a token on this CPU), so
 `capped(page)` adds `max_tokens` to the UI's send requests to keep answers short; the server, its
@@ -8,10 +8,8 @@ Without chromium (and with CI unset) the tests skip with the reason; with CI set
 """
 
 import json
-import os
 import re
 import secrets
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -19,58 +17,22 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, make_tiny_model
+from browser_util import (
+    ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD, PHONE, api_get, build_web, capped, conversation_id,
+    make_chat_model, new_page, send, shot, sign_up, skip_or_fail, wait_answer,
+)
 from server_util import Server, signup
 
-CHROMIUM = os.environ.get("CHATLOOP_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-WEB = ROOT / "web"
-ARTIFACTS = ROOT / "test-artifacts"
-PASSWORD = "correct horse battery"
-PHONE = {"width": 390, "height": 844}
-
-# Records the shown length of the streaming answer at every DOM change, to see it grow.
-STREAM_RECORDER = """
-window.__lengths = [];
-new MutationObserver(() => {
-  const answers = document.querySelectorAll('[data-testid=assistant-message]');
-  const last = answers[answers.length - 1];
-  if (last && last.dataset.status === 'streaming') window.__lengths.push(last.innerText.length);
-}).observe(document, {subtree: true, childList: true, characterData: true, attributes: true});
-"""
-
-
 # --- fixtures -------------------------------------------------------------------------------------
-
-def _skip_or_fail(reason: str):
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def _build_web() -> None:
-    """Build web/dist unless it is newer than every source file (`make web` builds it too)."""
-    index = WEB / "dist" / "index.html"
-    sources = [p for p in (WEB / "src").rglob("*") if p.is_file()] + [WEB / "index.html", WEB / "package-lock.json"]
-    if index.is_file() and index.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
-        return
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("npm is needed to build web/dist (install Node.js 20+)")
-    if not (WEB / "node_modules").is_dir():
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True)
-    subprocess.run([npm, "run", "build"], cwd=WEB, check=True)
-
 
 @pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM).exists():
-        _skip_or_fail(f"no chromium at {CHROMIUM}: apt-get install chromium (or set CHATLOOP_CHROMIUM)")
+        skip_or_fail(f"no chromium at {CHROMIUM}: apt-get install chromium (or set CHATLOOP_CHROMIUM)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _skip_or_fail("the python 'playwright' package is not installed: pip install playwright")
+        skip_or_fail("the python 'playwright' package is not installed: pip install playwright")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield b
@@ -79,20 +41,12 @@ def browser():
 
 @pytest.fixture(scope="session")
 def chat_model(tmp_path_factory, tokenizer) -> Path:
-    """The tiny random model, with room for a prompt plus the server's default answer length."""
-    from chatloop.models.manifest import write_manifest
-
-    directory = make_tiny_model(tmp_path_factory.mktemp("tiny-chat"), tokenizer)
-    config = json.loads((directory / "config.json").read_text())
-    config["max_position_embeddings"] = 4096  # rotary positions: no weight depends on it
-    (directory / "config.json").write_text(json.dumps(config))
-    write_manifest(directory, name="tiny-llama", version="test")
-    return directory
+    return make_chat_model(tmp_path_factory.mktemp("tiny-chat"), tokenizer)
 
 
 @pytest.fixture(scope="session")
 def server(browser, chat_model, tmp_path_factory):
-    _build_web()
+    build_web()
     ARTIFACTS.mkdir(exist_ok=True)
     db = tmp_path_factory.mktemp("browser-db") / "chatloop.db"
     srv = Server(str(chat_model), f"sqlite:///{db}", log=ARTIFACTS / "browser-server.log").start()
@@ -100,20 +54,10 @@ def server(browser, chat_model, tmp_path_factory):
     srv.stop()
 
 
-def _new_page(browser, server, viewport, errors, color_scheme="light"):
-    context = browser.new_context(viewport=viewport, base_url=server.url, color_scheme=color_scheme,
-                                  locale="en-US")
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.add_init_script(STREAM_RECORDER)
-    return page
-
-
 @pytest.fixture()
 def page(browser, server):
     errors: list[str] = []
-    pg = _new_page(browser, server, {"width": 1280, "height": 800}, errors)
+    pg = new_page(browser, server, {"width": 1280, "height": 800}, errors)
     yield pg
     pg.context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
@@ -122,66 +66,19 @@ def page(browser, server):
 @pytest.fixture()
 def phone(browser, server):
     errors: list[str] = []
-    pg = _new_page(browser, server, PHONE, errors, color_scheme="dark")
+    pg = new_page(browser, server, PHONE, errors, color_scheme="dark")
     yield pg
     pg.context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
 
 
-# --- helpers --------------------------------------------------------------------------------------
-
-def shot(page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)
-
-
-def capped(page, max_tokens: int = 24) -> None:
-    """Short answers: add max_tokens to the send/regenerate request bodies the UI posts."""
-    def handle(route):
-        if route.request.method != "POST":
-            return route.continue_()
-        body = json.loads(route.request.post_data or "{}")
-        body.setdefault("max_tokens", max_tokens)
-        route.continue_(post_data=json.dumps(body))
-
-    page.route(re.compile(r".*/api/conversations/[^/]+/messages$"), handle)
-
-
-def sign_up(page, email: str | None = None) -> str:
-    email = email or f"user-{secrets.token_hex(4)}@example.com"
-    page.goto("/signup")
-    page.get_by_label(re.compile("Email")).fill(email)
-    page.get_by_label(re.compile("Password")).fill(PASSWORD)
-    page.get_by_test_id("auth-submit").click()
-    page.get_by_test_id("composer").wait_for()
-    return email
-
-
-def send(page, text: str) -> None:
-    page.get_by_test_id("composer").fill(text)
-    page.get_by_test_id("composer").press("Enter")
-
-
-def wait_answer(page, index: int = -1, status: str = "complete"):
-    from playwright.sync_api import expect
-
-    answers = page.get_by_test_id("assistant-message")
-    answer = answers.nth(index) if index >= 0 else answers.last
-    expect(answer).to_have_attribute("data-status", status, timeout=60_000)
-    expect(page.get_by_test_id("send")).to_be_visible()
-    return answer
-
-
-def conversation_id(page) -> str:
-    match = re.search(r"/c/([^/]+)$", page.url)
-    assert match, page.url
-    return match.group(1)
-
-
-def api_get(page, path: str):
-    """GET with the page's session cookie (what the server really stored)."""
-    r = page.request.get(path)
-    assert r.ok, r.text()
-    return r.json()
+@pytest.fixture(scope="session")
+def default_server(browser, tmp_path_factory):
+    build_web()
+    db = tmp_path_factory.mktemp("browser-default-db") / "chatloop.db"
+    srv = Server("default", f"sqlite:///{db}", dtype="auto", log=ARTIFACTS / "browser-default-server.log").start()
+    yield srv
+    srv.stop()
 
 
 # --- tests ----------------------------------------------------------------------------------------
@@ -463,7 +360,7 @@ def test_switch_to_chinese_is_saved_for_the_account(page, browser, server):
 
     # A fresh browser (nothing in localStorage, English browser language) follows the account.
     errors: list[str] = []
-    other = _new_page(browser, server, {"width": 1280, "height": 800}, errors)
+    other = new_page(browser, server, {"width": 1280, "height": 800}, errors)
     other.goto("/login")
     expect(other.get_by_role("heading", name="Welcome back")).to_be_visible()
     other.get_by_label(re.compile("Email")).fill(email)
@@ -546,22 +443,13 @@ def test_phone_layout_has_a_slide_in_sidebar(phone):
     assert width <= PHONE["width"], f"the page scrolls sideways on a phone ({width}px)"
 
 
-@pytest.fixture(scope="module")
-def default_server(browser, tmp_path_factory):
-    _build_web()
-    db = tmp_path_factory.mktemp("browser-default-db") / "chatloop.db"
-    srv = Server("default", f"sqlite:///{db}", dtype="auto", log=ARTIFACTS / "browser-default-server.log").start()
-    yield srv
-    srv.stop()
-
-
 @pytest.mark.slow
 def test_markdown_answer_has_highlighted_code_with_a_copy_button(browser, default_server):
     """The bundled default model, greedy, answers with a fenced Python block."""
     from playwright.sync_api import expect
 
     errors: list[str] = []
-    page = _new_page(browser, default_server, {"width": 1280, "height": 800}, errors)
+    page = new_page(browser, default_server, {"width": 1280, "height": 800}, errors)
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
 
     def greedy(route):
@@ -595,7 +483,7 @@ def test_phone_dialogs_fit_the_screen(browser, server):
     from playwright.sync_api import expect
 
     errors: list[str] = []
-    page = _new_page(browser, server, PHONE, errors, color_scheme="light")
+    page = new_page(browser, server, PHONE, errors, color_scheme="light")
     capped(page, 16)
     page.goto("/login")
     shot(page, "14-phone-sign-in-light")
