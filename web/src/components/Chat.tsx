@@ -40,9 +40,15 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
     setCompare(null);
     stickToBottom.current = true;
     if (!conversationId) return;
+    let current = true; // a slower answer for the previous route must not overwrite this one
     api<Conversation>("GET", `/api/conversations/${conversationId}`)
-      .then(setConv)
-      .catch((e) => setLoadError(e instanceof ApiError && e.status === 404 ? t("notFound") : String(e.message ?? e)));
+      .then((c) => current && setConv(c))
+      .catch((e) => {
+        if (current) setLoadError(e instanceof ApiError && e.status === 404 ? t("notFound") : String(e.message ?? e));
+      });
+    return () => {
+      current = false;
+    };
   }, [conversationId]);
 
   useEffect(() => {
