@@ -357,6 +357,18 @@ def test_switch_to_chinese_is_saved_for_the_account(page, browser, server):
     expect(page.get_by_test_id("composer")).to_have_attribute("placeholder", "给 chatloop 发送消息")
     expect(page.get_by_text("今天我能帮你做什么？")).to_be_visible()
     assert api_get(page, "/api/me")["locale"] == "zh-CN"
+    capped(page, 12)
+    send(page, "你好")
+    wait_answer(page)
+    page.get_by_role("button", name="重新生成").click()
+    wait_answer(page)
+    expect(page.get_by_test_id("compare")).to_contain_text("这个回答更好还是更差？")
+    expect(page.get_by_role("button", name="上一个版本")).to_be_visible()
+    page.get_by_test_id("thumb-down").click()
+    expect(page.get_by_test_id("feedback-dialog").get_by_role("heading")).to_have_text("哪里出了问题？")
+    expect(page.get_by_test_id("reason-not_helpful")).to_have_text("没有帮助")
+    shot(page, "06b-chat-zh")
+    page.keyboard.press("Escape")
 
     # A fresh browser (nothing in localStorage, English browser language) follows the account.
     errors: list[str] = []
