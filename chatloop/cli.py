@@ -334,18 +334,9 @@ def bench_decode(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Decode speed: transformers generate vs our engine, 1/4/8 concurrent streams, startup time."""
-    from chatloop.bench.decode import run_decode_bench
+    from chatloop.bench.decode import print_report, run_decode_bench
 
-    try:
-        report = run_decode_bench(model, tokens)
-    except ChatloopError as e:
-        _fail(e)
-    if as_json:
-        typer.echo(json.dumps(report))
-    else:
-        from chatloop.bench.decode import print_report
-
-        print_report(report)
+    _bench(lambda: run_decode_bench(model, tokens), as_json, print_report)
 
 
 @bench_app.command("serve")
@@ -355,18 +346,23 @@ def bench_serve(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Serving: 1 vs 8 concurrent streaming chats through HTTP with the openai client."""
+    from rich.console import Console
+
     from chatloop.bench.serve import run_serve_bench
 
+    _bench(lambda: run_serve_bench(model, tokens), as_json, lambda r: Console().print_json(json.dumps(r)))
+
+
+def _bench(run, as_json: bool, pretty) -> None:
+    """Run a benchmark; print one JSON object (--json) or a human-readable report."""
     try:
-        report = run_serve_bench(model, tokens)
+        report = run()
     except ChatloopError as e:
         _fail(e)
     if as_json:
         typer.echo(json.dumps(report))
     else:
-        from rich.console import Console
-
-        Console().print_json(json.dumps(report))
+        pretty(report)
 
 
 def main() -> None:

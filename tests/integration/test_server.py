@@ -282,6 +282,9 @@ def test_admin_controls_signup_and_accounts(server, alice):
     admin = alice[0]
     dave = signup(server.url, "dave@example.com")
     assert dave.get("/api/admin/users").status_code == 403
+    assert dave.get("/api/admin/stats").status_code == 403
+    stats = admin.get("/api/admin/stats").json()
+    assert stats["users"] >= 2 and stats["model"] == "tiny-llama:test" and "completion_tokens" in stats
     assert admin.patch("/api/admin/settings", json={"signup_enabled": False}).json() == {"signup_enabled": False}
     r = httpx.post(server.url + "/api/auth/signup", json={"email": "eve@example.com", "password": "long enough pw"})
     assert r.status_code == 403

@@ -13,7 +13,9 @@ from chatloop.server.errors import APIError, not_found
 from chatloop.server.api.schemas import (
     AdminSettings, AdminUserPatch, Credentials, KeyCreate, UserPatch, key_out, user_out,
 )
-from chatloop.store.models import ApiKey, AppSetting, Conversation, Feedback, User
+from chatloop.store.models import (
+    ApiKey, AppSetting, Comparison, Conversation, Correction, Feedback, Message, UsageRecord, User,
+)
 
 router = APIRouter(prefix="/api", tags=["accounts"])
 MIN_PASSWORD = 8
@@ -87,9 +89,10 @@ def update_me(body: UserPatch, p: Principal = Depends(principal), svc: Services 
 def delete_my_data(p: Principal = Depends(principal), svc: Services = Depends(services)):
     """Delete every conversation, message and feedback row of mine (the account stays)."""
     with svc.db.session() as s:
-        s.execute(delete(Feedback).where(Feedback.user_id == p.user.id))
+        for table in (Feedback, Comparison, Correction, UsageRecord):
+            s.execute(delete(table).where(table.user_id == p.user.id))
         for conv in s.scalars(select(Conversation).where(Conversation.user_id == p.user.id)):
-            s.delete(conv)  # messages, comparisons and corrections cascade
+            s.delete(conv)  # its messages cascade
     return Response(status_code=204)
 
 
@@ -155,3 +158,25 @@ def set_settings(body: AdminSettings, _: Principal = Depends(admin), svc: Servic
     with svc.db.session() as s:
         s.merge(AppSetting(key=SIGNUP_SETTING, value="true" if body.signup_enabled else "false"))
     return {"signup_enabled": body.signup_enabled}
+
+
+@router.get("/admin/stats")
+def admin_stats(_: Principal = Depends(admin), svc: Services = Depends(services)):
+    """Counts for the admin dashboard: accounts, activity, feedback, tokens served."""
+    def count(s, model, *where):
+        return s.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+    with svc.db.session() as s:
+        return {
+            "users": count(s, User),
+            "conversations": count(s, Conversation),
+            "messages": count(s, Message),
+            "feedback_up": count(s, Feedback, Feedback.rating > 0),
+            "feedback_down": count(s, Feedback, Feedback.rating < 0),
+            "comparisons": count(s, Comparison),
+            "corrections": count(s, Correction),
+            "api_requests": count(s, UsageRecord),
+            "completion_tokens": s.scalar(select(func.coalesce(func.sum(UsageRecord.completion_tokens), 0))),
+            "engine": svc.engine.stats(),
+            "model": svc.engine.model_id,
+        }
