@@ -544,6 +544,8 @@ def test_admin_closes_sign_up_and_disables_an_account(page, server):
     page.get_by_test_id("auth-submit").click()
     page.get_by_test_id("settings").click()
     page.get_by_test_id("tab-admin").click()
+    expect(page.get_by_test_id("admin-stats").locator("[data-stat=users]")).to_have_text(
+        str(api_get(page, "/api/admin/stats")["users"]))
     rows = page.get_by_test_id("admin-user")
     victim = rows.filter(has_text=victim_email)
     victim.get_by_test_id("user-disabled").check()

@@ -1,17 +1,24 @@
-/** Administration (admins only): open or close sign-up, disable accounts, grant admin rights. */
+/** Administration (admins only): usage counts, open or close sign-up, disable accounts, grant admin rights. */
 import { useEffect, useState } from "preact/hooks";
 import { api, type User } from "../api";
-import { t } from "../i18n";
+import { locale, t, type Key } from "../i18n";
 
 type AdminUser = User & { disabled: boolean };
+const STATS = [
+  "users", "conversations", "messages", "feedback_up", "feedback_down", "comparisons", "corrections",
+  "api_requests", "completion_tokens",
+] as const;
+type Stats = Record<(typeof STATS)[number], number> & { model: string };
 
 export function Admin({ me, onError }: { me: User; onError: (m: string) => void }) {
   const [users, setUsers] = useState<AdminUser[]>([]);
   const [signup, setSignup] = useState<boolean | null>(null);
+  const [stats, setStats] = useState<Stats | null>(null);
   const fail = (e: unknown) => onError(e instanceof Error ? e.message : String(e));
 
   useEffect(() => {
     api<AdminUser[]>("GET", "/api/admin/users").then(setUsers).catch(fail);
+    api<Stats>("GET", "/api/admin/stats").then(setStats).catch(fail);
     api<{ signup_enabled: boolean }>("GET", "/api/admin/settings").then((s) => setSignup(s.signup_enabled)).catch(fail);
   }, []);
 
@@ -26,6 +33,16 @@ export function Admin({ me, onError }: { me: User; onError: (m: string) => void 
 
   return (
     <div class="stack">
+      {stats && (
+        <dl class="stats" data-testid="admin-stats" title={stats.model}>
+          {STATS.map((name) => (
+            <div key={name}>
+              <dt>{t(`stat_${name}` as Key)}</dt>
+              <dd data-stat={name}>{(stats[name] ?? 0).toLocaleString(locale.get())}</dd>
+            </div>
+          ))}
+        </dl>
+      )}
       {signup !== null && (
         <label class="row toggle">
           <span>{t("allowSignup")}</span>
