@@ -1,5 +1,5 @@
 /** The message input: Enter sends, Shift+Enter adds a line; Stop aborts the streaming reply. */
-import { useRef, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { t } from "../i18n";
 import { Icon } from "./Icon";
 
@@ -13,6 +13,11 @@ interface Props {
 export function Composer({ busy, disabled, onSend, onStop }: Props) {
   const [text, setText] = useState("");
   const area = useRef<HTMLTextAreaElement>(null);
+
+  // Ready to type on a desktop; on a phone, focusing would pop the keyboard over the page.
+  useEffect(() => {
+    if (window.matchMedia("(min-width: 769px)").matches) area.current?.focus();
+  }, []);
 
   function grow() {
     const el = area.current;
