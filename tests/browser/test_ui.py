@@ -290,6 +290,13 @@ def test_sidebar_search_rename_and_delete(page):
     beta = items.filter(has_text="beta question")
     beta.hover()
     beta.get_by_role("button", name="Rename").click()
+    page.get_by_role("textbox", name="Rename").fill("Not this")
+    page.get_by_role("textbox", name="Rename").press("Escape")  # cancels
+    expect(items.filter(has_text="beta question")).to_have_count(1)
+    page.wait_for_load_state("networkidle")
+    assert "Not this" not in [c["title"] for c in api_get(page, "/api/conversations")]
+    beta.hover()
+    beta.get_by_role("button", name="Rename").click()
     page.get_by_role("textbox", name="Rename").fill("Renamed chat")
     page.get_by_role("textbox", name="Rename").press("Enter")
     expect(items.filter(has_text="Renamed chat")).to_have_count(1)

@@ -1,5 +1,5 @@
 /** Conversations sidebar: new chat, search, list with rename and delete, settings entry. */
-import { useState } from "preact/hooks";
+import { useRef, useState } from "preact/hooks";
 import { api, type ConversationSummary, type User } from "../api";
 import { t } from "../i18n";
 import { navigate } from "../router";
@@ -19,10 +19,24 @@ interface Props {
 export function Sidebar(props: Props) {
   const [renaming, setRenaming] = useState<string | null>(null);
   const [title, setTitle] = useState("");
+  // Enter, Escape and blur can all end one edit (the input's removal blurs it): act only once.
+  const open = useRef<string | null>(null);
+
+  function startRename(c: ConversationSummary) {
+    open.current = c.id;
+    setTitle(c.title ?? "");
+    setRenaming(c.id);
+  }
+
+  function cancelRename() {
+    open.current = null;
+    setRenaming(null);
+  }
 
   async function rename(id: string) {
+    if (open.current !== id) return;
+    cancelRename();
     const value = title.trim();
-    setRenaming(null);
     if (!value) return;
     await api("PATCH", `/api/conversations/${id}`, { title: value });
     props.onChanged();
@@ -66,7 +80,7 @@ export function Sidebar(props: Props) {
                   ref={(el) => el?.focus()}
                   onInput={(e) => setTitle(e.currentTarget.value)}
                   onBlur={() => void rename(c.id)}
-                  onKeyDown={(e) => e.key === "Escape" && setRenaming(null)}
+                  onKeyDown={(e) => e.key === "Escape" && cancelRename()}
                 />
               </form>
             ) : (
@@ -76,7 +90,7 @@ export function Sidebar(props: Props) {
             )}
             <span class="item-actions">
               <button class="icon-button" title={t("rename")} aria-label={t("rename")}
-                onClick={() => { setTitle(c.title ?? ""); setRenaming(c.id); }}>
+                onClick={() => startRename(c)}>
                 <Icon name="pencil" />
               </button>
               <button class="icon-button" title={t("delete")} aria-label={t("delete")} onClick={() => void remove(c)}>
