@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup run test test-fast bench clean web
+.PHONY: setup run test test-fast bench clean web browser
 
 setup: $(STAMP) web
 
@@ -34,7 +34,15 @@ $(STAMP): pyproject.toml Makefile
 run: setup
 	$(BIN)/chatloop serve --host 127.0.0.1 --port 8000 --model default
 
-test: setup
+# Browser tests drive Debian's chromium (Playwright never downloads a browser here); the CJK font
+# makes 中文 screenshots legible. Installed once, with apt (as root, or through sudo).
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-wqy-microhei; }
+
+test: setup browser
 	$(BIN)/python -m pytest
 
 test-fast: setup

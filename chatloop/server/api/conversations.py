@@ -169,7 +169,9 @@ def _prepare(svc: Services, p: Principal, conv_id: str, body: SendMessage) -> _P
     if (body.content is None) == (body.regenerate_from is None):
         raise APIError(400, "send either 'content' (a new message) or 'regenerate_from' (a user message id)",
                        param="content")
-    max_tokens = body.max_tokens or DEFAULT_MAX_TOKENS
+    # Room kept for the answer: older turns are dropped to make it. By default at most half the
+    # context, so a small-context model still sees the conversation.
+    max_tokens = body.max_tokens or min(DEFAULT_MAX_TOKENS, svc.engine.max_len // 2)
     params = SamplingParams(max_tokens=max_tokens, temperature=0.7 if body.temperature is None else body.temperature,
                             top_p=0.9 if body.top_p is None else body.top_p, seed=body.seed)
     with svc.db.session() as s:
