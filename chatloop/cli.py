@@ -17,13 +17,17 @@ from typing import Annotated
 
 import typer
 
-from chatloop.errors import ChatloopError
+from chatloop.errors import ChatloopError, UsageError
 
 LAUNCH = time.time()  # refined from /proc when available (see _launch_time)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="chatloop: an open, full-stack ChatGPT.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print side-by-side ratios.")
 app.add_typer(bench_app, name="bench")
+users_app = typer.Typer(no_args_is_help=True, help="Manage accounts.")
+app.add_typer(users_app, name="users")
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
+app.add_typer(keys_app, name="keys")
 
 from chatloop.train.cli import train as _train  # noqa: E402  (light: heavy imports happen per stage)
 
@@ -221,6 +225,112 @@ def chat(
     engine.shutdown()
 
 
+DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default: CHATLOOP_DATABASE_URL or "
+                                                       "SQLite in CHATLOOP_HOME).")]
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    model: ModelOpt = "default",
+    db: DbOpt = None,
+    dtype: DTypeOpt = DType.auto,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Sequences decoded together.")] = 8,
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json (one object per line).")] = "text",
+) -> None:
+    """Serve the web UI, the app API (/api) and the OpenAI-compatible API (/v1)."""
+    import logging.config
+
+    import uvicorn
+
+    from chatloop.server import logs
+    from chatloop.server.app import create_app
+    from chatloop.server.deps import ServerConfig
+
+    if log_format not in ("text", "json"):
+        _fail(UsageError(f"--log-format must be text or json, not {log_format!r}"))
+    log_config = logs.configure(log_format)
+    logging.config.dictConfig(log_config)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from chatloop.models.refs import resolve
+        from chatloop.store.db import normalize_url
+
+        resolve(model)  # a bad reference fails fast with exit code 2
+        db_url = normalize_url(db) if db else None
+    except ChatloopError as e:
+        _fail(e)
+    from chatloop.config import get_settings
+
+    settings = get_settings()
+    app = create_app(ServerConfig(model=model, dtype=dtype.value, db_url=db_url, max_batch=max_batch,
+                                  rate_limit_per_minute=settings.rate_limit_per_minute,
+                                  max_body_bytes=settings.max_body_bytes, max_waiting=settings.max_waiting))
+    typer.echo(f"chatloop: serving on http://{host}:{port}  (OpenAI API at http://{host}:{port}/v1)", err=True)
+    uvicorn.run(app, host=host, port=port, log_config=log_config, timeout_graceful_shutdown=5)
+
+
+def _db(db: str | None):
+    from chatloop.config import get_settings
+    from chatloop.store.db import Database
+
+    return Database(db or get_settings().db_url)
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Argument(help="The account's email address.")],
+    admin: Annotated[bool, typer.Option("--admin", help="Make the account an administrator.")] = False,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """Create an account (the first account is always an administrator)."""
+    import getpass
+
+    from pydantic import ValidationError
+
+    from chatloop.server.api.accounts import create_user
+    from chatloop.server.api.schemas import Credentials
+    from chatloop.server.errors import APIError
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass("Password: ")
+    try:
+        creds = Credentials(email=email, password=password or "x")
+        user = create_user(_db(db), creds.email, password, admin_flag=True if admin else None)
+    except ValidationError as e:
+        _fail(UsageError(f"invalid email: {e.errors()[0]['msg']}"))
+    except APIError as e:
+        _fail(UsageError(e.message))
+    except ChatloopError as e:
+        _fail(e)
+    typer.echo(f"created {user.email}" + (" (admin)" if user.is_admin else ""))
+
+
+@keys_app.command("create")
+def keys_create(
+    email: Annotated[str, typer.Argument(help="The account that owns the key.")],
+    name: Annotated[str, typer.Option("--name", help="A label for the key.")] = "cli",
+    db: DbOpt = None,
+) -> None:
+    """Create an API key and print it (shown only this once; stored hashed)."""
+    from sqlalchemy import select
+
+    from chatloop.server.api.accounts import create_key
+    from chatloop.store.models import User
+
+    try:
+        database = _db(db)
+        with database.session() as s:
+            user = s.scalar(select(User).where(User.email == email.strip().lower()))
+        if user is None:
+            raise UsageError(f"no account with email {email}; create it with `chatloop users create`")
+        _, secret = create_key(database, user.id, name)
+    except ChatloopError as e:
+        _fail(e)
+    typer.echo(secret)
+
+
 @bench_app.command("decode")
 def bench_decode(
     model: ModelOpt = "default",
@@ -228,18 +338,35 @@ def bench_decode(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Decode speed: transformers generate vs our engine, 1/4/8 concurrent streams, startup time."""
-    from chatloop.bench.decode import run_decode_bench
+    from chatloop.bench.decode import print_report, run_decode_bench
 
+    _bench(lambda: run_decode_bench(model, tokens), as_json, print_report)
+
+
+@bench_app.command("serve")
+def bench_serve(
+    model: ModelOpt = "default",
+    tokens: Annotated[int, typer.Option("--tokens", min=8, help="Tokens generated per chat.")] = 128,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Serving: 1 vs 8 concurrent streaming chats through HTTP with the openai client."""
+    from rich.console import Console
+
+    from chatloop.bench.serve import run_serve_bench
+
+    _bench(lambda: run_serve_bench(model, tokens), as_json, lambda r: Console().print_json(json.dumps(r)))
+
+
+def _bench(run, as_json: bool, pretty) -> None:
+    """Run a benchmark; print one JSON object (--json) or a human-readable report."""
     try:
-        report = run_decode_bench(model, tokens)
+        report = run()
     except ChatloopError as e:
         _fail(e)
     if as_json:
         typer.echo(json.dumps(report))
     else:
-        from chatloop.bench.decode import print_report
-
-        print_report(report)
+        pretty(report)
 
 
 @bench_app.command("train")
@@ -247,11 +374,7 @@ def bench_train(as_json: Annotated[bool, typer.Option("--json", help="Print one 
     """Pretraining tokens/s and achieved FLOP/s over a measured matmul peak (~10M-param Llama)."""
     from chatloop.bench.train import print_report, run_train_bench
 
-    report = run_train_bench()
-    if as_json:
-        typer.echo(json.dumps(report))
-    else:
-        print_report(report)
+    _bench(run_train_bench, as_json, print_report)
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    grammar: object | None = None  # an xgrammar CompiledGrammar (engine/constrain.py): output must match it
 
     def __post_init__(self):
         def bad(name: str, why: str):
@@ -71,6 +72,7 @@ class SequenceSampler:
     generator: torch.Generator = field(init=False)
     counts: torch.Tensor | None = field(init=False, default=None)
     seen: torch.Tensor | None = field(init=False, default=None)
+    constraint: object | None = field(init=False, default=None)
 
     def __post_init__(self):
         seed = self.params.seed if self.params.seed is not None else secrets.randbits(63)
@@ -82,16 +84,24 @@ class SequenceSampler:
             self.seen = torch.zeros(self.vocab_size, dtype=torch.bool)
             ids = [i for i in self.prompt_ids if 0 <= i < self.vocab_size]
             self.seen[ids] = True
+        if p.grammar is not None:
+            from chatloop.engine.constrain import Constraint
+
+            self.constraint = Constraint(p.grammar, self.vocab_size)
 
     def observe(self, token: int) -> None:
+        if self.constraint is not None:
+            self.constraint.accept(token)
         if self.counts is not None:
             self.counts[token] += 1
         if self.seen is not None:
             self.seen[token] = True
 
     def apply_penalties(self, logits: torch.Tensor) -> None:
-        """In place on one row of logits."""
+        """In place on one row of logits (grammar mask included)."""
         p = self.params
+        if self.constraint is not None:
+            self.constraint.mask(logits)
         if self.seen is not None:
             picked = logits[self.seen]
             logits[self.seen] = torch.where(picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty)

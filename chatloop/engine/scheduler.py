@@ -155,6 +155,18 @@ class Engine:
         loaded.timings["pack_s"] = time.perf_counter() - t
         self.vocab_size = loaded.model.config.vocab_size
         self.eos_ids = frozenset(loaded.eos_token_ids)
+        self._grammars = None
+        self._grammar_lock = threading.Lock()
+
+    @property
+    def grammars(self):
+        """The grammar compiler for this model's tokenizer (built on first use)."""
+        with self._grammar_lock:
+            if self._grammars is None:
+                from chatloop.engine.constrain import Grammars
+
+                self._grammars = Grammars(self.tokenizer, self.vocab_size, tuple(sorted(self.eos_ids)))
+            return self._grammars
 
     def run_on_engine_thread(self, fn: Callable[[], object]) -> object:
         """Run `fn` on the engine thread between steps (e.g. a benchmark baseline using torch)."""
@@ -310,6 +322,10 @@ class Engine:
         seq.last_token = token
         seq.sampler.observe(token)
         text, hit_stop = seq.stopper.feed(seq.detok.push(token))
+        if seq.sampler.constraint is not None and seq.sampler.constraint.finished:
+            more, _ = seq.stopper.feed(seq.detok.flush())
+            self._finish(seq, "stop", tail=text + more + seq.stopper.finish(), tokens=[token])
+            return True
         if hit_stop:
             self._finish(seq, "stop", tail=text, tokens=[token])
             return True

@@ -7,12 +7,23 @@ message, end-of-turn marker included, so a model learns to stop. Conversations l
 budget drop their oldest turns (the system prompt is kept) and report how many were dropped.
 """
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from chatloop.errors import ContextTooLongError, UsageError
 
 ROLES = ("system", "user", "assistant", "tool")
+
+# Function calling for templates without native tool support: the tools are described in the
+# system prompt and the model answers a call as a tagged JSON object (the Hermes/Qwen convention).
+TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
+TOOLS_PROMPT = (
+    "You can call functions. Their JSON signatures:\n{signatures}\n"
+    "To call one, answer with only <tool_call>{{\"name\": NAME, \"arguments\": {{...}}}}</tool_call>. "
+    "Function results come back in a 'tool' message."
+)
 
 
 @dataclass
@@ -46,8 +57,50 @@ def normalize_messages(messages: Any) -> list[dict[str, str]]:
             content = ""
         if not isinstance(content, str):
             raise UsageError(f"messages[{i}].content must be a string")
+        calls = m.get("tool_calls") or []
+        if calls and role == "assistant":
+            content += "".join(f"<tool_call>{json.dumps(_call_payload(c, i), ensure_ascii=False)}</tool_call>"
+                               for c in calls)
         out.append({"role": role, "content": content})
     return out
+
+
+def _call_payload(call: Any, i: int) -> dict:
+    """An OpenAI tool call ({"function": {"name", "arguments": JSON string}}) as the model writes it."""
+    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise UsageError(f"messages[{i}].tool_calls: each call needs function.name")
+    args = fn.get("arguments") or "{}"
+    try:
+        return {"name": fn["name"], "arguments": json.loads(args) if isinstance(args, str) else args}
+    except json.JSONDecodeError as e:
+        raise UsageError(f"messages[{i}].tool_calls: arguments of {fn['name']} are not JSON: {e}") from e
+
+
+def with_tools(messages: list[dict], tools: list[dict]) -> list[dict]:
+    """Describe `tools` in the system prompt (kept first, merged with an existing one)."""
+    signatures = "\n".join(json.dumps(t.get("function", t), ensure_ascii=False) for t in tools)
+    note = TOOLS_PROMPT.format(signatures=signatures)
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": messages[0]["content"] + "\n\n" + note}] + messages[1:]
+    return [{"role": "system", "content": note}] + messages
+
+
+def parse_tool_calls(text: str, names: set[str]) -> tuple[str, list[dict]]:
+    """Split a model answer into (remaining text, calls [{"name", "arguments": dict}]).
+
+    Only well-formed calls of known functions count; anything else stays text."""
+    calls = []
+    for match in TOOL_CALL_RE.finditer(text):
+        try:
+            payload = json.loads(match.group(1))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(payload, dict) and payload.get("name") in names and isinstance(payload.get("arguments", {}), dict):
+            calls.append({"name": payload["name"], "arguments": payload.get("arguments", {})})
+    if calls:
+        text = TOOL_CALL_RE.sub("", text).strip()
+    return text, calls
 
 
 def _template(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
@@ -81,9 +134,13 @@ def render_conversation(
     *,
     add_generation_prompt: bool = False,
     max_tokens: int | None = None,
+    tools: list[dict] | None = None,
 ) -> RenderedConversation:
-    """Render `messages`; with `max_tokens`, drop the oldest turns (keeping system) until it fits."""
+    """Render `messages`; with `max_tokens`, drop the oldest turns (keeping system) until it fits.
+    `tools` (OpenAI function definitions) are described in the system prompt."""
     messages = normalize_messages(messages)
+    if tools:
+        messages = with_tools(messages, tools)
     system = [m for m in messages[:1] if m["role"] == "system"]
     turns = messages[len(system) :]
     dropped = 0

@@ -98,3 +98,24 @@ def test_chat_ctrl_c_stops_the_answer_not_the_program(default_dir):
     proc.stdin.flush()
     assert proc.wait(60) == 0, proc.stderr.read()
     assert "[stopped]" in "".join(out)
+
+
+def test_users_and_keys_commands(tmp_path):
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    first = chatloop("users", "create", "Root@Example.com", "--password-stdin", "--db", db, stdin="a long password\n")
+    assert first.returncode == 0 and "created root@example.com (admin)" in first.stdout
+    second = chatloop("users", "create", "user@example.com", "--password-stdin", "--db", db, stdin="another pw 123\n")
+    assert second.returncode == 0 and "(admin)" not in second.stdout
+    dup = chatloop("users", "create", "root@example.com", "--password-stdin", "--db", db, stdin="a long password\n")
+    assert dup.returncode == 2 and "already exists" in dup.stderr
+    weak = chatloop("users", "create", "weak@example.com", "--password-stdin", "--db", db, stdin="short\n")
+    assert weak.returncode == 2 and "at least 8" in weak.stderr
+    key = chatloop("keys", "create", "user@example.com", "--db", db)
+    assert key.returncode == 0 and key.stdout.strip().startswith("cl-")
+    missing = chatloop("keys", "create", "nobody@example.com", "--db", db)
+    assert missing.returncode == 2 and "no account" in missing.stderr
+
+
+def test_serve_refuses_a_bad_model_reference_with_exit_2(tmp_path):
+    r = chatloop("serve", "--model", "no-such-model", "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    assert r.returncode == 2 and "unknown model reference" in r.stderr

@@ -79,3 +79,34 @@ def test_single_message_too_long_is_an_error(tokenizer):
 def test_invalid_messages_name_the_field(tokenizer, messages, match):
     with pytest.raises(UsageError, match=match):
         render_conversation(tokenizer, messages)
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def test_tools_are_described_in_the_system_prompt_and_calls_rendered(tokenizer):
+    convo = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather?"},
+             {"role": "assistant", "content": None,
+              "tool_calls": [{"function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+             {"role": "tool", "content": "sunny"}]
+    r = render_conversation(tokenizer, convo, tools=[WEATHER], add_generation_prompt=True)
+    assert r.text.startswith("<|im_start|>system\nBe brief.\n\nYou can call functions.")
+    assert '"name": "get_weather"' in r.text
+    assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>' in r.text
+    assert "<|im_start|>tool\nsunny" in r.text
+
+
+def test_parse_tool_calls_keeps_only_well_formed_known_calls():
+    from chatloop.models.chat_format import parse_tool_calls
+
+    text = 'Sure. <tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>'
+    assert parse_tool_calls(text, {"get_weather"}) == ("Sure.", [{"name": "get_weather", "arguments": {"city": "Rome"}}])
+    assert parse_tool_calls(text, {"other"}) == (text, [])
+    broken = "<tool_call>{not json}</tool_call>"
+    assert parse_tool_calls(broken, {"get_weather"}) == (broken, [])
+
+
+def test_bad_tool_call_arguments_are_usage_errors(tokenizer):
+    convo = [{"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": "{x"}}]}]
+    with pytest.raises(UsageError, match="not JSON"):
+        render_conversation(tokenizer, convo)

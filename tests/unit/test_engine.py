@@ -140,3 +140,24 @@ def test_loader_errors_reach_the_caller():
 
     with pytest.raises(ContextTooLongError, match="loader exploded"):
         Engine(broken)
+
+
+def test_json_schema_constraint_yields_valid_json(tiny_engine):
+    import json
+
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+                                               "ok": {"type": "boolean"}},
+              "required": ["name", "ok"], "additionalProperties": False}
+    grammar = tiny_engine.grammars.json_schema(schema)
+    for seed in range(4):
+        r = tiny_engine.generate(PROMPT, SamplingParams(max_tokens=200, temperature=1.0, seed=seed, grammar=grammar))
+        assert r.finish_reason == "stop", r.text
+        data = json.loads(r.text)
+        assert set(data) == {"name", "ok"} and isinstance(data["ok"], bool)
+
+
+def test_invalid_schema_is_a_usage_error(tiny_engine):
+    from chatloop.errors import UsageError
+
+    with pytest.raises(UsageError, match="invalid JSON schema"):
+        tiny_engine.grammars.json_schema({"type": "no-such-type"})

@@ -1,0 +1,102 @@
+"""`chatloop bench serve`: streaming chats through HTTP with the official `openai` client.
+
+    chatloop bench serve --json
+
+Starts `chatloop serve` (default model, `auto` dtype) on a free port with a throw-away database,
+then measures 1 and 8 concurrent streaming chats in one run: aggregate completion tokens/s (from
+the usage the server reports), time to first token (p50), errors, and the ratio 8 vs 1.
+"""
+
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from chatloop.bench.decode import PROMPTS
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(*args: str, env: dict, stdin: str | None = None) -> str:
+    proc = subprocess.run([sys.executable, "-m", "chatloop", *args], input=stdin, capture_output=True, text=True,
+                          env=env, check=True)
+    return proc.stdout.strip()
+
+
+async def _one_chat(client, prompt: str, tokens: int) -> dict:
+    start = time.perf_counter()
+    first = None
+    usage = None
+    stream = await client.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": prompt}], max_tokens=tokens, temperature=0.7,
+        seed=1, stream=True, stream_options={"include_usage": True})
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content and first is None:
+            first = time.perf_counter()
+        if chunk.usage is not None:
+            usage = chunk.usage
+    return {"ttft": (first or time.perf_counter()) - start, "tokens": usage.completion_tokens if usage else 0}
+
+
+async def _round(client, k: int, tokens: int) -> dict:
+    start = time.perf_counter()
+    results = await asyncio.gather(*(_one_chat(client, PROMPTS[i % len(PROMPTS)], tokens) for i in range(k)),
+                                   return_exceptions=True)
+    wall = time.perf_counter() - start
+    ok = [r for r in results if isinstance(r, dict)]
+    return {"tok_s": sum(r["tokens"] for r in ok) / wall, "ttft_p50_ms": statistics.median(r["ttft"] for r in ok)
+            * 1000 if ok else None, "errors": len(results) - len(ok)}
+
+
+def run_serve_bench(model: str = "default", tokens: int = 128) -> dict:
+    import httpx
+    import openai
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "CHATLOOP_DATABASE_URL": f"sqlite:///{Path(tmp) / 'bench.db'}"}
+        _cli("users", "create", "bench@example.com", "--password-stdin", env=env, stdin="bench-password\n")
+        key = _cli("keys", "create", "bench@example.com", env=env)
+        port = _free_port()
+        server = subprocess.Popen([sys.executable, "-m", "chatloop", "serve", "--port", str(port), "--model", model],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.time() + 180
+            while time.time() < deadline:
+                try:
+                    if httpx.get(url + "/healthz", timeout=1).json()["status"] == "ok":
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.3)
+            client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=600)
+
+            async def main():
+                await _one_chat(client, "Hi", 8)  # warm-up
+                return {str(k): await _round(client, k, tokens) for k in (1, 8)}
+
+            rounds = asyncio.run(main())
+        finally:
+            server.terminate()
+            server.wait(30)
+    return {
+        "model": model,
+        "tokens_per_stream": tokens,
+        "aggregate_tok_s": {k: round(v["tok_s"], 2) for k, v in rounds.items()},
+        "ttft_ms_p50": {k: round(v["ttft_p50_ms"], 1) for k, v in rounds.items() if v["ttft_p50_ms"] is not None},
+        "errors": sum(v["errors"] for v in rounds.values()),
+        "ratios": {"aggregate_8_vs_1": round(rounds["8"]["tok_s"] / rounds["1"]["tok_s"], 2)},
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_serve_bench()))

@@ -1,0 +1,1 @@
+"""The app API under /api (docs/api.md): accounts, conversations, feedback, admin."""

@@ -1,0 +1,148 @@
+"""Pydantic request/response models of the app API, and ORM -> JSON conversions."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from chatloop.store.models import ApiKey, Conversation, Feedback, Message, User
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Credentials(Strict):
+    email: str = Field(min_length=3, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        v = v.strip().lower()
+        local, at, domain = v.partition("@")
+        if not at or not local or "." not in domain or " " in v:
+            raise ValueError("not a valid email address")
+        return v
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    is_admin: bool
+    disabled: bool
+    train_opt_in: bool
+    custom_instructions: str
+    locale: str
+    theme: str
+    created_at: datetime
+
+
+class UserPatch(Strict):
+    train_opt_in: bool | None = None
+    custom_instructions: str | None = Field(default=None, max_length=8000)
+    locale: Literal["en", "zh-CN"] | None = None
+    theme: Literal["light", "dark", "system"] | None = None
+
+
+class AdminUserPatch(Strict):
+    disabled: bool | None = None
+    is_admin: bool | None = None
+
+
+class AdminSettings(Strict):
+    signup_enabled: bool
+
+
+class KeyCreate(Strict):
+    name: str = Field(default="API key", min_length=1, max_length=100)
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked: bool
+    key: str | None = None  # only in the response that creates it
+
+
+class ConversationCreate(Strict):
+    title: str | None = Field(default=None, max_length=200)
+    model: str | None = Field(default=None, max_length=200)
+    system_prompt: str | None = Field(default=None, max_length=8000)
+
+
+class ConversationPatch(Strict):
+    title: str | None = Field(default=None, max_length=200)
+    archived: bool | None = None
+    current_leaf_id: str | None = None
+    system_prompt: str | None = Field(default=None, max_length=8000)
+    model: str | None = Field(default=None, max_length=200)
+
+
+class FeedbackIn(Strict):
+    rating: Literal["up", "down"]
+    reasons: list[str] = Field(default_factory=list, max_length=10)
+    comment: str = Field(default="", max_length=4000)
+
+    @field_validator("reasons")
+    @classmethod
+    def _reasons(cls, v: list[str]) -> list[str]:
+        for tag in v:
+            if not tag or len(tag) > 40 or "," in tag:
+                raise ValueError("reason tags are short words without commas")
+        return v
+
+
+class ComparisonIn(Strict):
+    chosen_message_id: str
+    rejected_message_id: str
+
+
+class CorrectionIn(Strict):
+    content: str = Field(min_length=1, max_length=100_000)
+
+
+class SendMessage(Strict):
+    content: str | None = Field(default=None, min_length=1, max_length=100_000)
+    parent_id: str | None = None
+    regenerate_from: str | None = None
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, ge=1, le=32768)
+    seed: int | None = Field(default=None, ge=0, lt=2**31)
+
+
+def user_out(u: User) -> dict:
+    return UserOut.model_validate(u, from_attributes=True).model_dump(mode="json")
+
+
+def key_out(k: ApiKey, secret: str | None = None) -> dict:
+    return {"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at.isoformat(),
+            "last_used_at": k.last_used_at.isoformat() if k.last_used_at else None,
+            "revoked": k.revoked_at is not None, **({"key": secret} if secret else {})}
+
+
+def feedback_out(f: Feedback | None) -> dict | None:
+    if f is None:
+        return None
+    return {"rating": "up" if f.rating > 0 else "down", "reasons": [r for r in f.reasons.split(",") if r],
+            "comment": f.comment}
+
+
+def message_out(m: Message, feedback: Feedback | None = None) -> dict:
+    return {
+        "id": m.id, "conversation_id": m.conversation_id, "parent_id": m.parent_id, "role": m.role,
+        "content": m.content, "status": m.status, "model": m.model_version,
+        "created_at": m.created_at.isoformat(), "finish_reason": m.finish_reason,
+        "prompt_tokens": m.prompt_tokens, "completion_tokens": m.completion_tokens,
+        "ttft_ms": m.ttft_ms, "latency_ms": m.latency_ms, "feedback": feedback_out(feedback),
+    }
+
+
+def conversation_out(c: Conversation) -> dict:
+    return {"id": c.id, "title": c.title, "model": c.model, "system_prompt": c.system_prompt,
+            "archived": c.archived, "current_leaf_id": c.current_leaf_id,
+            "created_at": c.created_at.isoformat(), "updated_at": c.updated_at.isoformat()}

@@ -1,0 +1,94 @@
+"""Errors in OpenAI's shape, for /v1 and /api alike: {"error": {"message", "type", "param", "code"}}."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from chatloop.errors import ChatloopError, ContextTooLongError, EngineOverloaded, ModelRefError, UsageError
+
+log = logging.getLogger(__name__)
+
+TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "overloaded_error",
+}
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
+
+
+def not_found(what: str) -> APIError:
+    return APIError(404, f"{what} not found", code="not_found")
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": TYPES.get(status, "invalid_request_error"), "param": param,
+                      "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def from_chatloop_error(e: ChatloopError) -> APIError:
+    if isinstance(e, EngineOverloaded):
+        return APIError(503, str(e), code="overloaded", headers={"Retry-After": "1"})
+    if isinstance(e, ModelRefError):
+        return APIError(404, str(e), param="model", code="model_not_found")
+    if isinstance(e, ContextTooLongError):
+        return APIError(400, str(e), param="messages", code="context_length_exceeded")
+    if isinstance(e, UsageError):
+        return APIError(400, str(e))
+    return APIError(500, str(e), code="internal_error")
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request", None
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if first.get("type") == "json_invalid":
+        return "malformed JSON in the request body", None
+    param = ".".join(loc) or None
+    where = f" at '{param}'" if param else ""
+    return f"invalid request{where}: {first.get('msg', 'invalid value')}", param
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, e: APIError):
+        return error_response(e.status, e.message, e.param, e.code, e.headers)
+
+    @app.exception_handler(ChatloopError)
+    async def _chatloop_error(_: Request, e: ChatloopError):
+        api = from_chatloop_error(e)
+        return error_response(api.status, api.message, api.param, api.code, api.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, e: RequestValidationError):
+        message, param = _validation_message(e)
+        return error_response(400, message, param, "invalid_value")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, e: StarletteHTTPException):
+        message = e.detail if isinstance(e.detail, str) else "error"
+        return error_response(e.status_code, message, headers=getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, e: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal server error", code="internal_error")

@@ -1,0 +1,162 @@
+/** The app API client (docs/api.md): JSON fetch with double-submit CSRF, and the SSE reply stream. */
+import { errorText, t } from "./i18n";
+
+export interface User {
+  id: string;
+  email: string;
+  is_admin: boolean;
+  train_opt_in: boolean;
+  custom_instructions: string;
+  locale: string;
+  theme: string;
+  created_at: string;
+}
+
+export interface ApiKey {
+  id: string;
+  name: string;
+  prefix: string;
+  created_at: string;
+  last_used_at: string | null;
+  revoked: boolean;
+  key?: string;
+}
+
+export interface Model {
+  id: string;
+  name: string;
+  default: boolean;
+}
+
+export interface Feedback {
+  rating: "up" | "down";
+  reasons: string[];
+  comment: string;
+}
+
+export interface Message {
+  id: string;
+  conversation_id: string;
+  parent_id: string | null;
+  role: "user" | "assistant" | "system" | "tool";
+  content: string;
+  status: "streaming" | "complete" | "stopped" | "error" | "interrupted";
+  model: string | null;
+  created_at: string;
+  finish_reason: string | null;
+  feedback: Feedback | null;
+}
+
+export interface ConversationSummary {
+  id: string;
+  title: string | null;
+  model: string | null;
+  archived: boolean;
+  current_leaf_id: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface Conversation extends ConversationSummary {
+  system_prompt: string | null;
+  messages: Message[];
+}
+
+export type StreamEvent =
+  | { type: "start"; user_message: Message | null; assistant_message: Message }
+  | { type: "delta"; message_id: string; text: string }
+  | { type: "done"; message: Message }
+  | { type: "error"; message: Message; error: string };
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Fired when the server answers 401 to a signed-in call (session expired or revoked). */
+export const SIGNED_OUT = "chatloop:signed-out";
+
+const UNSAFE = new Set(["POST", "PATCH", "PUT", "DELETE"]);
+
+function csrfToken(): string {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]*)/);
+  return match ? decodeURIComponent(match[1]) : "";
+}
+
+function request(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
+  const headers: Record<string, string> = {};
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (UNSAFE.has(method)) headers["X-CSRF-Token"] = csrfToken();
+  return fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "same-origin",
+    signal,
+  }).catch((e: unknown) => {
+    if (e instanceof DOMException && e.name === "AbortError") throw e;
+    throw new ApiError(0, t("networkError"));
+  });
+}
+
+async function raiseFor(res: Response): Promise<never> {
+  let message = `${res.status} ${res.statusText}`;
+  try {
+    const data = await res.json();
+    if (data?.error?.message) message = errorText(data.error.code, data.error.message);
+  } catch {
+    // Not JSON (e.g. a proxy's HTML error page): the status line is the best message there is.
+  }
+  throw new ApiError(res.status, message);
+}
+
+export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const res = await request(method, path, body);
+  if (res.status === 401 && !path.startsWith("/api/auth/")) window.dispatchEvent(new Event(SIGNED_OUT));
+  if (!res.ok) return raiseFor(res);
+  if (res.status === 204) return undefined as T;
+  return (await res.json()) as T;
+}
+
+/**
+ * POST a message and call `onEvent` for every SSE event until `data: [DONE]`.
+ * It is a POST, so EventSource cannot be used: the body is read as a stream and split into
+ * events at blank lines; each event's `data:` lines joined by newlines are its payload.
+ */
+export async function streamReply(
+  conversationId: string,
+  body: Record<string, unknown>,
+  signal: AbortSignal,
+  onEvent: (event: StreamEvent) => void,
+): Promise<void> {
+  const res = await request("POST", `/api/conversations/${conversationId}/messages`, body, signal);
+  if (!res.ok) return raiseFor(res);
+  if (!res.body) throw new ApiError(res.status, "empty response stream");
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let boundary: RegExpExecArray | null;
+    while ((boundary = /\r?\n\r?\n/.exec(buffer))) {
+      const block = buffer.slice(0, boundary.index);
+      buffer = buffer.slice(boundary.index + boundary[0].length);
+      const data = block
+        .split(/\r?\n/)
+        .filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).replace(/^ /, ""))
+        .join("\n");
+      if (!data) continue;
+      if (data === "[DONE]") {
+        await reader.cancel();
+        return;
+      }
+      onEvent(JSON.parse(data) as StreamEvent);
+    }
+  }
+}

@@ -1,0 +1,239 @@
+/**
+ * One conversation: loads the message tree, shows the current branch, streams replies (send,
+ * edit-and-resend, regenerate), switches branches, and asks for a comparison after a regenerate.
+ */
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { api, ApiError, streamReply, type Conversation, type Message, type Model, type StreamEvent } from "../api";
+import { t } from "../i18n";
+import { navigate } from "../router";
+import { Tree } from "../tree";
+import { Composer } from "./Composer";
+import { Icon } from "./Icon";
+import { MessageView } from "./MessageView";
+
+interface Props {
+  conversationId: string | null;
+  title: string;
+  models: Model[];
+  onMenu: () => void;
+  onConversationsChanged: () => void;
+}
+
+type Comparison = { newId: string; oldId: string };
+
+export function Chat({ conversationId, title, models, onMenu, onConversationsChanged }: Props) {
+  const [conv, setConv] = useState<Conversation | null>(null);
+  const [loadError, setLoadError] = useState("");
+  const [error, setError] = useState("");
+  const [streaming, setStreaming] = useState<AbortController | null>(null);
+  const [compare, setCompare] = useState<Comparison | null>(null);
+  const [newChatModel, setNewChatModel] = useState("");
+  const scroller = useRef<HTMLDivElement>(null);
+  const stickToBottom = useRef(true);
+
+  useEffect(() => {
+    if (conversationId && conversationId === conv?.id) return; // we just created it: keep streaming
+    streaming?.abort();
+    setConv(null);
+    setError("");
+    setLoadError("");
+    setCompare(null);
+    stickToBottom.current = true;
+    if (!conversationId) return;
+    let current = true; // a slower answer for the previous route must not overwrite this one
+    api<Conversation>("GET", `/api/conversations/${conversationId}`)
+      .then((c) => current && setConv(c))
+      .catch((e) => {
+        if (current) setLoadError(e instanceof ApiError && e.status === 404 ? t("notFound") : String(e.message ?? e));
+      });
+    return () => {
+      current = false;
+    };
+  }, [conversationId]);
+
+  useEffect(() => {
+    document.title = conv && title ? `${title} · chatloop` : "chatloop";
+  }, [conv, title]);
+
+  const tree = useMemo(() => new Tree(conv?.messages ?? []), [conv?.messages]);
+  const branch = useMemo(
+    () => tree.path(conv?.current_leaf_id ?? tree.latestLeaf()?.id ?? null),
+    [tree, conv?.current_leaf_id],
+  );
+
+  useEffect(() => {
+    const el = scroller.current;
+    if (el && stickToBottom.current) el.scrollTop = el.scrollHeight;
+  }, [branch]);
+
+  function update(fn: (c: Conversation) => Conversation) {
+    setConv((c) => (c ? fn(c) : c));
+  }
+
+  function replaceMessage(m: Message) {
+    update((c) => ({ ...c, messages: c.messages.map((x) => (x.id === m.id ? m : x)) }));
+  }
+
+  function onEvent(ev: StreamEvent, ids: { assistant: string | null }) {
+    if (ev.type === "start") {
+      ids.assistant = ev.assistant_message.id;
+      const added = ev.user_message ? [ev.user_message, ev.assistant_message] : [ev.assistant_message];
+      update((c) => ({ ...c, messages: [...c.messages, ...added], current_leaf_id: ev.assistant_message.id }));
+    } else if (ev.type === "delta") {
+      update((c) => ({
+        ...c,
+        messages: c.messages.map((m) => (m.id === ev.message_id ? { ...m, content: m.content + ev.text } : m)),
+      }));
+    } else {
+      replaceMessage(ev.message);
+      if (ev.type === "error") setError(ev.error);
+    }
+  }
+
+  /** Streams one reply; resolves to the new assistant message id and whether it completed. */
+  async function run(id: string, body: Record<string, unknown>): Promise<{ id: string | null; ok: boolean }> {
+    const controller = new AbortController();
+    const ids = { assistant: null as string | null };
+    setStreaming(controller);
+    setError("");
+    stickToBottom.current = true;
+    let ok = false;
+    try {
+      await streamReply(id, body, controller.signal, (ev) => onEvent(ev, ids));
+      ok = true;
+    } catch (e) {
+      if (controller.signal.aborted) {
+        const stopped = ids.assistant;
+        update((c) => ({ ...c, messages: c.messages.map((m) => (m.id === stopped ? { ...m, status: "stopped" } : m)) }));
+      } else {
+        setError(e instanceof Error ? e.message : String(e));
+      }
+    } finally {
+      setStreaming(null);
+    }
+    onConversationsChanged();
+    // The server names a new conversation after its first answer; pick the title up shortly after.
+    setTimeout(onConversationsChanged, 1500);
+    return { id: ids.assistant, ok };
+  }
+
+  async function send(content: string, parentId?: string | null) {
+    setCompare(null);
+    let id = conv?.id;
+    if (!id) {
+      try {
+        const created = await api<Conversation>("POST", "/api/conversations", newChatModel ? { model: newChatModel } : {});
+        setConv({ ...created, messages: created.messages ?? [] });
+        id = created.id;
+        navigate(`/c/${id}`);
+      } catch (e) {
+        setError(e instanceof Error ? e.message : String(e));
+        return;
+      }
+    }
+    await run(id, parentId === undefined ? { content } : { content, parent_id: parentId });
+  }
+
+  async function regenerate(answer: Message) {
+    if (!conv || !answer.parent_id) return;
+    setCompare(null);
+    const result = await run(conv.id, { regenerate_from: answer.parent_id });
+    if (result.ok && result.id) setCompare({ newId: result.id, oldId: answer.id });
+  }
+
+  function switchTo(target: Message) {
+    if (!conv) return;
+    const leaf = tree.newestLeaf(target);
+    update((c) => ({ ...c, current_leaf_id: leaf.id }));
+    void api("PATCH", `/api/conversations/${conv.id}`, { current_leaf_id: leaf.id }).catch((e) => setError(e.message));
+  }
+
+  async function answerComparison(choice: "better" | "worse" | "same") {
+    if (!compare) return;
+    const { newId, oldId } = compare;
+    setCompare(null);
+    if (choice === "same") return;
+    const [chosen, rejected] = choice === "better" ? [newId, oldId] : [oldId, newId];
+    await api("POST", "/api/comparisons", { chosen_message_id: chosen, rejected_message_id: rejected }).catch((e) =>
+      setError(e.message),
+    );
+  }
+
+  async function changeModel(name: string) {
+    if (!conv) return setNewChatModel(name);
+    const updated = await api<Conversation>("PATCH", `/api/conversations/${conv.id}`, { model: name });
+    update((c) => ({ ...c, model: updated.model ?? name }));
+  }
+
+  const defaultModel = models.find((m) => m.default)?.name ?? models[0]?.name ?? "";
+  const modelValue = conv?.model || newChatModel || defaultModel;
+  const busy = streaming !== null;
+
+  return (
+    <main class="chat">
+      <header class="chat-header">
+        <button class="icon-button menu-button" aria-label={t("menu")} onClick={onMenu}>
+          <Icon name="menu" />
+        </button>
+        <select
+          class="model-picker"
+          data-testid="model-picker"
+          aria-label={t("model")}
+          value={modelValue}
+          disabled={busy}
+          onChange={(e) => void changeModel(e.currentTarget.value)}
+        >
+          {models.map((m) => (
+            <option value={m.name} title={m.id}>
+              {m.name}
+            </option>
+          ))}
+        </select>
+        <span class="chat-title" data-testid="chat-title">{conv ? title : ""}</span>
+        {conv && conv.messages.length > 0 && (
+          <a class="icon-button export" data-testid="export" href={`/api/conversations/${conv.id}/export?format=markdown`}
+            download title={t("exportMarkdown")} aria-label={t("exportMarkdown")}>
+            <Icon name="download" />
+          </a>
+        )}
+      </header>
+      <div
+        class="thread"
+        ref={scroller}
+        onScroll={(e) => {
+          const el = e.currentTarget;
+          stickToBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 80;
+        }}
+      >
+        {loadError && <p class="error banner">{loadError}</p>}
+        {!loadError && branch.length === 0 && (
+          <div class="empty">
+            <h1>{t("emptyTitle")}</h1>
+          </div>
+        )}
+        <div class="messages">
+          {branch.map((m) => (
+            <MessageView
+              key={m.id}
+              message={m}
+              siblings={tree.siblings(m)}
+              streaming={busy && m.status === "streaming"}
+              locked={busy}
+              onSwitch={switchTo}
+              onEdit={(content) => send(content, m.parent_id)}
+              onRegenerate={() => regenerate(m)}
+              onMessage={replaceMessage}
+              compare={compare?.newId === m.id ? answerComparison : null}
+            />
+          ))}
+        </div>
+        {error && (
+          <p class="error banner" role="alert">
+            {error}
+          </p>
+        )}
+      </div>
+      <Composer busy={busy} disabled={!!loadError} onSend={(text) => void send(text, branch.length ? branch[branch.length - 1].id : null)} onStop={() => streaming?.abort()} />
+    </main>
+  );
+}
