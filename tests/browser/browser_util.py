@@ -58,6 +58,9 @@ def new_page(browser, server, viewport, errors, color_scheme="light"):
                                   locale="en-US")
     page = context.new_page()
     page.set_default_timeout(30_000)
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=20_000)  # CI machines are loaded: assertions wait like actions do
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.add_init_script(STREAM_RECORDER)
     return page

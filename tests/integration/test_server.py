@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import httpx
 import openai
@@ -79,7 +80,12 @@ def test_async_client_concurrent_requests(server, alice):
         await client.close()
         return results
 
-    results = asyncio.run(run())
+    # A fresh thread owns the event loop: Playwright's sync API (browser tests in the same session)
+    # leaves one running on the main thread, where asyncio.run() would refuse to start.
+    results = []
+    worker = threading.Thread(target=lambda: results.extend(asyncio.run(run())))
+    worker.start()
+    worker.join(300)
     assert len(results) == 6 and all(r.choices[0].message.content is not None for r in results)
 
 
