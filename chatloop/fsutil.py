@@ -1,14 +1,20 @@
-"""Crash-safe filesystem helpers: write to a temporary sibling, fsync, then atomically rename.
+"""Crash-safe filesystem helpers and sha256 digests of directory trees.
 
-Used for model caches and (later) training checkpoints, so that a reader never sees a half-written
-directory: it either does not exist yet or is complete.
+Writes go to a temporary sibling, are fsynced, then atomically renamed, so that a reader of a model
+cache, a training checkpoint or a run's `final/` never sees a half-written directory: it either
+does not exist yet or is complete. `digest_tree` and `verify_digests` are the one implementation of
+the `{relative path: sha256}` maps behind model manifests and checkpoint completion markers.
 """
 
 import hashlib
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+
+HASH_WORKERS = 4
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -17,6 +23,47 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _sha256_files(directory: Path, rels: list[str]) -> dict[str, str]:
+    """{rel: sha256} of `directory / rel` for each rel; hashlib releases the GIL, so threads help."""
+    with ThreadPoolExecutor(max_workers=HASH_WORKERS) as pool:
+        return dict(zip(rels, pool.map(lambda rel: sha256_file(directory / rel), rels)))
+
+
+def _tree_files(directory: Path, exclude: str) -> list[str]:
+    """Relative paths of every file under `directory`, sorted, except files named `exclude`."""
+    files = (p for p in directory.rglob("*") if p.is_file() and p.name != exclude)
+    return sorted(str(p.relative_to(directory)) for p in files)
+
+
+def digest_tree(directory: Path, exclude: str) -> dict[str, str]:
+    """{relative path: sha256} of every file under `directory` except those named `exclude` (the
+    manifest or marker that is to hold these digests)."""
+    return _sha256_files(directory, _tree_files(directory, exclude))
+
+
+@dataclass(frozen=True)
+class DigestProblems:
+    """What `verify_digests` found wrong; false when nothing is."""
+
+    missing: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.mismatched or self.unexpected)
+
+
+def verify_digests(directory: Path, listed: dict[str, str], *, exclude: str, strict: bool) -> DigestProblems:
+    """Compare the files under `directory` with `listed` ({relative path: sha256}, as digest_tree
+    makes). `strict` also reports files that are not listed; the marker file `exclude` never counts."""
+    present = [rel for rel in listed if (directory / rel).is_file()]
+    actual = _sha256_files(directory, present)
+    missing = [rel for rel in listed if rel not in actual]
+    mismatched = [rel for rel in present if actual[rel] != listed[rel]]
+    unexpected = [rel for rel in _tree_files(directory, exclude) if rel not in listed] if strict else []
+    return DigestProblems(missing, mismatched, unexpected)
 
 
 def fsync_dir(path: Path) -> None:

@@ -1,37 +1,37 @@
-"""The chat format, defined once: a conversation (OpenAI `messages`) -> token ids + assistant mask.
+"""The chat format, defined once: a conversation (OpenAI `messages`) -> token ids (+ assistant mask).
 
-Training (loss on assistant tokens only), serving and evaluation all call `render_conversation`.
-It uses the tokenizer's own chat template, so a model is prompted exactly as it was trained; with
-no system message the template's default applies. The mask marks the tokens of each assistant
-message, end-of-turn marker included, so a model learns to stop. Conversations longer than the
-budget drop their oldest turns (the system prompt is kept) and report how many were dropped.
+- `render_prompt` (serving): the prompt a model answers, rendered once with the tokenizer's own
+  chat template and tokenized once, so its cost is linear in the conversation.
+- `render_conversation` (training, evaluation): the same text plus a mask marking the tokens of
+  each assistant message, end-of-turn marker included, so a model learns to stop.
+
+With no system message the template's default applies. With a token budget, the oldest turns are
+dropped (the system prompt is kept; a conversation never starts with an assistant reply) and the
+number dropped is reported; the cut is found by bisection, so a long conversation costs a
+logarithmic number of renders, not one per dropped turn. Tools and tool calls are written as
+`tool_calls.py` (the tool-call protocol) says.
 """
 
-import json
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from chatloop.errors import ContextTooLongError, UsageError
+from chatloop.models.tool_calls import describe_tools, render_calls
 
 ROLES = ("system", "user", "assistant", "tool")
 
-# Function calling for templates without native tool support: the tools are described in the
-# system prompt and the model answers a call as a tagged JSON object (the Hermes/Qwen convention).
-TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
-TOOLS_PROMPT = (
-    "You can call functions. Their JSON signatures:\n{signatures}\n"
-    "To call one, answer with only <tool_call>{{\"name\": NAME, \"arguments\": {{...}}}}</tool_call>. "
-    "Function results come back in a 'tool' message."
-)
+
+@dataclass
+class RenderedPrompt:
+    ids: list[int]
+    text: str
+    dropped: int  # how many of the oldest messages were dropped to fit the budget
 
 
 @dataclass
-class RenderedConversation:
-    ids: list[int]
+class RenderedConversation(RenderedPrompt):
     mask: list[int]  # 1 where the token belongs to an assistant message (trained on), else 0
-    text: str
-    dropped: int  # how many of the oldest messages were dropped to fit the budget
 
 
 def normalize_messages(messages: Any) -> list[dict[str, str]]:
@@ -59,48 +59,9 @@ def normalize_messages(messages: Any) -> list[dict[str, str]]:
             raise UsageError(f"messages[{i}].content must be a string")
         calls = m.get("tool_calls") or []
         if calls and role == "assistant":
-            content += "".join(f"<tool_call>{json.dumps(_call_payload(c, i), ensure_ascii=False)}</tool_call>"
-                               for c in calls)
+            content += render_calls(calls, f"messages[{i}]")
         out.append({"role": role, "content": content})
     return out
-
-
-def _call_payload(call: Any, i: int) -> dict:
-    """An OpenAI tool call ({"function": {"name", "arguments": JSON string}}) as the model writes it."""
-    fn = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-        raise UsageError(f"messages[{i}].tool_calls: each call needs function.name")
-    args = fn.get("arguments") or "{}"
-    try:
-        return {"name": fn["name"], "arguments": json.loads(args) if isinstance(args, str) else args}
-    except json.JSONDecodeError as e:
-        raise UsageError(f"messages[{i}].tool_calls: arguments of {fn['name']} are not JSON: {e}") from e
-
-
-def with_tools(messages: list[dict], tools: list[dict]) -> list[dict]:
-    """Describe `tools` in the system prompt (kept first, merged with an existing one)."""
-    signatures = "\n".join(json.dumps(t.get("function", t), ensure_ascii=False) for t in tools)
-    note = TOOLS_PROMPT.format(signatures=signatures)
-    if messages and messages[0]["role"] == "system":
-        return [{"role": "system", "content": messages[0]["content"] + "\n\n" + note}] + messages[1:]
-    return [{"role": "system", "content": note}] + messages
-
-
-def parse_tool_calls(text: str, names: set[str]) -> tuple[str, list[dict]]:
-    """Split a model answer into (remaining text, calls [{"name", "arguments": dict}]).
-
-    Only well-formed calls of known functions count; anything else stays text."""
-    calls = []
-    for match in TOOL_CALL_RE.finditer(text):
-        try:
-            payload = json.loads(match.group(1))
-        except json.JSONDecodeError:
-            continue
-        if isinstance(payload, dict) and payload.get("name") in names and isinstance(payload.get("arguments", {}), dict):
-            calls.append({"name": payload["name"], "arguments": payload.get("arguments", {})})
-    if calls:
-        text = TOOL_CALL_RE.sub("", text).strip()
-    return text, calls
 
 
 def _template(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
@@ -110,7 +71,12 @@ def _template(tokenizer, messages: list[dict], add_generation_prompt: bool) -> s
         raise UsageError(f"the model's chat template rejected the conversation: {e}") from e
 
 
-def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> RenderedConversation:
+def _prompt(tokenizer, messages: list[dict], add_generation_prompt: bool) -> RenderedPrompt:
+    text = _template(tokenizer, messages, add_generation_prompt)
+    return RenderedPrompt(ids=list(tokenizer(text, add_special_tokens=False)["input_ids"]), text=text, dropped=0)
+
+
+def _masked(tokenizer, messages: list[dict], add_generation_prompt: bool) -> RenderedConversation:
     text = _template(tokenizer, messages, add_generation_prompt)
     # Character spans of assistant messages: the difference between rendering up to the turn's
     # generation prompt and rendering the turn itself (works for any template that appends).
@@ -125,7 +91,54 @@ def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> Ren
         spans.append((len(before), len(upto)))
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     mask = [int(any(s < end and start < e for s, e in spans)) for start, end in enc["offset_mapping"]]
-    return RenderedConversation(ids=list(enc["input_ids"]), mask=mask, text=text, dropped=0)
+    return RenderedConversation(ids=list(enc["input_ids"]), text=text, dropped=0, mask=mask)
+
+
+def _fit(render: Callable[[list[dict]], RenderedPrompt], messages: list[dict], max_tokens: int | None):
+    """Render `messages`, dropping the fewest oldest turns that make it fit in `max_tokens`.
+
+    Cut points are the user messages after the first turn (so what is kept starts with a user
+    message) and, last resort, the final message alone; the token count falls as more is cut, so
+    the smallest fitting cut is bisected.
+    """
+    system = messages[:1] if messages[0]["role"] == "system" else []
+    turns = messages[len(system):]
+    full = render(system + turns)
+    if max_tokens is None or len(full.ids) <= max_tokens:
+        return full
+    cuts = sorted({k for k in range(1, len(turns)) if turns[k]["role"] == "user"} | {len(turns) - 1} - {0})
+    best = None
+    lo, hi = 0, len(cuts) - 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        rendered = render(system + turns[cuts[mid]:])
+        if len(rendered.ids) <= max_tokens:
+            best, hi = (cuts[mid], rendered), mid - 1
+        else:
+            lo = mid + 1
+    if best is None:
+        last = render(system + turns[cuts[-1]:]) if cuts else full
+        raise ContextTooLongError(
+            f"the last message does not fit in the context: {len(last.ids)} tokens with the system "
+            f"prompt, at most {max_tokens} allowed; shorten it or raise the limit"
+        )
+    cut, rendered = best
+    rendered.dropped = cut
+    return rendered
+
+
+def _prepare(messages: Any, tools: list[dict] | None) -> list[dict]:
+    messages = normalize_messages(messages)
+    return describe_tools(messages, tools) if tools else messages
+
+
+def render_prompt(
+    tokenizer, messages: Any, *, max_tokens: int | None = None, tools: list[dict] | None = None
+) -> RenderedPrompt:
+    """The prompt for the model's next answer (generation prompt appended), in at most `max_tokens`
+    tokens; `tools` (OpenAI function definitions) are described in the system prompt."""
+    prepared = _prepare(messages, tools)
+    return _fit(lambda ms: _prompt(tokenizer, ms, True), prepared, max_tokens)
 
 
 def render_conversation(
@@ -136,27 +149,7 @@ def render_conversation(
     max_tokens: int | None = None,
     tools: list[dict] | None = None,
 ) -> RenderedConversation:
-    """Render `messages`; with `max_tokens`, drop the oldest turns (keeping system) until it fits.
-    `tools` (OpenAI function definitions) are described in the system prompt."""
-    messages = normalize_messages(messages)
-    if tools:
-        messages = with_tools(messages, tools)
-    system = [m for m in messages[:1] if m["role"] == "system"]
-    turns = messages[len(system) :]
-    dropped = 0
-    while True:
-        rendered = _render(tokenizer, system + turns, add_generation_prompt)
-        if max_tokens is None or len(rendered.ids) <= max_tokens:
-            rendered.dropped = dropped
-            return rendered
-        if len(turns) <= 1:
-            raise ContextTooLongError(
-                f"the last message does not fit in the context: {len(rendered.ids)} tokens with the system "
-                f"prompt, at most {max_tokens} allowed; shorten it or raise the limit"
-            )
-        # Drop the oldest turn; never leave the conversation starting with an assistant reply.
-        turns = turns[1:]
-        dropped += 1
-        while len(turns) > 1 and turns[0]["role"] != "user":
-            turns = turns[1:]
-            dropped += 1
+    """Render `messages` with the assistant mask; with `max_tokens`, drop the oldest turns (keeping
+    system) until it fits."""
+    prepared = _prepare(messages, tools)
+    return _fit(lambda ms: _masked(tokenizer, ms, add_generation_prompt), prepared, max_tokens)

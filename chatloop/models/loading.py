@@ -7,7 +7,6 @@ so later starts only read safetensors. Every directory with a manifest is verifi
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -16,9 +15,9 @@ from typing import Any
 
 from chatloop.config import get_settings
 from chatloop.errors import ModelRefError, UsageError
-from chatloop.fsutil import publish_dir, sha256_file, staging_dir
+from chatloop.fsutil import publish_dir, staging_dir
 from chatloop.models.manifest import verify_manifest, write_manifest
-from chatloop.models.refs import ResolvedRef, resolve
+from chatloop.models.refs import ResolvedRef, gguf_digest, resolve
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +38,12 @@ class LoadedModel:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _gguf_cache_dir(src: ResolvedRef, digest: str) -> Path:
-    return get_settings().models_dir / src.name / f"gguf-{digest[:12]}"
-
-
 def convert_gguf(src: ResolvedRef) -> Path:
-    """Dequantise a GGUF file into a cached safetensors directory (once); returns the directory."""
-    digest = sha256_file(src.path)
-    final = _gguf_cache_dir(src, digest)
+    """Dequantise a GGUF file into a cached safetensors directory (once); returns the directory,
+    CHATLOOP_HOME/models/NAME/gguf-SHA12 (the version `resolve` named)."""
+    final = get_settings().models_dir / src.name / src.version
     if final.is_dir():
         return final
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -76,12 +70,19 @@ def convert_gguf(src: ResolvedRef) -> Path:
             tmp,
             name=src.name,
             version=final.name,
-            source={"gguf": str(src.path), "sha256": digest},
+            source={"gguf": str(src.path), "sha256": gguf_digest(src.path)},
         )
         publish_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def model_directory(ref: str) -> Path:
+    """A REF as a local Hugging Face model directory (a GGUF is converted once), for the stages
+    and tools that load it with transformers themselves."""
+    src = resolve(ref)
+    return convert_gguf(src) if src.kind == "gguf" else src.path
 
 
 def _check_architecture(directory: Path) -> dict:
@@ -98,31 +99,30 @@ def _check_architecture(directory: Path) -> dict:
     return config
 
 
-def resolve_dtype(dtype: str) -> str:
+def check_dtype(dtype: str) -> str:
+    """`dtype` if it is one the engine knows, else a UsageError listing them.
+    (auto = int8 weights for single-row decoding, oneDNN-packed bf16 for batches, engine/quant.py;
+    the perplexity tests bound both against float32.)"""
     if dtype not in DTYPES:
         raise UsageError(f"unknown dtype '{dtype}': choose one of {', '.join(DTYPES)}")
-    # auto = int8 weights for single-row decoding, oneDNN-packed bf16 for batches (engine/quant.py);
-    # the perplexity tests bound both against float32.
     return dtype
 
 
-def load_model(ref: str, dtype: str = "auto") -> LoadedModel:
-    """Resolve, verify and load a model reference; errors are ModelRefError (exit code 2)."""
+def load_model(ref: str | ResolvedRef, dtype: str = "auto") -> LoadedModel:
+    """Resolve (unless already resolved), verify and load a model; errors are ModelRefError (exit code 2)."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    resolved_dtype = resolve_dtype(dtype)
-    src = resolve(ref)
+    check_dtype(dtype)
+    src = resolve(ref) if isinstance(ref, str) else ref
     directory = convert_gguf(src) if src.kind == "gguf" else src.path
     timings["resolve_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
     config = _check_architecture(directory)
-    manifest = verify_manifest(directory)
+    verify_manifest(directory)
     timings["verify_s"] = time.perf_counter() - t
-    model_id = f"{manifest['name']}:{manifest['version']}" if manifest else src.name
 
     t = time.perf_counter()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -147,9 +147,9 @@ def load_model(ref: str, dtype: str = "auto") -> LoadedModel:
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
-        model_id=model_id,
+        model_id=src.model_id,
         path=directory,
-        dtype=resolved_dtype,
+        dtype=dtype,
         context_len=int(config.get("max_position_embeddings") or 2048),
         eos_token_ids=tuple(sorted(eos_ids)),
         timings=timings,

@@ -6,24 +6,22 @@ instead of silently producing garbage.
 """
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from chatloop.errors import ModelRefError
-from chatloop.fsutil import atomic_write_text, sha256_file
+from chatloop.fsutil import atomic_write_text, digest_tree, verify_digests
 
 MANIFEST = "manifest.json"
 FORMAT = 1
 
 
 def write_manifest(directory: Path, *, name: str, version: str, **extra: Any) -> dict:
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
     manifest = {
         "format": FORMAT,
         "name": name,
         "version": version,
-        "files": {str(p.relative_to(directory)): sha256_file(p) for p in files},
+        "files": digest_tree(directory, exclude=MANIFEST),
         **extra,
     }
     atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -45,21 +43,30 @@ def read_manifest(directory: Path) -> dict | None:
     return manifest
 
 
+def model_id(name: str, version: str) -> str:
+    """The exact version of a model, `name:version`: what answers a request, a run's `parent`."""
+    return f"{name}:{version}"
+
+
+def manifest_id(manifest: dict) -> str:
+    """The `name:version` a manifest identifies its model by."""
+    return model_id(manifest["name"], manifest["version"])
+
+
 def verify_manifest(directory: Path) -> dict | None:
-    """Check every file listed in the manifest against its sha256 (files hashed in parallel)."""
+    """Check every file listed in the manifest against its sha256; files it does not list are allowed."""
     manifest = read_manifest(directory)
     if manifest is None:
         return None
-    listed = manifest["files"]
-    for rel in listed:
-        if not (directory / rel).is_file():
-            raise ModelRefError(f"model directory {directory} is missing {rel} listed in its manifest")
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        actual = dict(zip(listed, pool.map(lambda rel: sha256_file(directory / rel), listed)))
-    bad = [rel for rel, digest in listed.items() if actual[rel] != digest]
-    if bad:
+    problems = verify_digests(directory, manifest["files"], exclude=MANIFEST, strict=False)
+    if problems.missing:
         raise ModelRefError(
-            f"model directory {directory} failed verification: sha256 mismatch for {', '.join(bad)}; "
-            "the files were modified or truncated (delete the directory to rebuild it)"
+            f"model directory {directory} is missing {', '.join(problems.missing)} listed in its manifest"
+        )
+    if problems.mismatched:
+        raise ModelRefError(
+            f"model directory {directory} failed verification: sha256 mismatch for "
+            f"{', '.join(problems.mismatched)}; the files were modified or truncated "
+            "(delete the directory to rebuild it)"
         )
     return manifest

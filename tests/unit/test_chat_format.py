@@ -1,9 +1,10 @@
-"""The one chat format: ids + assistant mask, default system prompt, context truncation, validation."""
+"""The one chat format: ids + assistant mask, default system prompt, context truncation, validation,
+and serving's prompt rendering (linear in the conversation)."""
 
 import pytest
 
 from chatloop.errors import ContextTooLongError, UsageError
-from chatloop.models.chat_format import render_conversation
+from chatloop.models.chat_format import render_conversation, render_prompt
 
 CONVO = [
     {"role": "system", "content": "You are terse."},
@@ -96,17 +97,59 @@ def test_tools_are_described_in_the_system_prompt_and_calls_rendered(tokenizer):
     assert "<|im_start|>tool\nsunny" in r.text
 
 
-def test_parse_tool_calls_keeps_only_well_formed_known_calls():
-    from chatloop.models.chat_format import parse_tool_calls
-
-    text = 'Sure. <tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>'
-    assert parse_tool_calls(text, {"get_weather"}) == ("Sure.", [{"name": "get_weather", "arguments": {"city": "Rome"}}])
-    assert parse_tool_calls(text, {"other"}) == (text, [])
-    broken = "<tool_call>{not json}</tool_call>"
-    assert parse_tool_calls(broken, {"get_weather"}) == (broken, [])
-
-
 def test_bad_tool_call_arguments_are_usage_errors(tokenizer):
     convo = [{"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": "{x"}}]}]
     with pytest.raises(UsageError, match="not JSON"):
         render_conversation(tokenizer, convo)
+
+
+def test_deeply_nested_tool_call_arguments_are_a_usage_error_not_a_crash(tokenizer):
+    convo = [{"role": "user", "content": "hi"},
+             {"role": "assistant", "content": None,
+              "tool_calls": [{"function": {"name": "f", "arguments": "[" * 5000 + "]" * 5000}}]}]
+    with pytest.raises(UsageError, match="nested too deeply"):
+        render_prompt(tokenizer, convo)
+
+
+def test_serving_prompt_equals_the_training_render(tokenizer):
+    served = render_prompt(tokenizer, CONVO[:4])
+    trained = render_conversation(tokenizer, CONVO[:4], add_generation_prompt=True)
+    assert served.ids == trained.ids and served.text == trained.text
+
+
+class CountingTokenizer:
+    """The real tokenizer, counting chat-template renders and the characters tokenized."""
+
+    def __init__(self, tokenizer):
+        self.inner, self.renders, self.chars = tokenizer, 0, 0
+
+    def apply_chat_template(self, *args, **kwargs):
+        self.renders += 1
+        return self.inner.apply_chat_template(*args, **kwargs)
+
+    def __call__(self, text, **kwargs):
+        self.chars += len(text)
+        return self.inner(text, **kwargs)
+
+
+def long_conversation(turns: int) -> list[dict]:
+    convo = [{"role": "system", "content": "Be brief."}]
+    for i in range(turns):
+        convo += [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]
+    return convo + [{"role": "user", "content": "last question"}]
+
+
+def test_a_long_conversation_renders_once(tokenizer):
+    counting = CountingTokenizer(tokenizer)
+    rendered = render_prompt(counting, long_conversation(500))
+    assert counting.renders == 1 and counting.chars == len(rendered.text)
+
+
+def test_truncation_bisects_instead_of_rerendering_per_dropped_turn(tokenizer):
+    counting = CountingTokenizer(tokenizer)
+    rendered = render_prompt(counting, long_conversation(500), max_tokens=300)
+    assert len(rendered.ids) <= 300 and rendered.dropped > 900
+    assert counting.renders <= 12  # 1 + log2(500 cut points), not one per dropped turn
+    # the fewest turns were dropped: one more exchange would not have fitted
+    kept = long_conversation(500)[1 + rendered.dropped - 2:]
+    assert len(render_prompt(tokenizer, [{"role": "system", "content": "Be brief."}] + kept).ids) > 300
