@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from chatloop.engine.sampling import SamplingParams
-from chatloop.models.chat_format import render_conversation
+from chatloop.engine.scheduler import Engine
+from chatloop.models.chat_format import render_prompt
 
 PROMPTS = [
     "Explain why the sky is blue in a short paragraph.",
@@ -88,15 +89,11 @@ def _startup(model: str) -> dict:
 
 
 def run_decode_bench(model: str = "default", tokens: int = 128, startup: bool = True) -> dict:
-    from chatloop.cli import _start_engine
     from chatloop.models.refs import resolve
 
-    engine = _start_engine(model, "auto", max_batch=8)
+    engine = Engine.start(model, "auto", max_batch=8)
     try:
-        prompts = [
-            render_conversation(engine.tokenizer, [{"role": "user", "content": p}], add_generation_prompt=True).ids
-            for p in PROMPTS
-        ]
+        prompts = [render_prompt(engine.tokenizer, [{"role": "user", "content": p}]).ids for p in PROMPTS]
         greedy = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
         engine.generate(prompts[0], SamplingParams(max_tokens=8, temperature=0))  # warm-up
         transformers_tok_s = _transformers_tok_s(engine, prompts[0], tokens)

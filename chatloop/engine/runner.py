@@ -233,3 +233,32 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
+
+
+def _main() -> int:
+    """Greedy decoding through the runner vs transformers `generate`, float32, on the default model
+    (or the REF given as the first argument): prints both and exits 1 if they differ."""
+    import sys
+
+    from chatloop.models.chat_format import render_prompt
+    from chatloop.models.loading import load_model
+
+    loaded = load_model(sys.argv[1] if len(sys.argv) > 1 else "default", "float32")
+    ids = render_prompt(loaded.tokenizer, [{"role": "user", "content": "What is the capital of France?"}]).ids
+    tokens = 32
+    runner = ModelRunner(loaded.model, "float32", max_slots=1, max_len=len(ids) + tokens)
+    ours = [int(runner.prefill([ids])[0].argmax())]
+    while len(ours) < tokens and ours[-1] not in loaded.eos_token_ids:
+        ours.append(int(runner.decode([ours[-1]])[0].argmax()))
+    with torch.inference_mode():
+        theirs = loaded.model.generate(torch.tensor([ids]), max_new_tokens=tokens, do_sample=False)[0, len(ids):]
+    theirs = theirs.tolist()
+    for name, out in (("runner", ours), ("transformers", theirs)):
+        print(f"{name:>12}: {loaded.tokenizer.decode(out)!r}")
+    same = ours == theirs
+    print("identical token ids" if same else "token ids differ")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -3,7 +3,11 @@
 One call per decode step picks the next token of every active sequence, each with its own
 settings: greedy (temperature 0), temperature, top-k, top-p, repetition penalty (as in
 transformers: over prompt and output), frequency/presence penalties (as in OpenAI's API: over the
-output) and a per-request seed (a private torch.Generator, so the same seed gives the same text).
+output), a grammar mask (constrained decoding) and a per-request seed (a private torch.Generator,
+so the same seed gives the same text).
+
+A row whose logits cannot be prepared (its grammar allows no next token, say) fails alone:
+`sample_next` returns the exception in that row's place and the engine ends that sequence only.
 
 Top-k/top-p avoid a full sort of the vocabulary: the nucleus is searched among the top
 CANDIDATES tokens and a row falls back to a full sort only when its nucleus is larger than that.
@@ -31,6 +35,7 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    max_time_s: float | None = None  # wall-clock budget from submission; then it ends with "length"
     grammar: object | None = None  # an xgrammar CompiledGrammar (engine/constrain.py): output must match it
 
     def __post_init__(self):
@@ -52,10 +57,11 @@ class SamplingParams:
                 bad(name, f"must be between -2 and 2, got {getattr(self, name)}")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             bad("seed", f"must be a non-negative 63-bit integer, got {self.seed}")
-        if isinstance(self.stop, str):
-            object.__setattr__(self, "stop", (self.stop,))
-        if len(self.stop) > 4 or any(not isinstance(s, str) or not s for s in self.stop):
-            bad("stop", "at most 4 non-empty strings")
+        if self.max_time_s is not None and not self.max_time_s > 0:
+            bad("max_time_s", f"must be positive, got {self.max_time_s}")
+        if not isinstance(self.stop, tuple) or len(self.stop) > 4 or any(not isinstance(s, str) or not s
+                                                                       for s in self.stop):
+            bad("stop", "a tuple of at most 4 non-empty strings")
 
     @property
     def greedy(self) -> bool:
@@ -97,8 +103,8 @@ class SequenceSampler:
         if self.seen is not None:
             self.seen[token] = True
 
-    def apply_penalties(self, logits: torch.Tensor) -> None:
-        """In place on one row of logits (grammar mask included)."""
+    def adjust_logits(self, logits: torch.Tensor) -> None:
+        """In place on one row of logits: the grammar mask, then the penalties."""
         p = self.params
         if self.constraint is not None:
             self.constraint.mask(logits)
@@ -139,12 +145,21 @@ def _nucleus(probs: torch.Tensor, p: SamplingParams) -> tuple[torch.Tensor, torc
     return vals, idx
 
 
-def sample_next(logits: torch.Tensor, samplers: list[SequenceSampler]) -> list[int]:
-    """Pick one token per row of `logits` [n, vocab] (float32; modified in place)."""
-    for row, s in zip(logits, samplers):
-        s.apply_penalties(row)
-    out = logits.argmax(dim=-1).tolist()
-    sampled = [i for i, s in enumerate(samplers) if not s.params.greedy]
+@torch.inference_mode()  # the runner's logits are inference tensors; the penalties edit them in place
+def sample_next(logits: torch.Tensor, samplers: list[SequenceSampler]) -> list[int | Exception]:
+    """Pick one token per row of `logits` [n, vocab] (float32; modified in place). A row whose
+    logits could not be adjusted gets the exception instead of a token; the others are unaffected."""
+    failed: dict[int, Exception] = {}
+    for i, (row, s) in enumerate(zip(logits, samplers)):
+        try:
+            s.adjust_logits(row)
+        except Exception as e:  # noqa: BLE001 - handed back in the row's place; the engine ends that sequence
+            failed[i] = e
+            row.zero_()
+    out: list[int | Exception] = logits.argmax(dim=-1).tolist()
+    sampled = [i for i, s in enumerate(samplers) if not s.params.greedy and i not in failed]
+    for i, e in failed.items():
+        out[i] = e
     if not sampled:
         return out
     temps = torch.tensor([samplers[i].params.temperature for i in sampled]).unsqueeze(1)

@@ -6,10 +6,14 @@
         print(event.text, end="")
 
 Requests wait in a bounded queue (EngineOverloaded when full). Between decode steps the thread
-admits waiting requests (prefill into a free cache slot) and retires finished or cancelled ones,
-so sequences join and leave a running batch, each with its own sampling settings. Callers never
-touch the model: they talk to the thread through the queue and their handle's event stream, so
-generation never runs on an asyncio event loop.
+admits waiting requests (prefill into a free cache slot) and retires finished or cancelled ones
+(waiting ones included), so sequences join and leave a running batch, each with its own sampling
+settings. Callers never touch the model: they talk to the thread through the queue and their
+handle's event stream, so generation never runs on an asyncio event loop.
+
+Faults stay with their sequence: if one sequence's sampling step fails (its grammar dead-ends,
+say), that sequence ends with finish_reason "error" and the rest of the batch carries on. Only a
+failed forward pass, which every row shares, fails the whole batch.
 
 The thread also *loads* the model: all torch work then happens on one thread. (On few cores,
 running the model on a second thread after the main thread has used torch's OpenMP pool costs
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 from chatloop.engine.detok import IncrementalDetokenizer, StopMatcher
 from chatloop.engine.runner import ModelRunner
 from chatloop.engine.sampling import SamplingParams, SequenceSampler, sample_next
-from chatloop.errors import ChatloopError, ContextTooLongError, EngineOverloaded
+from chatloop.errors import ChatloopError, ContextTooLongError, EngineOverloaded, UsageError
 from chatloop.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ class GenerationResult:
     ttft_s: float | None
     latency_s: float
     error: str | None = None
+    input_error: bool = False  # the error came from the request (e.g. its grammar), not the engine
 
     @property
     def decode_tok_s(self) -> float:
@@ -143,6 +148,14 @@ class Engine:
         self._ready.wait()
         if self._load_error is not None:
             raise self._load_error
+
+    @classmethod
+    def start(cls, ref, dtype: str = "auto", *, max_batch: int = 8, max_waiting: int = 64) -> "Engine":
+        """The one way to start an engine from a model reference (a REF string or a ResolvedRef), for
+        the CLI, the server's engine pool and the benchmarks."""
+        from chatloop.models.loading import load_model
+
+        return cls(lambda: load_model(ref, dtype), max_batch=max_batch, max_waiting=max_waiting)
 
     def _setup(self, loader: Callable[[], LoadedModel], max_len: int | None) -> None:
         loaded = loader()
@@ -255,8 +268,8 @@ class Engine:
                     box["error"] = e
                 done.set()
             try:
-                self._admit()
                 self._retire_cancelled()
+                self._admit()
                 if self._active:
                     self._step()
             except Exception as e:  # noqa: BLE001 - a failed step must fail its requests, not the thread
@@ -284,12 +297,16 @@ class Engine:
         logits = self.runner.prefill([seq.prompt_ids for seq in batch])
         first = len(self._active)
         self._active.extend(batch)
-        tokens_out = sample_next(logits, [seq.sampler for seq in batch])
-        done = [first + j for j, (seq, tok) in enumerate(zip(batch, tokens_out)) if self._accept(seq, tok)]
-        for slot in reversed(done):
-            self._remove(slot)
+        self._advance(logits, first)
 
     def _retire_cancelled(self) -> None:
+        """End cancelled sequences, running or still waiting (a waiting one holds a queue place)."""
+        with self._cv:
+            cancelled = [seq for seq in self._waiting if seq.handle.cancelled]
+            if cancelled:
+                self._waiting = deque(seq for seq in self._waiting if not seq.handle.cancelled)
+        for seq in cancelled:
+            self._finish(seq, "cancelled")
         for slot in reversed(range(len(self._active))):
             seq = self._active[slot]
             if seq.handle.cancelled:
@@ -298,8 +315,25 @@ class Engine:
 
     def _step(self) -> None:
         logits = self.runner.decode([seq.last_token for seq in self._active])
-        tokens = sample_next(logits, [seq.sampler for seq in self._active])
-        done = [slot for slot, (seq, tok) in enumerate(zip(self._active, tokens)) if self._accept(seq, tok)]
+        self._advance(logits, 0)
+
+    def _advance(self, logits, first: int) -> None:
+        """Sample and record the next token of the sequences in slots first.. (one logits row each);
+        a sequence whose sampling or bookkeeping fails ends alone with an error."""
+        rows = self._active[first:]
+        tokens = sample_next(logits, [seq.sampler for seq in rows])
+        done = []
+        for j, (seq, token) in enumerate(zip(rows, tokens)):
+            try:
+                if isinstance(token, Exception):
+                    raise token
+                finished = self._accept(seq, token)
+            except Exception as e:  # noqa: BLE001 - this sequence's fault: end it, keep the batch
+                log.warning("request %d failed: %s: %s", seq.handle.id, type(e).__name__, e)
+                self._finish(seq, "error", error=str(e), input_error=isinstance(e, UsageError))
+                finished = True
+            if finished:
+                done.append(first + j)
         for slot in reversed(done):
             self._remove(slot)
 
@@ -330,8 +364,10 @@ class Engine:
             self._finish(seq, "stop", tail=text, tokens=[token])
             return True
         limit = seq.params.max_tokens
-        if (limit is not None and len(seq.output_ids) >= limit) or (
-            len(seq.prompt_ids) + len(seq.output_ids) >= self.max_len
+        if (
+            (limit is not None and len(seq.output_ids) >= limit)
+            or len(seq.prompt_ids) + len(seq.output_ids) >= self.max_len
+            or (seq.params.max_time_s is not None and now - seq.submitted >= seq.params.max_time_s)
         ):
             more, hit_stop = seq.stopper.feed(seq.detok.flush())
             self._finish(seq, "stop" if hit_stop else "length", tail=text + more + seq.stopper.finish(), tokens=[token])
@@ -340,7 +376,8 @@ class Engine:
         return False
 
     def _finish(
-        self, seq: _Sequence, reason: str, tail: str = "", error: str | None = None, tokens: list[int] | None = None
+        self, seq: _Sequence, reason: str, tail: str = "", error: str | None = None, tokens: list[int] | None = None,
+        input_error: bool = False,
     ) -> None:
         if reason == "cancelled":
             tail = seq.stopper.feed(seq.detok.flush())[0] + seq.stopper.finish()
@@ -354,6 +391,7 @@ class Engine:
             ttft_s=None if seq.first_token_at is None else seq.first_token_at - seq.submitted,
             latency_s=time.perf_counter() - seq.submitted,
             error=error,
+            input_error=input_error,
         )
         seq.handle._emit(StreamEvent(text=tail, token_ids=tokens or [], result=result))
 

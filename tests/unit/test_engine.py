@@ -49,13 +49,24 @@ def test_stop_string_truncates_before_it(tiny_engine):
     assert r.finish_reason == "stop" and r.text == full[:cut]
 
 
-def test_eos_token_ends_with_stop(tiny_engine):
-    eos = tiny_engine.loaded.eos_token_ids[0]
-    r = tiny_engine.generate(PROMPT, SamplingParams(max_tokens=50, temperature=0))
-    if eos in tiny_engine.generate(PROMPT, greedy(50)).token_ids:
-        assert r.finish_reason == "stop" and eos not in r.token_ids
-    else:
-        assert r.finish_reason == "length"
+def test_eos_token_ends_with_stop(tiny_dir, tiny_engine):
+    """The random model never chooses its real end-of-turn token, so this engine declares the third
+    token greedy decoding picks to be one: generation must stop right before it."""
+    plain = tiny_engine.generate(PROMPT, greedy(8)).token_ids
+    eos = plain[2]
+    first = plain.index(eos)
+
+    def loader():
+        loaded = load_model(str(tiny_dir), "float32")
+        loaded.eos_token_ids = (eos,)
+        return loaded
+
+    engine = Engine(loader, max_batch=1)
+    try:
+        r = engine.generate(PROMPT, SamplingParams(max_tokens=50, temperature=0))
+        assert r.finish_reason == "stop" and r.token_ids == plain[:first] and eos not in r.token_ids
+    finally:
+        engine.shutdown()
 
 
 def test_prompt_longer_than_context_is_refused(tiny_engine):
@@ -161,3 +172,51 @@ def test_invalid_schema_is_a_usage_error(tiny_engine):
 
     with pytest.raises(UsageError, match="invalid JSON schema"):
         tiny_engine.grammars.json_schema({"type": "no-such-type"})
+
+
+def test_penalties_apply_beside_plain_requests(tiny_engine):
+    plain = tiny_engine.generate(PROMPT, greedy(20)).token_ids
+    handles = [tiny_engine.submit(PROMPT, greedy(20, presence_penalty=-2.0, frequency_penalty=-2.0)),
+               tiny_engine.submit(PROMPT, greedy(20))]
+    rewarded, again = (h.wait() for h in handles)
+    assert rewarded.finish_reason == "length" and again.token_ids == plain  # its neighbour is unaffected
+    # negative penalties reward what was already said: the answer falls into repeating itself
+    assert len(set(plain)) >= 15 and len(set(rewarded.token_ids)) <= len(set(plain)) // 2
+
+
+def _dead_end_grammar(engine):
+    """A grammar that allows `{` and then nothing (its rule after it never produces a string):
+    compiled directly, bypassing the schema checks that refuse such formats before the engine."""
+    return engine.grammars._compiler.compile_grammar('root ::= "{" tail\ntail ::= tail "x"')
+
+
+def test_a_sequence_whose_grammar_dead_ends_fails_alone(tiny_engine):
+    expected = [tiny_engine.generate(p, greedy(24)).token_ids for p in (PROMPT, PROMPT[:6])]
+    bad = tiny_engine.submit(PROMPT, SamplingParams(max_tokens=40, temperature=0, grammar=_dead_end_grammar(tiny_engine)))
+    good = [tiny_engine.submit(p, greedy(24)) for p in (PROMPT, PROMPT[:6])]
+    failed = bad.wait()
+    assert failed.finish_reason == "error" and failed.input_error and "no continuation" in failed.error
+    assert [h.wait().token_ids for h in good] == expected
+    assert tiny_engine.generate(PROMPT, greedy(24)).token_ids == expected[0]  # still serving
+
+
+def test_cancelling_a_waiting_request_frees_its_queue_place(tiny_dir):
+    engine = Engine(lambda: load_model(str(tiny_dir), "float32"), max_batch=1)
+    try:
+        running = engine.submit(PROMPT, SamplingParams(max_tokens=None, temperature=0, ignore_eos=True))
+        next(iter(running))
+        waiting = engine.submit(PROMPT, greedy(3))
+        assert engine.stats()["waiting"] == 1
+        waiting.cancel()
+        assert waiting.wait().finish_reason == "cancelled"
+        assert engine.stats()["waiting"] == 0 and running.result is None  # the running one carries on
+        running.cancel()
+        assert running.wait().finish_reason == "cancelled"
+    finally:
+        engine.shutdown()
+
+
+def test_generation_time_budget_ends_with_length(tiny_engine):
+    r = tiny_engine.generate(PROMPT, SamplingParams(max_tokens=None, temperature=0, ignore_eos=True, max_time_s=0.05))
+    assert r.finish_reason == "length" and 0 < r.completion_tokens < tiny_engine.max_len - len(PROMPT)
+    assert r.latency_s < 5

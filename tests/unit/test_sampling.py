@@ -107,6 +107,7 @@ def test_rows_keep_their_own_settings_in_one_batch():
         {"temperature": -0.1}, {"temperature": 2.5}, {"top_p": 0.0}, {"top_p": 1.5}, {"top_k": -1},
         {"max_tokens": 0}, {"repetition_penalty": 0.0}, {"frequency_penalty": 3.0},
         {"presence_penalty": -2.5}, {"seed": -1}, {"stop": ("",)}, {"stop": ("a", "b", "c", "d", "e")},
+        {"stop": "END"}, {"max_time_s": 0.0},
     ],
 )
 def test_invalid_parameters_are_usage_errors(kw):
@@ -114,6 +115,29 @@ def test_invalid_parameters_are_usage_errors(kw):
         SamplingParams(**kw)
 
 
-def test_single_stop_string_is_accepted():
-    assert SamplingParams(stop="END").stop == ("END",)
+def test_stop_strings_come_as_a_tuple():
+    assert SamplingParams(stop=("END",)).stop == ("END",)
     assert not math.isnan(SamplingParams().temperature)
+
+
+def test_a_row_that_fails_gets_its_exception_and_the_others_their_tokens():
+    class Broken:
+        def mask(self, row):
+            raise RuntimeError("boom")
+
+    logits = torch.randn(3, VOCAB)
+    samplers = [sampler(temperature=0), sampler(temperature=1.0, seed=1), sampler(temperature=0)]
+    samplers[1].constraint = Broken()
+    out = sample_next(logits.clone(), samplers)
+    assert isinstance(out[1], RuntimeError)
+    assert [out[0], out[2]] == [int(logits[0].argmax()), int(logits[2].argmax())]
+
+
+def test_penalties_edit_inference_tensors():
+    """The runner's logits are created under inference mode; penalties must still apply."""
+    with torch.inference_mode():
+        logits = torch.zeros(1, VOCAB)
+        logits[0, 3] = 1.0
+    s = sampler(temperature=0, presence_penalty=2.0, frequency_penalty=1.0)
+    s.observe(3)
+    assert sample_next(logits, [s]) != [3]
