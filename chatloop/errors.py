@@ -1,6 +1,9 @@
-"""Error types that carry the CLI exit code and map to clear user-facing messages.
+"""Error types: what went wrong, in words a user can act on, with the CLI exit code it maps to.
 
-Exit codes (DESIGN.md): 0 ok, 1 runtime failure, 2 bad usage/input.
+Exit codes (docs/architecture.md): 0 ok, 1 runtime failure, 2 bad usage/input. The server maps
+each type to an HTTP status in server/errors.py; `param` and `code` fill OpenAI's error fields.
+Domain operations (accounts, conversations, feedback) raise these, never HTTP errors, so the CLI
+and the routers share them.
 """
 
 
@@ -8,6 +11,10 @@ class ChatloopError(Exception):
     """A failure the user can act on; the message is shown as one line."""
 
     exit_code = 1
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.param, self.code = param, code
 
 
 class UsageError(ChatloopError):
@@ -22,6 +29,22 @@ class ModelRefError(UsageError):
 
 class ContextTooLongError(UsageError):
     """A prompt that cannot fit in the model's context even after dropping old turns."""
+
+
+class NotFoundError(UsageError):
+    """No such object, or one that belongs to somebody else (the two are indistinguishable)."""
+
+
+class ConflictError(UsageError):
+    """The object already exists (an email that is taken, say)."""
+
+
+class PermissionDenied(ChatloopError):
+    """The caller may not do this (a disabled account, a non-administrator, sign-up closed)."""
+
+
+class AuthenticationFailed(ChatloopError):
+    """Wrong credentials, or none."""
 
 
 class EngineOverloaded(ChatloopError):

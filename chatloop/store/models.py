@@ -1,6 +1,9 @@
 """The database schema (SQLAlchemy 2 ORM). Every change goes through an Alembic migration
 (chatloop/store/migrations/versions/). Query fields are real columns, not JSON blobs.
 
+Domain operations on these rows (accounts, conversations, feedback, training data) live beside
+them in store/accounts.py, store/conversations.py, store/feedback.py and store/training_data.py.
+
 A conversation is a tree: each message has a `parent_id`; editing a user message or regenerating
 an answer adds a sibling. `Conversation.current_leaf_id` remembers which branch is shown.
 """
@@ -87,7 +90,7 @@ class Message(Base):
     role: Mapped[str] = mapped_column(String(16))
     content: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(16), default="complete", index=True)
-    # What produced an assistant message (storage rules in DESIGN.md).
+    # What produced an assistant message (storage rules in docs/architecture.md).
     model_version: Mapped[str | None] = mapped_column(String(200), nullable=True)
     temperature: Mapped[float | None] = mapped_column(Float, nullable=True)
     top_p: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -99,6 +102,12 @@ class Message(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     finish_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     tool_calls: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON, as sent to the client
+    # What the model saw besides the branch itself: the conversation's system prompt and the user's
+    # custom instructions in effect (store/conversations.py `effective_system` combines them), and
+    # how many of the oldest messages were left out to fit the context.
+    system_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    custom_instructions: Mapped[str | None] = mapped_column(Text, nullable=True)
+    context_dropped: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
