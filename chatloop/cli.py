@@ -41,7 +41,9 @@ class DType(str, Enum):
     int8 = "int8"
 
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model REF: default, a HF model dir or a .gguf file.")]
+REF_HELP = ("Model REF: default, runs:RUN, hf:ORG/NAME[@REV], NAME:VERSION, NAME, NAME@CHANNEL, or a path to a "
+            "Hugging Face model directory or .gguf file.")
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help=REF_HELP)]
 SystemOpt = Annotated[str | None, typer.Option("--system", help="System prompt (default: the model template's).")]
 DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Weights: auto (fastest that keeps quality), float32, "
                                                          "bfloat16, int8.")]
@@ -63,16 +65,6 @@ def _fail(e: ChatloopError) -> None:
     raise typer.Exit(e.exit_code)
 
 
-def _start_engine(model: str, dtype: str, max_batch: int = 8):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from chatloop.engine.scheduler import Engine
-    from chatloop.models.loading import load_model
-
-    return Engine(lambda: load_model(model, dtype), max_batch=max_batch)
-
-
 def _messages(system: str | None, prompt: str) -> list[dict]:
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
 
@@ -92,16 +84,14 @@ def generate(
     """Answer one prompt with a chat model (streams to stdout)."""
     try:
         from chatloop.engine.sampling import SamplingParams
-        from chatloop.models.chat_format import render_conversation
+        from chatloop.engine.scheduler import Engine
+        from chatloop.models.chat_format import render_prompt
 
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
         t0 = time.time()
-        engine = _start_engine(model, dtype.value, max_batch=1)
+        engine = Engine.start(model, dtype.value, max_batch=1)
         t_loaded = time.time()
-        rendered = render_conversation(
-            engine.tokenizer, _messages(system, prompt), add_generation_prompt=True,
-            max_tokens=engine.max_len - max_tokens,
-        )
+        rendered = render_prompt(engine.tokenizer, _messages(system, prompt), max_tokens=engine.max_len - max_tokens)
         first_token_at = None
         for event in engine.submit(rendered.ids, params):
             if first_token_at is None:
@@ -159,11 +149,12 @@ def chat(
     console = Console(highlight=False)
     try:
         from chatloop.engine.sampling import SamplingParams
-        from chatloop.models.chat_format import render_conversation
+        from chatloop.engine.scheduler import Engine
+        from chatloop.models.chat_format import render_prompt
 
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=0.9)
         with console.status(f"loading {model} ..."):
-            engine = _start_engine(model, dtype.value, max_batch=1)
+            engine = Engine.start(model, dtype.value, max_batch=1)
     except ChatloopError as e:
         _fail(e)
     console.print(f"chatloop · {engine.model_id} ({engine.loaded.dtype}). {CHAT_HELP}", style="dim", markup=False)
@@ -195,9 +186,7 @@ def chat(
         messages.append({"role": "user", "content": line})
         convo = ([{"role": "system", "content": system}] if system else []) + messages
         try:
-            rendered = render_conversation(
-                engine.tokenizer, convo, add_generation_prompt=True, max_tokens=engine.max_len - max_tokens
-            )
+            rendered = render_prompt(engine.tokenizer, convo, max_tokens=engine.max_len - max_tokens)
         except ChatloopError as e:
             console.print(f"error: {e}", style="red", markup=False)
             messages.pop()
@@ -233,10 +222,11 @@ DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default: 
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    model: ModelOpt = "default",
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", help=REF_HELP + " Repeat to serve several; the first is 'default'.")] = None,
     db: DbOpt = None,
     dtype: DTypeOpt = DType.auto,
-    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Sequences decoded together.")] = 8,
+    max_batch: Annotated[int | None, typer.Option("--max-batch", min=1, help="Sequences decoded together.")] = None,
     log_format: Annotated[str, typer.Option("--log-format", help="text or json (one object per line).")] = "text",
 ) -> None:
     """Serve the web UI, the app API (/api) and the OpenAI-compatible API (/v1)."""
@@ -244,29 +234,28 @@ def serve(
 
     import uvicorn
 
+    from chatloop.config import get_settings
     from chatloop.server import logs
     from chatloop.server.app import create_app
-    from chatloop.server.deps import ServerConfig
 
     if log_format not in ("text", "json"):
         _fail(UsageError(f"--log-format must be text or json, not {log_format!r}"))
     log_config = logs.configure(log_format)
     logging.config.dictConfig(log_config)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    models = model or ["default"]
+    overrides: dict = {"max_batch": max_batch} if max_batch else {}
     try:
         from chatloop.models.refs import resolve
         from chatloop.store.db import normalize_url
 
-        resolve(model)  # a bad reference fails fast with exit code 2
-        db_url = normalize_url(db) if db else None
+        for ref in models:
+            resolve(ref)  # a bad reference fails fast with exit code 2
+        if db:
+            overrides["database_url"] = normalize_url(db)
     except ChatloopError as e:
         _fail(e)
-    from chatloop.config import get_settings
-
-    settings = get_settings()
-    app = create_app(ServerConfig(model=model, dtype=dtype.value, db_url=db_url, max_batch=max_batch,
-                                  rate_limit_per_minute=settings.rate_limit_per_minute,
-                                  max_body_bytes=settings.max_body_bytes, max_waiting=settings.max_waiting))
+    settings = get_settings().model_copy(update=overrides)
+    app = create_app(settings, models=models, dtype=dtype.value)
     typer.echo(f"chatloop: serving on http://{host}:{port}  (OpenAI API at http://{host}:{port}/v1)", err=True)
     uvicorn.run(app, host=host, port=port, log_config=log_config, timeout_graceful_shutdown=5)
 
@@ -288,20 +277,12 @@ def users_create(
     """Create an account (the first account is always an administrator)."""
     import getpass
 
-    from pydantic import ValidationError
-
-    from chatloop.server.api.accounts import create_user
-    from chatloop.server.api.schemas import Credentials
-    from chatloop.server.errors import APIError
+    from chatloop.store.accounts import create_user
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass("Password: ")
     try:
-        creds = Credentials(email=email, password=password or "x")
-        user = create_user(_db(db), creds.email, password, admin_flag=True if admin else None)
-    except ValidationError as e:
-        _fail(UsageError(f"invalid email: {e.errors()[0]['msg']}"))
-    except APIError as e:
-        _fail(UsageError(e.message))
+        with _db(db).session() as s:
+            user = create_user(s, email, password, admin=True if admin else None)
     except ChatloopError as e:
         _fail(e)
     typer.echo(f"created {user.email}" + (" (admin)" if user.is_admin else ""))
@@ -314,18 +295,11 @@ def keys_create(
     db: DbOpt = None,
 ) -> None:
     """Create an API key and print it (shown only this once; stored hashed)."""
-    from sqlalchemy import select
-
-    from chatloop.server.api.accounts import create_key
-    from chatloop.store.models import User
+    from chatloop.store.accounts import create_key, user_by_email
 
     try:
-        database = _db(db)
-        with database.session() as s:
-            user = s.scalar(select(User).where(User.email == email.strip().lower()))
-        if user is None:
-            raise UsageError(f"no account with email {email}; create it with `chatloop users create`")
-        _, secret = create_key(database, user.id, name)
+        with _db(db).session() as s:
+            _, secret = create_key(s, user_by_email(s, email).id, name)
     except ChatloopError as e:
         _fail(e)
     typer.echo(secret)

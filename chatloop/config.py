@@ -1,8 +1,12 @@
 """Settings read from the environment (prefix CHATLOOP_), typed with pydantic-settings.
 
-    CHATLOOP_HOME          where models, runs and the SQLite database live (default ~/.chatloop)
-    CHATLOOP_DATABASE_URL  overrides the database (default sqlite:///$CHATLOOP_HOME/chatloop.db)
-    CHATLOOP_RATE_LIMIT_PER_MINUTE, CHATLOOP_MAX_BODY_BYTES, CHATLOOP_MAX_WAITING   server limits
+    CHATLOOP_HOME                    where models, runs and the SQLite database live (~/.chatloop)
+    CHATLOOP_DATABASE_URL            the database (default sqlite:///$CHATLOOP_HOME/chatloop.db)
+    CHATLOOP_RATE_LIMIT_PER_MINUTE, CHATLOOP_MAX_BODY_BYTES, CHATLOOP_MAX_WAITING, CHATLOOP_MAX_BATCH
+    CHATLOOP_DEFAULT_MAX_TOKENS, CHATLOOP_MAX_MESSAGES, CHATLOOP_MAX_GENERATION_SECONDS   request budget
+    CHATLOOP_MAX_LOADED_MODELS, CHATLOOP_MODEL_IDLE_SECONDS                               engine pool
+
+`chatloop serve` flags (--db, --max-batch) override the matching settings for that server.
 """
 
 from functools import cached_property
@@ -19,7 +23,22 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in home by default.")
     rate_limit_per_minute: int = Field(default=600, description="Requests per minute per user and per API key.")
     max_body_bytes: int = Field(default=1 << 20, description="Largest accepted request body (413 above).")
-    max_waiting: int = Field(default=64, description="Requests queued for the engine before 503 overloaded.")
+    max_waiting: int = Field(default=64, description="Requests queued per engine before 503 overloaded.")
+    max_batch: int = Field(default=8, ge=1, description="Sequences an engine decodes together.")
+    default_max_tokens: int = Field(
+        default=1024, ge=1, description="Completion tokens for a request that sets no max_tokens (clipped to the "
+                                        "context left; a conversation keeps at most half the context for it).")
+    max_messages: int = Field(default=2048, ge=1, description="Most messages in one request (400 above).")
+    max_generation_seconds: float = Field(
+        default=300.0, gt=0, description="Wall-clock budget of one answer from submission, queueing included; "
+                                         "then it ends with finish_reason 'length'.")
+    max_loaded_models: int = Field(
+        default=2, ge=1, description="Model versions held in memory at once besides the configured ones "
+                                     "(`serve --model`); loading another unloads the least recently used idle one.")
+    model_idle_seconds: float = Field(
+        default=600.0, ge=0, description="A loaded version other than the server's default is unloaded after "
+                                         "this long without requests.")
+    secure_cookies: bool = Field(default=False, description="Mark session cookies Secure (serve over HTTPS).")
 
     @cached_property
     def home_dir(self) -> Path:

@@ -45,8 +45,10 @@ def postgres_database() -> tuple[str, callable]:
 
 
 class Server:
-    def __init__(self, model: str, db_url: str, dtype: str = "float32", env: dict | None = None, log: Path | None = None):
-        self.model, self.db_url, self.dtype = model, db_url, dtype
+    def __init__(self, model: str | list[str], db_url: str, dtype: str = "float32", env: dict | None = None,
+                 log: Path | None = None):
+        self.models = [model] if isinstance(model, str) else list(model)
+        self.db_url, self.dtype = db_url, dtype
         self.env = {**os.environ, **(env or {})}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -57,7 +59,8 @@ class Server:
     def start(self, timeout: float = 120) -> "Server":
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chatloop", "serve", "--port", str(self.port), "--model", self.model,
+            [sys.executable, "-m", "chatloop", "serve", "--port", str(self.port),
+             *[arg for m in self.models for arg in ("--model", m)],
              "--db", self.db_url, "--dtype", self.dtype, *self.proc_args],
             stdout=out, stderr=subprocess.STDOUT, env=self.env,
         )
@@ -80,6 +83,21 @@ class Server:
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
+
+    def rss_kib(self) -> int:
+        """The server process's resident memory (Linux /proc)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS in /proc status")
+
+    def engine_counts(self) -> tuple[int, int]:
+        """(active, waiting) sequences over the engine pool, from /metrics (open to localhost)."""
+        values = {}
+        for line in httpx.get(self.url + "/metrics", timeout=10).text.splitlines():
+            name, _, value = line.partition(" ")
+            values[name] = value
+        return int(float(values["chatloop_engine_active_sequences"])), int(float(values["chatloop_engine_queue_depth"]))
 
 
 def signup(base_url: str, email: str, password: str = "correct horse battery") -> httpx.Client:

@@ -1,12 +1,13 @@
-"""The FastAPI application: wires the database, the engine thread, the routers and the web UI.
+"""The FastAPI application: wires the database, the chat service (engine pool), the routers and the web UI.
 
-    chatloop serve --host 127.0.0.1 --port 8000 --model default
-    # or programmatically (tests): uvicorn.run(create_app(ServerConfig(...)))
+    chatloop serve --host 127.0.0.1 --port 8000 --model default [--model runs:my-sft ...]
+    # or programmatically: uvicorn.run(create_app(get_settings(), models=["default"]))
 
 At start it migrates the database, marks answers a crash left `streaming` as `interrupted`, and
-loads the model on the engine's own thread.
+loads the configured models (the first is `default`), each on its engine's own thread.
 """
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,19 +15,19 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 
-from chatloop.config import get_settings
-from chatloop.engine.scheduler import Engine
-from chatloop.models.loading import load_model
+from chatloop.config import Settings
 from chatloop.server import errors
 from chatloop.server.api import accounts, conversations, feedback
 from chatloop.server.auth import authenticate
-from chatloop.server.deps import ServerConfig, Services, services
+from chatloop.server.deps import Services, services
 from chatloop.server.errors import APIError
 from chatloop.server.limits import BodySizeLimit, RateLimiter
 from chatloop.server.metrics import Metrics, MetricsMiddleware
 from chatloop.server.openai import routes as openai_routes
+from chatloop.serving.plan import Limits
+from chatloop.serving.pool import EnginePool
+from chatloop.serving.service import ChatService
 from chatloop.store.db import Database
 
 log = logging.getLogger("chatloop.server")
@@ -34,26 +35,31 @@ WEB_DIST = Path(__file__).resolve().parents[2] / "web" / "dist"
 LOCALHOST = {"127.0.0.1", "::1", "localhost"}
 
 
-def create_app(config: ServerConfig) -> FastAPI:
+def create_app(settings: Settings, *, models: list[str], dtype: str = "auto", web_dir: Path | None = None) -> FastAPI:
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        db = Database(config.db_url or get_settings().db_url)
+        db = Database(settings.db_url)
         interrupted = db.mark_interrupted()
         if interrupted:
             log.warning("marked %d answers interrupted by the last shutdown", interrupted)
-        engine = await run_in_threadpool(
-            Engine, lambda: load_model(config.model, config.dtype),
-            max_batch=config.max_batch, max_waiting=config.max_waiting,
-        )
-        app.state.services = Services(config=config, db=db, engine=engine,
-                                      limiter=RateLimiter(config.rate_limit_per_minute), metrics=metrics)
-        log.info("serving %s (%s)", engine.model_id, engine.loaded.dtype)
+        pool = EnginePool(dtype=dtype, max_batch=settings.max_batch, max_waiting=settings.max_waiting,
+                          max_loaded=len(models) + settings.max_loaded_models,
+                          idle_seconds=settings.model_idle_seconds)
+        chat = ChatService(pool, models=models, limits=Limits.from_settings(settings), metrics=metrics)
+        sweeper = None
         try:
+            await chat.open()
+            sweeper = asyncio.create_task(pool.run_sweeper())
+            app.state.services = Services(settings=settings, db=db, chat=chat,
+                                          limiter=RateLimiter(settings.rate_limit_per_minute), metrics=metrics)
+            log.info("serving %s", ", ".join(r.model_id for r in chat.served))
             yield
         finally:
-            engine.shutdown()
+            if sweeper is not None:
+                sweeper.cancel()
+            await pool.close()
             db.dispose()
 
     app = FastAPI(title="chatloop", version="0.1.0", lifespan=lifespan,
@@ -67,7 +73,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.get("/healthz", tags=["ops"])
     def healthz(request: Request):
         svc = getattr(request.app.state, "services", None)
-        return {"status": "ok" if svc else "starting", "model": svc.engine.model_id if svc else None}
+        return {"status": "ok" if svc else "starting", "model": svc.chat.default.model_id if svc else None}
 
     @app.get("/metrics", tags=["ops"])
     def prometheus(request: Request, svc: Services = Depends(services)):
@@ -75,11 +81,11 @@ def create_app(config: ServerConfig) -> FastAPI:
         if client not in LOCALHOST:
             if not authenticate(request, svc.db).user.is_admin:
                 raise APIError(403, "metrics are for administrators or localhost", code="forbidden")
-        return Response(svc.metrics.render(svc.engine.stats()), media_type="text/plain; version=0.0.4")
+        return Response(svc.metrics.render(svc.chat.stats()), media_type="text/plain; version=0.0.4")
 
-    _mount_web(app, config.web_dir or WEB_DIST)
+    _mount_web(app, web_dir or WEB_DIST)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
 
 

@@ -1,48 +1,28 @@
-"""Authentication: argon2 passwords, session cookies with double-submit CSRF, hashed API keys.
+"""HTTP authentication: session cookies with double-submit CSRF, and bearer API keys.
 
 Every route except /healthz, signup and login depends on `principal`, which accepts either
 `Authorization: Bearer KEY` or the `session` cookie. Cookie-authenticated writes must echo the
-`csrftoken` cookie in `X-CSRF-Token`. Secrets (session tokens, API keys) are stored as sha256;
-they are 256-bit random, so a fast hash is enough; passwords use argon2.
+`csrftoken` cookie in `X-CSRF-Token`. Session tokens are stored as sha256, like API keys
+(store/accounts.py holds the account rules and the hashing).
 """
 
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from fastapi import Request, Response
-from pwdlib import PasswordHash
 from sqlalchemy import select
 
 from chatloop.server.errors import APIError
+from chatloop.store.accounts import sha256
 from chatloop.store.models import ApiKey, LoginSession, User
 
 SESSION_COOKIE = "session"
 CSRF_COOKIE = "csrftoken"
 CSRF_HEADER = "x-csrf-token"
 SESSION_DAYS = 30
-KEY_PREFIX = "cl-"
 UNSAFE = {"POST", "PATCH", "PUT", "DELETE"}
-
-_hasher = PasswordHash.recommended()
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-def verify_password(password: str, hashed: str) -> bool:
-    return _hasher.verify(password, hashed)
-
-
-def sha256(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def new_api_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
 @dataclass

@@ -1,45 +1,25 @@
 """Request dependencies: the app's services, the authenticated principal (+ rate limit), admin."""
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from fastapi import Depends, Request
 
-from chatloop.engine.scheduler import Engine
+from chatloop.config import Settings
 from chatloop.server.auth import Principal, authenticate
 from chatloop.server.errors import APIError
 from chatloop.server.limits import RateLimiter
 from chatloop.server.metrics import Metrics
+from chatloop.serving.service import ChatService
 from chatloop.store.db import Database
 
 
 @dataclass
-class ServerConfig:
-    model: str = "default"
-    dtype: str = "auto"
-    db_url: str | None = None
-    max_batch: int = 8
-    max_waiting: int = 64
-    max_body_bytes: int = 1 << 20
-    rate_limit_per_minute: int = 600
-    secure_cookies: bool = False
-    web_dir: Path | None = None
-    extra: dict = field(default_factory=dict)
-
-
-@dataclass
 class Services:
-    config: ServerConfig
+    settings: Settings
     db: Database
-    engine: Engine
+    chat: ChatService
     limiter: RateLimiter
     metrics: Metrics
-
-    @property
-    def model_names(self) -> set[str]:
-        """REFs that name the served model in requests."""
-        name = self.engine.model_id.split(":", 1)[0]
-        return {"default", self.config.model, self.engine.model_id, name}
 
 
 def services(request: Request) -> Services:

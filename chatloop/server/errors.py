@@ -7,7 +7,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from chatloop.errors import ChatloopError, ContextTooLongError, EngineOverloaded, ModelRefError, UsageError
+from chatloop.errors import (
+    AuthenticationFailed, ChatloopError, ConflictError, ContextTooLongError, EngineOverloaded, ModelRefError,
+    NotFoundError, PermissionDenied, UsageError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +46,24 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+# Domain errors -> (status, default param, default code); the first matching class wins.
+STATUS = [
+    (EngineOverloaded, 503, None, "overloaded"),
+    (ModelRefError, 404, "model", "model_not_found"),
+    (ContextTooLongError, 400, "messages", "context_length_exceeded"),
+    (NotFoundError, 404, None, "not_found"),
+    (ConflictError, 409, None, "conflict"),
+    (UsageError, 400, None, "invalid_value"),
+    (PermissionDenied, 403, None, "forbidden"),
+    (AuthenticationFailed, 401, None, "unauthenticated"),
+    (ChatloopError, 500, None, "internal_error"),
+]
+
+
 def from_chatloop_error(e: ChatloopError) -> APIError:
-    if isinstance(e, EngineOverloaded):
-        return APIError(503, str(e), code="overloaded", headers={"Retry-After": "1"})
-    if isinstance(e, ModelRefError):
-        return APIError(404, str(e), param="model", code="model_not_found")
-    if isinstance(e, ContextTooLongError):
-        return APIError(400, str(e), param="messages", code="context_length_exceeded")
-    if isinstance(e, UsageError):
-        return APIError(400, str(e))
-    return APIError(500, str(e), code="internal_error")
+    status, param, code = next((s, p, c) for cls, s, p, c in STATUS if isinstance(e, cls))
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return APIError(status, str(e), param=e.param or param, code=e.code or code, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -86,6 +97,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, e: StarletteHTTPException):
         message = e.detail if isinstance(e.detail, str) else "error"
+        if e.status_code == 400 and message == "There was an error parsing the body":  # FastAPI's words
+            message = "the request body could not be parsed as JSON (malformed, or nested too deeply)"
         return error_response(e.status_code, message, headers=getattr(e, "headers", None))
 
     @app.exception_handler(Exception)

@@ -1,4 +1,8 @@
-"""Prometheus metrics (prometheus-client), one registry per app so tests can run several apps."""
+"""Prometheus metrics (prometheus-client), one registry per app so tests can run several apps.
+
+The chat service's one streaming loop (serving/run.py) keeps the generation metrics
+(`observe_generation`, `active_streams`); the middleware below keeps the HTTP ones.
+"""
 
 import logging
 import time
@@ -18,7 +22,8 @@ class Metrics:
         self.prompt_tokens = Counter("chatloop_prompt_tokens", "Prompt tokens processed", registry=r)
         self.active_streams = Gauge("chatloop_active_streams", "Responses currently streaming", registry=r)
         self.queue_depth = Gauge("chatloop_engine_queue_depth", "Requests waiting for the engine", registry=r)
-        self.batch = Gauge("chatloop_engine_active_sequences", "Sequences in the running batch", registry=r)
+        self.batch = Gauge("chatloop_engine_active_sequences", "Sequences in the running batches", registry=r)
+        self.loaded = Gauge("chatloop_models_loaded", "Model versions loaded in the engine pool", registry=r)
 
     def observe_generation(self, result) -> None:
         self.tokens.inc(result.completion_tokens)
@@ -27,8 +32,10 @@ class Metrics:
             self.ttft.observe(result.ttft_s)
 
     def render(self, engine_stats: dict) -> bytes:
+        """The exposition text; `engine_stats` are the pool's totals (serving/pool.py `stats`)."""
         self.queue_depth.set(engine_stats["waiting"])
         self.batch.set(engine_stats["active"])
+        self.loaded.set(len(engine_stats["loaded"]))
         return generate_latest(self.registry)
 
 

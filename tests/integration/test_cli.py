@@ -38,7 +38,7 @@ def test_generate_streams_plain_text_with_a_tiny_model(tiny_dir):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (("--model", "no-such-model"), "unknown model reference"),
+        (("--model", "no-such-model"), "unknown model 'no-such-model'"),
         (("--model", "/missing/file.gguf"), "GGUF file not found"),
         (("--temperature", "9"), "invalid temperature"),
         (("--dtype", "float8"), "float8"),
@@ -118,4 +118,4 @@ def test_users_and_keys_commands(tmp_path):
 
 def test_serve_refuses_a_bad_model_reference_with_exit_2(tmp_path):
     r = chatloop("serve", "--model", "no-such-model", "--db", f"sqlite:///{tmp_path / 'x.db'}")
-    assert r.returncode == 2 and "unknown model reference" in r.stderr
+    assert r.returncode == 2 and "unknown model 'no-such-model'" in r.stderr

@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from chatloop.errors import UsageError
+from chatloop.store.accounts import normalize_email
 from chatloop.store.models import ApiKey, Conversation, Feedback, Message, User
 
 
@@ -19,11 +21,10 @@ class Credentials(Strict):
     @field_validator("email")
     @classmethod
     def _email(cls, v: str) -> str:
-        v = v.strip().lower()
-        local, at, domain = v.partition("@")
-        if not at or not local or "." not in domain or " " in v:
-            raise ValueError("not a valid email address")
-        return v
+        try:
+            return normalize_email(v)
+        except UsageError as e:
+            raise ValueError("not a valid email address") from e
 
 
 class UserOut(BaseModel):

@@ -1,0 +1,151 @@
+"""The /v1 chat-completions serving class: an OpenAI request in, a ChatCompletion or a chunk stream out.
+
+It only translates: `chat_request` maps the protocol model onto the chat service's ChatRequest,
+`ChunkSink` encodes a run's events as `chat.completion.chunk` SSE (the stream ends with
+`data: [DONE]`), `completion` shapes collected results. Both log one usage row per request. With
+tools active (`tool_choice` not none) a streamed answer's text arrives at its end, when it is
+known whether it is a call.
+"""
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from chatloop.engine.scheduler import GenerationResult
+from chatloop.server.openai.protocol import (
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice, Delta, FunctionCall,
+    NamedToolChoice, ResponseMessage, ToolCall, ToolCallDelta, Usage,
+)
+from chatloop.serving.plan import ChatRequest, ToolUse
+from chatloop.serving.run import DONE, sse
+
+LogUsage = Callable[[list[GenerationResult], int], Awaitable[None]]
+
+
+def chat_request(req: ChatCompletionRequest) -> ChatRequest:
+    tool_choice = req.tool_choice
+    if isinstance(tool_choice, NamedToolChoice):
+        tool_choice = tool_choice.function.get("name")
+    fmt = req.response_format
+    response_format = None
+    if fmt is not None and fmt.type != "text":
+        response_format = {"type": fmt.type, **({"schema": fmt.json_schema.schema_} if fmt.json_schema else {})}
+    return ChatRequest(
+        messages=[{"role": "system" if m.role == "developer" else m.role,
+                   "content": m.content if m.content is not None else "", "tool_calls": m.tool_calls}
+                  for m in req.messages],
+        max_tokens=req.max_completion_tokens or req.max_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        presence_penalty=req.presence_penalty or 0.0,
+        seed=req.seed,
+        stop=(req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ()),
+        n=req.n or 1,
+        tools=[t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None,
+        tool_choice=tool_choice,
+        response_format=response_format,
+    )
+
+
+def usage(results: list[GenerationResult | None]) -> Usage:
+    done = [r for r in results if r is not None]
+    prompt = done[0].prompt_tokens if done else 0
+    completion = sum(r.completion_tokens for r in done)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def _shape(tools: ToolUse, result: GenerationResult) -> tuple[str | None, list[ToolCall] | None, str]:
+    """(content, tool_calls, finish_reason) of one choice."""
+    content, calls = tools.extract(result.text)
+    if not calls:
+        return content, None, result.finish_reason
+    return content, [ToolCall(id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments)) for c in calls], \
+        "tool_calls"
+
+
+def status(results: list[GenerationResult | None], disconnected: bool) -> int:
+    """The HTTP status a request's outcome amounts to (499: the client left first)."""
+    if disconnected:
+        return 499
+    failed = [r for r in results if r is None or r.finish_reason == "error"]
+    if not failed:
+        return 200
+    return 400 if all(r is not None and r.input_error for r in failed) else 500
+
+
+def error_body(result: GenerationResult) -> dict:
+    kind = "invalid_request_error" if result.input_error else "server_error"
+    code = "invalid_schema" if result.input_error else "engine_error"
+    return {"error": {"message": f"generation failed: {result.error}", "type": kind, "param": None, "code": code}}
+
+
+def completion(completion_id: str, model: str, tools: ToolUse, results: list[GenerationResult]) -> ChatCompletion:
+    choices = []
+    for i, result in enumerate(results):
+        content, calls, finish = _shape(tools, result)
+        choices.append(Choice(index=i, message=ResponseMessage(content=content, tool_calls=calls), finish_reason=finish))
+    return ChatCompletion(id=completion_id, model=model, choices=choices, usage=usage(results))
+
+
+def new_completion_id() -> str:
+    return "chatcmpl-" + secrets.token_hex(12)
+
+
+class ChunkSink:
+    """Encodes a run as OpenAI chat.completion.chunk events."""
+
+    def __init__(self, completion_id: str, model: str, n: int, tools: ToolUse, include_usage: bool,
+                 log_usage: LogUsage):
+        self.id, self.model, self.n, self.tools = completion_id, model, n, tools
+        self.include_usage, self.log_usage = include_usage, log_usage
+        self.created = int(time.time())
+        self.buffered = tools.mode != "none"  # a tool call is only known once the answer is complete
+
+    def _chunk(self, choices: list[ChunkChoice], usage_: Usage | None = None) -> str:
+        return sse(ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=choices,
+                                       usage=usage_))
+
+    def start(self) -> Iterable[str]:
+        return [self._chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content=""))]) for i in range(self.n)]
+
+    def delta(self, index: int, text: str) -> Iterable[str]:
+        return [] if self.buffered else [self._chunk([ChunkChoice(index=index, delta=Delta(content=text))])]
+
+    def finish(self, index: int, result: GenerationResult) -> Iterable[str]:
+        if result.finish_reason == "error":
+            return [sse(error_body(result))]
+        out = []
+        finish = result.finish_reason
+        if self.buffered:
+            content, calls, finish = _shape(self.tools, result)
+            deltas = [ToolCallDelta(index=j, **c.model_dump()) for j, c in enumerate(calls or [])]
+            out.append(self._chunk([ChunkChoice(index=index, delta=Delta(content=content, tool_calls=deltas or None))]))
+        out.append(self._chunk([ChunkChoice(index=index, delta=Delta(), finish_reason=finish)]))
+        return out
+
+    async def end(self, results: list[GenerationResult | None], disconnected: bool) -> Iterable[str]:
+        await self.log_usage([r for r in results if r is not None], status(results, disconnected))
+        if disconnected:
+            return []
+        return ([self._chunk([], usage(results))] if self.include_usage else []) + [DONE]
+
+
+class CollectSink:
+    """For a JSON answer: nothing to encode as it runs; logs usage at the end."""
+
+    def __init__(self, log_usage: LogUsage):
+        self.log_usage = log_usage
+
+    def start(self) -> Iterable[str]:
+        return []
+
+    def delta(self, index: int, text: str) -> Iterable[str]:
+        return []
+
+    def finish(self, index: int, result: GenerationResult) -> Iterable[str]:
+        return []
+
+    async def end(self, results: list[GenerationResult | None], disconnected: bool) -> Iterable[str]:
+        await self.log_usage([r for r in results if r is not None], status(results, disconnected))
+        return []

@@ -1,0 +1,155 @@
+"""The request plan: everything about one chat request, decided once, before any work is queued.
+
+    plan = build_plan(engine, request, limits)      # in a worker thread: it renders and tokenizes
+
+`/v1` and `/api` both turn their bodies into a protocol-neutral `ChatRequest`. The plan fixes, in
+this one place: the prompt token ids (the conversation rendered once), the sampling parameters of
+each choice (seed + index, stops, the grammar), how tools are used, and the budget — number of
+messages, prompt tokens against the context, completion tokens (the request's, or the server's
+default clipped to the room left) and generation time. A request outside the budget is refused
+here with a UsageError that names the limit, so it never reaches the engine.
+"""
+
+from dataclasses import dataclass, field
+
+from chatloop.config import Settings
+from chatloop.engine.sampling import SamplingParams
+from chatloop.errors import ContextTooLongError, UsageError
+from chatloop.models.chat_format import render_prompt
+from chatloop.models.tool_calls import ToolCall, forced_call_schema, parse_calls, parse_forced
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The request budget (settings documented in config.py)."""
+
+    default_max_tokens: int = 1024
+    max_messages: int = 2048
+    max_generation_seconds: float = 300.0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "Limits":
+        return cls(s.default_max_tokens, s.max_messages, s.max_generation_seconds)
+
+
+@dataclass
+class ChatRequest:
+    """One chat request, whichever API it came through."""
+
+    messages: list[dict]  # OpenAI-shaped: role, content, tool_calls
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    n: int = 1
+    tools: list[dict] | None = None  # OpenAI function definitions
+    tool_choice: str | None = None  # none | auto | required | the name of one function; None = auto
+    response_format: dict | None = None  # {"type": "json_object"} or {"type": "json_schema", "schema": {...}}
+    truncate: bool = False  # a conversation drops its oldest turns to fit; the API refuses instead
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """How an answer's text becomes tool calls: `none`, `auto` (parse known calls) or `forced`."""
+
+    mode: str = "none"
+    names: frozenset[str] = frozenset()
+    definitions: tuple[dict, ...] = ()
+
+    def extract(self, text: str) -> tuple[str | None, list[ToolCall]]:
+        """(content, calls) of a finished answer."""
+        if self.mode == "forced":
+            calls = parse_forced(text)
+            return (None, calls) if calls else (text, [])  # cut off by max_tokens: not a call
+        if self.mode == "auto":
+            content, calls = parse_calls(text, set(self.names))
+            return (content or None, calls) if calls else (text, [])
+        return text, []
+
+
+@dataclass
+class RequestPlan:
+    model_id: str
+    prompt_ids: list[int]
+    params: list[SamplingParams]  # one per choice
+    max_tokens: int
+    tools: ToolUse = field(default_factory=ToolUse)
+    dropped: int = 0  # oldest messages left out to fit the context (conversations)
+
+
+def _tool_use(req: ChatRequest) -> ToolUse:
+    if not req.tools or req.tool_choice == "none":
+        return ToolUse()
+    names = frozenset(t["function"]["name"] for t in req.tools)
+    if req.tool_choice in (None, "auto"):
+        return ToolUse("auto", names, tuple(req.tools))
+    if req.tool_choice == "required":
+        return ToolUse("forced", names, tuple(req.tools))
+    if req.tool_choice not in names:
+        raise UsageError(f"tool_choice names '{req.tool_choice}', which is not in tools", param="tool_choice")
+    return ToolUse("forced", frozenset([req.tool_choice]),
+                   tuple(t for t in req.tools if t["function"]["name"] == req.tool_choice))
+
+
+def _grammar(engine, req: ChatRequest, tools: ToolUse):
+    fmt = (req.response_format or {}).get("type", "text")
+    if tools.mode == "forced" and fmt != "text":
+        raise UsageError("a forced tool call and a JSON response_format cannot be combined", param="response_format")
+    try:
+        if tools.mode == "forced":
+            return engine.grammars.json_schema(forced_call_schema(list(tools.definitions)))
+        if fmt == "json_schema":
+            return engine.grammars.json_schema(req.response_format["schema"])
+        if fmt == "json_object":
+            return engine.grammars.json_object()
+    except UsageError as e:
+        raise UsageError(str(e), param="tools" if tools.mode == "forced" else "response_format",
+                         code="invalid_schema") from e
+    return None
+
+
+def _budget(engine, req: ChatRequest, limits: Limits, tools: ToolUse):
+    """(rendered prompt, completion tokens): the context budget, checked in this one place."""
+    if len(req.messages) > limits.max_messages:
+        raise UsageError(f"too many messages: {len(req.messages)}; this server accepts at most "
+                         f"{limits.max_messages} per request", param="messages", code="too_many_messages")
+    context = engine.max_len
+    described = list(tools.definitions) if tools.mode != "none" else None
+    if req.truncate:
+        # A conversation keeps room for the answer (by default at most half the context, so a
+        # small-context model still sees the conversation) and drops its oldest turns to make it.
+        wanted = req.max_tokens or min(limits.default_max_tokens, context // 2)
+        if wanted >= context:
+            raise ContextTooLongError(f"max_tokens {wanted} leaves no room for the conversation in this "
+                                      f"model's context of {context} tokens", param="max_tokens")
+        rendered = render_prompt(engine.tokenizer, req.messages, max_tokens=context - wanted, tools=described)
+        return rendered, wanted
+    rendered = render_prompt(engine.tokenizer, req.messages, tools=described)
+    room = context - len(rendered.ids)
+    if room <= 0 or (req.max_tokens and req.max_tokens > room):
+        asked = f"; {req.max_tokens} completion tokens were requested" if req.max_tokens else ""
+        raise ContextTooLongError(f"this model's context is {context} tokens and the messages take "
+                                  f"{len(rendered.ids)}{asked}", param="messages")
+    return rendered, req.max_tokens or min(limits.default_max_tokens, room)
+
+
+def build_plan(engine, req: ChatRequest, limits: Limits) -> RequestPlan:
+    """Render, budget and parameterise `req` for `engine` (which provides the tokenizer, the
+    context length and the grammar compiler). Raises UsageError for anything out of bounds."""
+    tools = _tool_use(req)
+    grammar = _grammar(engine, req, tools)
+    try:
+        rendered, max_tokens = _budget(engine, req, limits, tools)
+    except UsageError as e:
+        e.param = e.param or "messages"  # what a conversation holds is what failed to render
+        raise
+    params = [SamplingParams(
+        max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
+        frequency_penalty=req.frequency_penalty, presence_penalty=req.presence_penalty,
+        seed=None if req.seed is None else (req.seed + i) % 2**63, stop=req.stop, grammar=grammar,
+        max_time_s=limits.max_generation_seconds,
+    ) for i in range(req.n)]
+    return RequestPlan(engine.model_id, rendered.ids, params, max_tokens, tools, rendered.dropped)

@@ -1,0 +1,139 @@
+"""The engine pool: one engine per exact model version, loaded on first use, unloaded when unused.
+
+    lease = await pool.acquire(resolved_ref)     # loads the version if it is not in memory yet
+    lease.engine.submit(...)
+    lease.release()                               # when its sequences are done
+
+Engines are keyed by exact version (`name:version`), never by the reference that named them: two
+references to one version share an engine, and a new version (a promotion, a retrained run) gets
+its own beside the old one, which finishes the requests it holds and is unloaded once idle. Pinned
+versions (the server's configured models that are loaded at start) stay. At most `max_loaded`
+versions are in memory: loading another first unloads the least recently used idle one, and
+answers EngineOverloaded (503) when every loaded one is busy.
+
+All methods but `stats` run on the event loop; loading and unloading happen in worker threads.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from chatloop.engine.scheduler import Engine
+from chatloop.errors import EngineOverloaded
+from chatloop.models.refs import ResolvedRef
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Slot:
+    model_id: str
+    pinned: bool
+    ready: asyncio.Future  # the Engine, once loaded
+    users: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+    @property
+    def engine(self) -> Engine | None:
+        return self.ready.result() if self.ready.done() and not self.ready.exception() else None
+
+
+class Lease:
+    """One user's hold on an engine; `release` is idempotent."""
+
+    def __init__(self, pool: "EnginePool", engine: Engine):
+        self.pool, self.engine = pool, engine
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.pool._release(self.engine.model_id)
+
+
+class EnginePool:
+    def __init__(self, *, dtype: str, max_batch: int, max_waiting: int, max_loaded: int, idle_seconds: float):
+        self.dtype, self.max_batch, self.max_waiting = dtype, max_batch, max_waiting
+        self.max_loaded, self.idle_seconds = max_loaded, idle_seconds
+        self._slots: dict[str, _Slot] = {}
+
+    async def acquire(self, ref: ResolvedRef, *, pin: bool = False) -> Lease:
+        slot = self._slots.get(ref.model_id)
+        while slot is None and len(self._slots) >= self.max_loaded:
+            await self._unload_one_idle()
+            slot = self._slots.get(ref.model_id)  # another request may have loaded it meanwhile
+        if slot is None:
+            slot = _Slot(ref.model_id, pin, asyncio.get_running_loop().create_future())
+            self._slots[ref.model_id] = slot
+            slot.users += 1
+            try:
+                engine = await asyncio.to_thread(Engine.start, ref, self.dtype, max_batch=self.max_batch,
+                                                 max_waiting=self.max_waiting)
+            except BaseException as e:
+                del self._slots[ref.model_id]
+                slot.ready.set_exception(e)
+                slot.ready.exception()  # retrieved: waiters re-raise it, nobody else needs to
+                raise
+            slot.ready.set_result(engine)
+            log.info("loaded %s (%s)", engine.model_id, engine.loaded.dtype)
+            return Lease(self, engine)
+        slot.users += 1
+        slot.pinned = slot.pinned or pin
+        try:
+            engine = await asyncio.shield(slot.ready)
+        except BaseException:
+            slot.users -= 1
+            raise
+        return Lease(self, engine)
+
+    def _release(self, model_id: str) -> None:
+        slot = self._slots.get(model_id)
+        if slot is not None:
+            slot.users -= 1
+            slot.last_used = time.monotonic()
+
+    async def _unload_one_idle(self) -> None:
+        idle = [s for s in self._slots.values() if not s.pinned and s.users == 0 and s.engine is not None]
+        if not idle:
+            raise EngineOverloaded(f"all {len(self._slots)} loaded model versions are in use; retry shortly "
+                                   "(or raise CHATLOOP_MAX_LOADED_MODELS)")
+        await self._unload(min(idle, key=lambda s: s.last_used))
+
+    async def _unload(self, slot: _Slot) -> None:
+        del self._slots[slot.model_id]
+        log.info("unloading %s (idle)", slot.model_id)
+        await asyncio.to_thread(slot.engine.shutdown)
+
+    async def sweep(self) -> None:
+        """Unload versions nobody has used for `idle_seconds` (pinned ones stay)."""
+        now = time.monotonic()
+        for slot in list(self._slots.values()):
+            if (not slot.pinned and slot.users == 0 and slot.engine is not None
+                    and now - slot.last_used >= self.idle_seconds):
+                await self._unload(slot)
+
+    async def run_sweeper(self) -> None:
+        """Sweep periodically until cancelled (a task the server runs for its lifetime)."""
+        while True:
+            await asyncio.sleep(max(1.0, min(30.0, self.idle_seconds / 4)))
+            await self.sweep()
+
+    def engines(self) -> list[Engine]:
+        return [s.engine for s in list(self._slots.values()) if s.engine is not None]
+
+    def get(self, model_id: str) -> Engine | None:
+        slot = self._slots.get(model_id)
+        return slot.engine if slot else None
+
+    def stats(self) -> dict:
+        """Totals over the loaded engines plus one entry per version (safe from any thread)."""
+        per = {e.model_id: e.stats() for e in self.engines()}
+        return {"active": sum(s["active"] for s in per.values()), "waiting": sum(s["waiting"] for s in per.values()),
+                "loaded": sorted(per), "engines": per}
+
+    async def close(self) -> None:
+        for slot in list(self._slots.values()):
+            if slot.engine is not None:
+                await asyncio.to_thread(slot.engine.shutdown)
+        self._slots.clear()
