@@ -1,4 +1,4 @@
-"""Crash-safe training checkpoints (DESIGN.md training rules).
+"""Crash-safe training checkpoints (docs/architecture.md, "Training rules").
 
 A checkpoint is written into a temporary sibling directory, sealed with a completion marker that
 lists the sha256 of every file (written last), fsynced, then atomically renamed to
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chatloop.errors import UsageError
-from chatloop.fsutil import atomic_write_text, publish_dir, sha256_file, staging_dir
+from chatloop.fsutil import atomic_write_text, digest_tree, publish_dir, staging_dir, verify_digests
 
 MARKER = "COMPLETE.json"
 _NAME = re.compile(r"^step-(\d{8})$")
@@ -34,8 +34,7 @@ def checkpoint_name(step: int) -> str:
 
 def seal(directory: Path, step: int) -> dict:
     """Write the completion marker: the sha256 of every other file. Must be the last write."""
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MARKER)
-    marker = {"step": step, "files": {str(p.relative_to(directory)): sha256_file(p) for p in files}}
+    marker = {"step": step, "files": digest_tree(directory, exclude=MARKER)}
     atomic_write_text(directory / MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")
     return marker
 
@@ -76,24 +75,29 @@ def prune(root: Path, keep: int) -> None:
         shutil.rmtree(old)
 
 
-def verify_checkpoint(path: Path) -> dict:
-    """Check every file against the marker; raises CheckpointError naming what is wrong."""
+def _read_marker(path: Path) -> dict:
+    """The completion marker of checkpoint `path`; raises CheckpointError when it cannot be read."""
     try:
         marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
-        listed = marker["files"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"checkpoint {path} has an unreadable completion marker: {e}") from e
-    missing = [rel for rel in listed if not (path / rel).is_file()]
-    bad = [rel for rel in listed if rel not in missing and sha256_file(path / rel) != listed[rel]]
-    extra = [
-        str(p.relative_to(path)) for p in path.rglob("*")
-        if p.is_file() and p.name != MARKER and str(p.relative_to(path)) not in listed
-    ]
-    if missing or bad or extra:
-        problems = [f"{kind}: {', '.join(names)}" for kind, names in
-                    (("missing", missing), ("sha256 mismatch", bad), ("unexpected files", extra)) if names]
+    files = marker.get("files") if isinstance(marker, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise CheckpointError(f"checkpoint {path} has an unreadable completion marker: no 'files' map")
+    return marker
+
+
+def verify_checkpoint(path: Path) -> dict:
+    """Check every file against the marker (unlisted files are refused too); raises CheckpointError
+    naming what is wrong."""
+    marker = _read_marker(path)
+    problems = verify_digests(path, marker["files"], exclude=MARKER, strict=True)
+    if problems:
+        found = [f"{kind}: {', '.join(names)}" for kind, names in (
+            ("missing", problems.missing), ("sha256 mismatch", problems.mismatched),
+            ("unexpected files", problems.unexpected)) if names]
         raise CheckpointError(
-            f"refusing to resume from {path}: it fails verification ({'; '.join(problems)}); the files were "
+            f"refusing to resume from {path}: it fails verification ({'; '.join(found)}); the files were "
             "modified after the checkpoint was sealed. Delete this checkpoint to resume from an older one, "
             "or start the run again without --resume"
         )

@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 from chatloop.errors import UsageError
-from chatloop.train.config import StageConfig, resolve_ref
+from chatloop.train.config import StageConfig
 
 
 def expand_data(specs: list[str], run_dir: Path) -> list[Path]:
@@ -32,18 +32,13 @@ def expand_data(specs: list[str], run_dir: Path) -> list[Path]:
 
 
 def model_dir(ref: str) -> Path:
-    """A model/tokenizer reference from a config -> a local directory (`default`, `runs:NAME`, a path)."""
-    value = resolve_ref(ref)
-    if value == "default":
-        from chatloop.models.loading import convert_gguf
-        from chatloop.models.refs import resolve
+    """A model or tokenizer REF from a config as a local directory, through the one resolver
+    (models/refs.py: default, runs:NAME, hf:..., a path). A tokenizer run's output holds no model,
+    so `runs:` names its directory as it is."""
+    from chatloop.models.loading import model_directory
+    from chatloop.models.refs import run_output
 
-        return convert_gguf(resolve("default"))
-    path = Path(value).expanduser()
-    if not path.is_dir():
-        hint = " (has that run finished?)" if ref.startswith("runs:") else ""
-        raise UsageError(f"model or tokenizer directory not found: {path}{hint}")
-    return path
+    return run_output(ref[len("runs:"):]) if ref.startswith("runs:") else model_directory(ref)
 
 
 def load_tokenizer(ref: str):
@@ -59,9 +54,24 @@ def load_tokenizer(ref: str):
     return tok
 
 
+def load_pretrained(ref: str, auto_class, **kwargs):
+    """(model, tokenizer, id) for a model reference: manifest verified, float32 on CPU. The id is the
+    manifest's `name:version`, else the directory. `kwargs` go to `auto_class.from_pretrained`."""
+    import torch
+
+    from chatloop.models.manifest import manifest_id, verify_manifest
+
+    path = model_dir(ref)
+    manifest = verify_manifest(path)
+    try:
+        model = auto_class.from_pretrained(path, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot load a model from {path}: {e}") from e
+    tokenizer = load_tokenizer(str(path))
+    return model, tokenizer, manifest_id(manifest) if manifest else str(path)
+
+
 def setup_torch(cfg: StageConfig) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     import torch
 
     if cfg.threads:

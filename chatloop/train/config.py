@@ -6,8 +6,9 @@
 (`true`, `3`, `[a, b]`). Unknown keys and wrong types are errors that name the file and field.
 `describe(cls)` lists every field with its type, default and help (shown by `chatloop train --help-config`).
 
-Paths inside configs are relative to the current directory; `runs:NAME` means the `final/` model of
-run NAME under CHATLOOP_HOME/runs (how the tiny presets chain tokenizer -> pretrain -> sft -> ...).
+Paths inside configs are relative to the current directory. Model and tokenizer fields take a REF
+(models/refs.py); `runs:NAME` is the `final/` output of run NAME under CHATLOOP_HOME/runs, which is
+how the tiny presets chain tokenizer -> pretrain -> sft -> ...
 """
 
 from pathlib import Path
@@ -16,7 +17,6 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from chatloop.config import get_settings
 from chatloop.errors import UsageError
 
 C = TypeVar("C", bound="StageConfig")
@@ -32,13 +32,6 @@ class StageConfig(BaseModel):
     save_every: int = Field(default=50, ge=1, description="Write a checkpoint every N optimizer steps.")
     keep_checkpoints: int = Field(default=2, ge=1, description="How many newest checkpoints to keep.")
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: torch's choice).")
-
-
-def resolve_ref(value: str) -> str:
-    """`runs:NAME` -> CHATLOOP_HOME/runs/NAME/final; anything else is returned unchanged."""
-    if value.startswith("runs:"):
-        return str(get_settings().runs_dir / value[len("runs:"):] / "final")
-    return value
 
 
 def _set(tree: dict, dotted: str, value: Any) -> None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chatloop.errors import UsageError
 from chatloop.train.checkpoints import latest_checkpoint, save_checkpoint
+from chatloop.train.common import load_pretrained
 from chatloop.train.config import StageConfig, dump_config
 from chatloop.train.rundir import RunDir, note
 
@@ -162,21 +163,9 @@ def metrics_callback(run: RunDir):
 
 def load_parent(ref: str):
     """(model, tokenizer, parent id) for a stage's starting point, float32 on CPU."""
-    import torch
     from transformers import AutoModelForCausalLM
 
-    from chatloop.models.manifest import verify_manifest
-    from chatloop.train.common import load_tokenizer, model_dir
-
-    path = model_dir(ref)
-    manifest = verify_manifest(path)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"cannot load the parent model {path}: {e}") from e
-    tokenizer = load_tokenizer(str(path))
-    parent = f"{manifest['name']}:{manifest['version']}" if manifest else str(path)
-    return model, tokenizer, parent
+    return load_pretrained(ref, AutoModelForCausalLM)
 
 
 def split(rows: list, fraction: float, seed: int) -> tuple[list, list]:

@@ -10,7 +10,7 @@ by `render_conversation` (the one chat format) and the score is the head's outpu
 
 from pathlib import Path
 
-from chatloop.train.common import load_tokenizer, model_dir, setup_torch
+from chatloop.train.common import load_pretrained, setup_torch
 from chatloop.train.hf import (
     HFStageConfig, atomic_trainer, lora_config, rank_and_world, train_and_publish, trl_args,
 )
@@ -23,17 +23,11 @@ class RewardStageConfig(HFStageConfig):
 
 
 def load_reward_model(ref: str):
-    import torch
+    """(model, tokenizer, parent id): the model under a one-output classification head."""
     from transformers import AutoModelForSequenceClassification
 
-    from chatloop.models.manifest import verify_manifest
-
-    path = model_dir(ref)
-    manifest = verify_manifest(path)
-    tokenizer = load_tokenizer(str(path))
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    model, tokenizer, parent = load_pretrained(ref, AutoModelForSequenceClassification, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
-    parent = f"{manifest['name']}:{manifest['version']}" if manifest else str(path)
     return model, tokenizer, parent
 
 

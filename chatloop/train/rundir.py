@@ -1,4 +1,4 @@
-"""A training run's directory (DESIGN.md): `config.yaml`, `metrics.jsonl`, `checkpoints/`, `final/`.
+"""A training run's directory (docs/training.md): `config.yaml`, `metrics.jsonl`, `checkpoints/`, `final/`.
 
     run = RunDir(path, cfg, stage="pretrain", resume=False)   # refuses to clobber an existing run
     run.log({"step": 1, "loss": 3.2})

@@ -1,7 +1,8 @@
 """The tiny pipeline end to end, in process: tokenizer -> pretrain -> sft (full and LoRA), chained
-through `runs:NAME` references. Each stage must change the weights, lower its loss and publish a
-`final/` that the serving stack loads; SFT must train on exactly the assistant tokens that
-`render_conversation` marks."""
+through `runs:NAME` references. Each stage must lower its loss, move the weights it trains (every
+tensor under full fine-tuning, exactly the adapted projections under LoRA, the whole backbone of a
+reward model) and publish a `final/` that the serving stack loads; SFT must train on exactly the
+assistant tokens that `render_conversation` marks."""
 
 import json
 
@@ -41,9 +42,23 @@ def _losses(run_dir, key="loss"):
     return [r[key] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if key in r]
 
 
-def _changed(a, b) -> bool:
-    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
-    return any(not torch.equal(wa[k], wb[k]) for k in wa if k in wb)
+def _weights(final) -> dict:
+    return load_file(final / "model.safetensors")
+
+
+def _untouched(new: dict, old: dict, names) -> list[str]:
+    """The tensors among `names` that are bit for bit the same in both weight maps."""
+    return sorted(k for k in names if torch.equal(new[k], old[k]))
+
+
+def _assert_every_tensor_moved(child, parent) -> None:
+    """Full fine-tuning: same tensors as the parent, and every one changed. The tiny model ties its
+    embeddings, so embed_tokens is also the lm_head: every row gets a gradient through the softmax
+    (and norms get gradients too), so no tensor may legitimately stay as it was."""
+    new, old = _weights(child), _weights(parent)
+    assert new.keys() == old.keys()
+    untouched = _untouched(new, old, old)
+    assert not untouched, f"training left these tensors unchanged: {untouched}"
 
 
 def sft_config(**over):
@@ -89,7 +104,7 @@ def test_tokenizer_pretrain_sft_end_to_end(chain):
     manifest = verify_manifest(final)
     assert manifest["parent"] == "tiny-pretrain:pretrain-step40" and manifest["stage"] == "sft"
     assert summary["eval_loss"] > 0
-    assert _changed(final, chain / "runs" / "tiny-pretrain" / "final")
+    _assert_every_tensor_moved(final, chain / "runs" / "tiny-pretrain" / "final")
     loaded = load_model(str(final), "float32")
     ids = render_conversation(loaded.tokenizer, [{"role": "user", "content": "What is 2 + 3?"}],
                               add_generation_prompt=True).ids
@@ -103,13 +118,22 @@ def test_sft_with_lora_merges_adapters_into_final(chain):
     from chatloop.train import sft
 
     run_dir = chain / "runs" / "tiny-sft-lora"
-    sft.run(sft_config(run_name="tiny-sft-lora", lora={"enabled": True, "r": 4, "alpha": 8}, lr=1e-2,
-                       max_steps=8), run_dir, resume=False)
+    cfg = sft_config(run_name="tiny-sft-lora", lora={"enabled": True, "r": 4, "alpha": 8}, lr=1e-2,
+                     max_steps=8)
+    sft.run(cfg, run_dir, resume=False)
     final = run_dir / "final"
     assert not (final / "adapter_config.json").exists()
     model = AutoModelForCausalLM.from_pretrained(final)
     assert not any("lora" in name for name, _ in model.named_parameters())
-    assert _changed(final, chain / "runs" / "tiny-pretrain" / "final")
+    new, old = _weights(final), _weights(chain / "runs" / "tiny-pretrain" / "final")
+    assert new.keys() == old.keys()
+    # model.layers.N.self_attn.q_proj.weight -> q_proj
+    adapted = {k for k in old if k.split(".")[-2] in cfg.lora.target_modules}
+    assert len(adapted) == TINY_MODEL["num_layers"] * len(cfg.lora.target_modules)
+    assert not _untouched(new, old, adapted), "a merged adapter left its projection unchanged"
+    frozen = old.keys() - adapted  # embed_tokens (also the tied lm_head) and the norms
+    assert "model.embed_tokens.weight" in frozen and any("norm" in k for k in frozen)
+    assert _untouched(new, old, frozen) == sorted(frozen), "LoRA changed weights it does not adapt"
     assert any(path.name.startswith("step-") for path in (run_dir / "checkpoints").iterdir())
 
 
@@ -155,7 +179,7 @@ def test_dpo_changes_weights_and_lowers_loss(sft_home):
     summary = dpo.run(dpo.DPOStageConfig(run_name="tiny-dpo", data=["synthetic:pairs:300:en"], **_pref_fields()),
                       run_dir, resume=False)
     assert summary["last_loss"] < summary["first_loss"]
-    assert _changed(run_dir / "final", sft_home / "runs" / "tiny-sft" / "final")
+    _assert_every_tensor_moved(run_dir / "final", sft_home / "runs" / "tiny-sft" / "final")
     assert verify_manifest(run_dir / "final")["parent"].startswith("tiny-sft:")
     load_model(str(run_dir / "final"), "float32")
 
@@ -167,7 +191,7 @@ def test_kto_changes_weights_and_lowers_loss(sft_home):
     summary = kto.run(kto.KTOStageConfig(run_name="tiny-kto", data=["synthetic:kto:300:en"], **_pref_fields()),
                       run_dir, resume=False)
     assert summary["last_loss"] < summary["first_loss"]
-    assert _changed(run_dir / "final", sft_home / "runs" / "tiny-sft" / "final")
+    _assert_every_tensor_moved(run_dir / "final", sft_home / "runs" / "tiny-sft" / "final")
     load_model(str(run_dir / "final"), "float32")
 
 
@@ -180,7 +204,11 @@ def test_reward_model_learns_pairs_and_reports_heldout_accuracy(sft_home):
         **_pref_fields(max_steps=30, lr=2e-3)), run_dir, resume=False)
     assert summary["last_loss"] < summary["first_loss"]
     assert summary["heldout_pair_accuracy"] >= 0.6
-    assert _changed(run_dir / "final", sft_home / "runs" / "tiny-sft" / "final")  # the shared backbone moved
+    new, old = _weights(run_dir / "final"), _weights(sft_home / "runs" / "tiny-sft" / "final")
+    backbone = {k for k in old if k.startswith("model.")}  # all of it: the tied lm_head is not saved
+    assert new.keys() == backbone | {"score.weight"}  # the LM head became a one-output score head
+    untouched = _untouched(new, old, backbone)
+    assert not untouched, f"the reward model's backbone did not move: {untouched}"
     model, _tok, _parent = reward.load_reward_model(str(run_dir / "final"))
     assert model.config.num_labels == 1
     assert verify_manifest(run_dir / "final")["metrics"]["heldout_pair_accuracy"] == summary["heldout_pair_accuracy"]
@@ -197,5 +225,5 @@ def test_grpo_with_exact_answer_and_reward_model_changes_weights(sft_home):
         run_name="tiny-grpo", data=["synthetic:prompts:64:en"], reward_model="runs:tiny-reward",
         num_generations=4, max_completion_length=12, **_pref_fields(max_steps=4, save_every=2)), run_dir, resume=False)
     assert summary["step"] == 4 and "last_kl" in summary and "last_reward" in summary
-    assert _changed(run_dir / "final", sft_home / "runs" / "tiny-sft" / "final")
+    _assert_every_tensor_moved(run_dir / "final", sft_home / "runs" / "tiny-sft" / "final")
     load_model(str(run_dir / "final"), "float32")

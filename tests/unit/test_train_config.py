@@ -1,4 +1,5 @@
-"""Stage configs and checkpoint sealing: overrides, clear errors, verification, stray staging dirs."""
+"""Stage configs, parent models and checkpoint sealing: overrides, clear errors, verification, stray
+staging dirs."""
 
 from pathlib import Path
 
@@ -8,7 +9,7 @@ from chatloop.errors import UsageError
 from chatloop.train.checkpoints import (
     CheckpointError, clean_staging, complete_checkpoints, latest_checkpoint, save_checkpoint,
 )
-from chatloop.train.config import describe, load_config, resolve_ref
+from chatloop.train.config import describe, load_config
 from chatloop.train.pretrain import PretrainConfig
 
 
@@ -38,9 +39,37 @@ def test_describe_lists_every_field_with_help():
     assert all(": " in line and not line.endswith(": ") for line in lines)
 
 
-def test_runs_refs_point_at_final_of_a_run():
-    assert resolve_ref("runs:tiny-sft").endswith("runs/tiny-sft/final")
-    assert resolve_ref("default") == "default"
+def test_runs_refs_point_at_final_of_a_run(tmp_path, monkeypatch):
+    from chatloop.train.common import model_dir
+
+    monkeypatch.setenv("CHATLOOP_HOME", str(tmp_path))
+    (tmp_path / "runs" / "tiny-tokenizer" / "final").mkdir(parents=True)  # a tokenizer run: no model
+    assert model_dir("runs:tiny-tokenizer") == tmp_path / "runs" / "tiny-tokenizer" / "final"
+    with pytest.raises(UsageError, match="has that run finished"):
+        model_dir("runs:tiny-sft")
+
+
+def test_load_pretrained_names_the_parent_and_wraps_load_errors(tmp_path, tiny_dir):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from chatloop.train.common import load_pretrained
+    from chatloop.train.hf import load_parent
+    from chatloop.train.reward import load_reward_model
+
+    model, tokenizer, parent = load_parent(str(tiny_dir))
+    assert parent == "tiny-llama:test" and model.dtype == torch.float32 and tokenizer.pad_token is not None
+    head, tokenizer, parent = load_reward_model(str(tiny_dir))
+    assert parent == "tiny-llama:test" and head.config.num_labels == 1
+    assert head.config.pad_token_id == tokenizer.pad_token_id
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="empty is not a Hugging Face model directory"):
+        load_pretrained(str(tmp_path / "empty"), AutoModelForSequenceClassification)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')  # no weights
+    with pytest.raises(UsageError, match="cannot load a model from .*broken"):
+        load_pretrained(str(broken), AutoModelForSequenceClassification)
 
 
 def _write(files: dict):
@@ -57,6 +86,18 @@ def test_checkpoints_are_sealed_pruned_and_verified(tmp_path):
     assert latest_checkpoint(tmp_path).name == "step-00000003"
     (tmp_path / "step-00000003" / "extra.txt").write_text("sneaked in")
     with pytest.raises(CheckpointError, match="unexpected files: extra.txt"):
+        latest_checkpoint(tmp_path)
+
+
+def test_tampered_missing_and_unreadable_checkpoints_are_refused(tmp_path):
+    save_checkpoint(tmp_path, 1, _write({"a.bin": "a", "b.bin": "b"}), keep=2)
+    ckpt = tmp_path / "step-00000001"
+    (ckpt / "a.bin").write_text("A")
+    (ckpt / "b.bin").unlink()
+    with pytest.raises(CheckpointError, match=r"verification \(missing: b.bin; sha256 mismatch: a.bin\)"):
+        latest_checkpoint(tmp_path)
+    (ckpt / "COMPLETE.json").write_text('{"step": 1}')
+    with pytest.raises(CheckpointError, match="unreadable completion marker"):
         latest_checkpoint(tmp_path)
 
 
