@@ -9,9 +9,8 @@ template) and written as ordinary Hugging Face model directories.
 import os
 from pathlib import Path
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+import chatloop  # noqa: F401  (sets the offline, telemetry-free Hugging Face environment first)
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("CHATLOOP_HOME", str(ROOT / ".cache" / "test-home"))
 
@@ -34,8 +33,10 @@ def tokenizer(default_dir):
     return AutoTokenizer.from_pretrained(default_dir)
 
 
-def make_tiny_model(directory: Path, tokenizer, model_type: str = "llama", seed: int = 0) -> Path:
-    """A ~3M-parameter random decoder written as a HF model directory with a manifest."""
+def make_tiny_model(directory: Path, tokenizer, model_type: str = "llama", seed: int = 0, context: int = 512,
+                    name: str | None = None) -> Path:
+    """A ~3M-parameter random decoder written as a HF model directory with a manifest naming it
+    `name:test` (default `tiny-MODEL_TYPE:test`)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -50,16 +51,20 @@ def make_tiny_model(directory: Path, tokenizer, model_type: str = "llama", seed:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=context,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        # At the usual 0.02 the layers barely move the residual stream and every prompt is answered
+        # by repeating its last token ("\n\n\n..."); at 0.3 the answer depends on the prompt and
+        # the weights, so tests can tell requests and models apart by what they say.
+        initializer_range=0.3,
     )
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    write_manifest(directory, name=f"tiny-{model_type}", version="test")
+    write_manifest(directory, name=name or f"tiny-{model_type}", version="test")
     return directory
 
 

@@ -76,7 +76,9 @@ def phone(browser, server):
 def default_server(browser, tmp_path_factory):
     build_web()
     db = tmp_path_factory.mktemp("browser-default-db") / "chatloop.db"
-    srv = Server("default", f"sqlite:///{db}", dtype="auto", log=ARTIFACTS / "browser-default-server.log").start()
+    # float32: the only format whose greedy tokens do not depend on the CPU's instruction set (the
+    # test below still checks the answer's structure, not its words).
+    srv = Server("default", f"sqlite:///{db}", dtype="float32", log=ARTIFACTS / "browser-default-server.log").start()
     yield srv
     srv.stop()
 
@@ -480,14 +482,15 @@ def test_markdown_answer_has_highlighted_code_with_a_copy_button(browser, defaul
     send(page, "Write a Python function that adds two numbers.")
     answer = wait_answer(page)
     code = answer.locator(".code-block pre code.hljs")
-    expect(code).to_contain_text("def add_two_numbers(num1, num2):")
+    expect(code).to_contain_text("def ")  # a Python function, whatever the model named it
     expect(answer.locator(".code-head")).to_contain_text("python")
     assert code.locator(".hljs-keyword").count() >= 2  # def, return
     shot(page, "11-code-answer-light")
     answer.get_by_role("button", name="Copy", exact=True).click()
     expect(answer.get_by_role("button", name="Copied", exact=True)).to_be_visible()
     copied = page.evaluate("navigator.clipboard.readText()")
-    assert copied.startswith("def add_two_numbers(num1, num2):\n    return num1 + num2")
+    assert copied.strip() == code.inner_text().strip()  # the copy is the code, not the rendered page
+    assert copied.lstrip().startswith("def ")
     page.evaluate("document.documentElement.dataset.theme = 'dark'")
     shot(page, "12-code-answer-dark")
     page.set_viewport_size(PHONE)
