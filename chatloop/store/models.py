@@ -78,6 +78,9 @@ class Conversation(Base):
     system_prompt: Mapped[str] = mapped_column(Text, default="")
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
     current_leaf_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The release channel (stable or canary) this conversation was assigned at its first answer, so
+    # a canary is sticky per conversation; None until then or when its model is a fixed version.
+    channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
@@ -108,6 +111,8 @@ class Message(Base):
     system_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
     custom_instructions: Mapped[str | None] = mapped_column(Text, nullable=True)
     context_dropped: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Two answers written side by side (stable and canary) for a vote share one duel id.
+    duel_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -134,6 +139,7 @@ class Comparison(Base):
     rejected_message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
     chosen_model_version: Mapped[str | None] = mapped_column(String(200), nullable=True)
     rejected_model_version: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16), default="regenerate")  # regenerate (a pick) | vote (a duel)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
@@ -161,3 +167,67 @@ class UsageRecord(Base):
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     status_code: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+# --- the model registry (chatloop/registry/) ---------------------------------------------------------
+
+class ModelVersion(Base):
+    """A registered model version: its artifacts under CHATLOOP_HOME/models/NAME/VERSION and its lineage."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    parent: Mapped[str | None] = mapped_column(String(200), nullable=True)  # name:version it was trained from
+    stage: Mapped[str | None] = mapped_column(String(32), nullable=True)  # sft, dpo, kto, ..., or import
+    source: Mapped[str] = mapped_column(Text, default="")  # runs:NAME, a path, the bundled GGUF, ...
+    data_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    config: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON, as the run saved it
+    metrics: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON
+    created_by: Mapped[str] = mapped_column(String(320), default="system")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Channel(Base):
+    """Which version a channel (stable, canary) of a model name serves; canary with a traffic share."""
+
+    __tablename__ = "channels"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    percent: Mapped[int] = mapped_column(Integer, default=100)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReleaseEvent(Base):
+    """The audit log of release actions; servers poll its newest id to notice a change."""
+
+    __tablename__ = "release_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    action: Mapped[str] = mapped_column(String(16))  # register | promote | canary | end-canary | rollback
+    version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    previous: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    percent: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    actor: Mapped[str] = mapped_column(String(320), default="system")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EvalResult(Base):
+    """One suite's score for one model version (what the release gate compares)."""
+
+    __tablename__ = "eval_results"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    model_version: Mapped[str] = mapped_column(String(200), index=True)  # name:version
+    suite: Mapped[str] = mapped_column(String(64))
+    suite_hash: Mapped[str] = mapped_column(String(64))  # the items scored (a changed suite is re-run)
+    settings: Mapped[str] = mapped_column(String(200), default="")  # dtype, limit: what else must match
+    score: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)
+    ci_low: Mapped[float] = mapped_column(Float)
+    ci_high: Mapped[float] = mapped_column(Float)
+    details: Mapped[str] = mapped_column(Text)  # JSON: the whole suite report, per-item scores included
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -13,12 +13,16 @@ BASE = {"errors", "config", "fsutil"}
 ALLOWED = {
     "models": BASE,
     "engine": BASE | {"models"},
-    "data": BASE | {"models"},
-    "train": BASE | {"models", "data"},
     "store": BASE,
-    "serving": BASE | {"models", "engine", "store"},
-    "server": BASE | {"models", "engine", "store", "serving"},
-    "bench": BASE | {"models", "engine", "train"},
+    "data": BASE | {"models", "store"},
+    "train": BASE | {"models", "data"},
+    "evals": BASE | {"models", "engine", "train"},
+    "registry": BASE | {"models", "engine", "store", "evals"},
+    "serving": BASE | {"models", "engine", "store", "registry"},
+    "flywheel": BASE | {"models", "engine", "store", "data", "train", "evals", "registry"},
+    "server": BASE | {"models", "engine", "store", "registry", "serving"},
+    "bench": BASE | {"models", "engine", "train", "store", "data", "evals", "registry", "flywheel", "serving",
+                     "server"},
 }
 
 
