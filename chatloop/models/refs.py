@@ -176,6 +176,14 @@ def resolve(ref: str, *, allow_paths: bool = True) -> ResolvedRef:
     raise ModelRefError(f"unknown model reference '{ref}': use {FORMS}")
 
 
+def channel_ref(ref: str) -> tuple[str, str | None] | None:
+    """(name, channel or None) when `ref` has the registry's NAME or NAME@CHANNEL form, else None."""
+    name, at, channel = ref.strip().partition("@")
+    if not NAME_RE.match(name) or ":" in name or (at and not NAME_RE.match(channel)):
+        return None
+    return name, (channel if at else None)
+
+
 def _bundled_or_none() -> Path | None:
     try:
         return bundled_gguf()

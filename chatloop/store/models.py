@@ -225,9 +225,9 @@ class EvalResult(Base):
     suite: Mapped[str] = mapped_column(String(64))
     suite_hash: Mapped[str] = mapped_column(String(64))  # the items scored (a changed suite is re-run)
     settings: Mapped[str] = mapped_column(String(200), default="")  # dtype, limit: what else must match
-    score: Mapped[float] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: nothing to score (n = 0)
     n: Mapped[int] = mapped_column(Integer)
-    ci_low: Mapped[float] = mapped_column(Float)
-    ci_high: Mapped[float] = mapped_column(Float)
+    ci_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ci_high: Mapped[float | None] = mapped_column(Float, nullable=True)
     details: Mapped[str] = mapped_column(Text)  # JSON: the whole suite report, per-item scores included
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -39,6 +39,8 @@ def train(
     overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config field: key=value.")] = None,
     help_config: Annotated[bool, typer.Option("--help-config", help="List the stage's config fields.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    register: Annotated[str | None, typer.Option(
+        "--register", help="Register the run's final model as the next version of this model name.")] = None,
 ) -> None:
     """Train one stage of the pipeline (tokenizer, pretrain, sft, reward, dpo, kto, grpo)."""
     from chatloop.config import get_settings
@@ -58,7 +60,24 @@ def train(
         # Trainers print progress dicts on stdout; keep stdout for the summary (one JSON object with --json).
         with contextlib.redirect_stdout(sys.stderr):
             summary = module.run(cfg, run_dir, resume)
+        if register:
+            summary["registered"] = _register(run_dir / "final", register, run_dir.name)
     except ChatloopError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
     typer.echo(json.dumps(summary) if as_json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
+
+
+def _register(final: Path, name: str, run_name: str) -> str:
+    """Register a finished run's output in the model registry; returns the new NAME:VERSION."""
+    from chatloop.config import get_settings
+    from chatloop.models.manifest import model_id
+    from chatloop.registry.cli import actor
+    from chatloop.registry.versions import register
+    from chatloop.store.db import Database
+
+    if not (final / "config.json").is_file():
+        raise UsageError(f"--register: the {final.parent.name} stage wrote no model to register")
+    with Database(get_settings().db_url).session() as s:
+        row = register(s, final, name, source_label=f"runs:{run_name}", actor=actor())
+        return model_id(row.name, row.version)

@@ -28,7 +28,10 @@ from chatloop.train.config import dump_config
 
 
 def data_snapshot_hash(paths: list[Path]) -> str:
-    """sha256 over the names and contents of the data files a stage read."""
+    """The data a stage read: the sha256 of its file when there is one (so it equals the snapshot
+    hash `chatloop data export` reported for it), else a sha256 over the files' names and hashes."""
+    if len(paths) == 1:
+        return sha256_file(paths[0])
     h = hashlib.sha256()
     for p in sorted(paths, key=str):
         h.update(f"{p.name}\0{sha256_file(p)}\n".encode())

@@ -62,10 +62,10 @@ def upgrade() -> None:
     sa.Column('suite', sa.String(length=64), nullable=False),
     sa.Column('suite_hash', sa.String(length=64), nullable=False),
     sa.Column('settings', sa.String(length=200), nullable=False),
-    sa.Column('score', sa.Float(), nullable=False),
+    sa.Column('score', sa.Float(), nullable=True),
     sa.Column('n', sa.Integer(), nullable=False),
-    sa.Column('ci_low', sa.Float(), nullable=False),
-    sa.Column('ci_high', sa.Float(), nullable=False),
+    sa.Column('ci_low', sa.Float(), nullable=True),
+    sa.Column('ci_high', sa.Float(), nullable=True),
     sa.Column('details', sa.Text(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')

@@ -1,0 +1,213 @@
+"""`chatloop models ...`: the registry on the command line (every command takes --json).
+
+    chatloop models list                          names, their channels and versions
+    chatloop models show REF                      one version: lineage, channels, evaluations, audit log
+    chatloop models import PATH --name NAME       register a model directory, .gguf file or runs:RUN
+    chatloop models promote NAME:VERSION          make it stable (after the evaluation gate)
+    chatloop models canary NAME:VERSION --percent 10
+    chatloop models rollback NAME                 undo the latest release of NAME
+
+Release actions take effect in running servers within seconds (they poll the database).
+"""
+
+import getpass
+import json
+from typing import Annotated
+
+import typer
+
+from chatloop.errors import ChatloopError, UsageError
+
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: versions, channels, releases.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default: CHATLOOP_DATABASE_URL or SQLite "
+                                                       "in CHATLOOP_HOME).")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")]
+
+
+def _fail(e: ChatloopError) -> None:
+    typer.echo(f"error: {e}", err=True)
+    raise typer.Exit(e.exit_code)
+
+
+def _db(url: str | None):
+    from chatloop.config import get_settings
+    from chatloop.registry.default import ensure_default
+    from chatloop.store.db import Database, normalize_url
+
+    db = Database(normalize_url(url) if url else get_settings().db_url)
+    ensure_default(db)
+    return db
+
+
+def actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _emit(as_json: bool, data: dict, text: str) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False) if as_json else text)
+
+
+def _version_of(s, ref: str) -> tuple[str, str]:
+    """NAME:VERSION, or NAME@canary (the canary's version), as (name, version)."""
+    from chatloop.models.refs import channel_ref
+    from chatloop.registry.releases import CANARY, channels
+    from chatloop.registry.versions import parse_id
+
+    named = channel_ref(ref)
+    if named and named[1] == CANARY:
+        current = channels(s, named[0])
+        if current.canary is None:
+            raise UsageError(f"{named[0]} has no canary running")
+        return named[0], current.canary
+    if named:
+        raise UsageError(f"'{ref}' names a channel; give the exact version NAME:VERSION")
+    return parse_id(ref)
+
+
+@models_app.command("list")
+def list_models(as_json: JsonOpt = False, db: DbOpt = None) -> None:
+    """Registered model names, their stable and canary versions, and every version."""
+    from chatloop.registry.releases import channels
+    from chatloop.registry.versions import list_versions, names
+
+    try:
+        with _db(db).session() as s:
+            out = [{**channels(s, n).as_dict(), "versions": [v.version for v in list_versions(s, n)]}
+                   for n in names(s)]
+    except ChatloopError as e:
+        _fail(e)
+    lines = [f"{m['name']:<28} stable {m['stable'] or '-':<6} canary "
+             + (f"{m['canary']} ({m['canary_percent']}%)" if m["canary"] else "-")
+             + f"   versions {', '.join(m['versions'])}" for m in out]
+    _emit(as_json, {"models": out}, "\n".join(lines) or "no registered models")
+
+
+@models_app.command("show")
+def show(ref: Annotated[str, typer.Argument(help="NAME (its stable version), NAME@canary or NAME:VERSION.")],
+         as_json: JsonOpt = False, db: DbOpt = None) -> None:
+    """One version: lineage, the channels of its name, its evaluations and the name's audit log."""
+    from chatloop.models.refs import channel_ref
+    from chatloop.registry.releases import channels, event_out, history
+    from chatloop.registry.versions import get_version, version_out
+    from chatloop.registry.evaluations import stored_results
+
+    try:
+        with _db(db).session() as s:
+            named = channel_ref(ref)
+            if named and named[1] is None:
+                stable = channels(s, named[0]).stable
+                if stable is None:
+                    raise UsageError(f"unknown model '{ref}': `chatloop models list` shows the registry")
+                name, version = named[0], stable
+            else:
+                name, version = _version_of(s, ref)
+            row = get_version(s, name, version)
+            out = {**version_out(row), "channels": channels(s, name).as_dict(),
+                   "evals": stored_results(s, row.name, row.version),
+                   "events": [event_out(e) for e in history(s, name, limit=20)]}
+    except ChatloopError as e:
+        _fail(e)
+    text = "\n".join([f"{out['id']}  ({out['path']})", f"parent {out['parent'] or '-'}  stage {out['stage'] or '-'}  "
+                      f"data {out['data_hash'] or '-'}  source {out['source']}",
+                      f"channels {json.dumps(out['channels'])}",
+                      *[f"eval {e['suite']}: {_num(e['score'])} {_interval(e['ci'])} n={e['n']} ({e['settings']})"
+                        for e in out["evals"]],
+                      *[f"{e['at']}  {e['action']:<10} {e['version'] or ''} (was {e['previous'] or '-'}) "
+                        f"by {e['actor']} {e['reason']}" for e in out["events"]]])
+    _emit(as_json, out, text)
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _interval(ci) -> str:
+    return "" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+@models_app.command("import")
+def import_model(path: Annotated[str, typer.Argument(help="A Hugging Face model directory, a .gguf file or runs:RUN.")],
+                 name: Annotated[str, typer.Option("--name", help="The model name to register it under.")],
+                 as_json: JsonOpt = False, db: DbOpt = None) -> None:
+    """Register a model as the next version of NAME (lineage from its manifest)."""
+    from chatloop.registry.versions import import_ref, version_out
+
+    try:
+        database = _db(db)
+        with database.session() as s:
+            out = version_out(import_ref(s, path, name, actor=actor()))
+    except ChatloopError as e:
+        _fail(e)
+    _emit(as_json, out, f"registered {out['id']}")
+
+
+@models_app.command("promote")
+def promote(ref: Annotated[str, typer.Argument(help="NAME:VERSION (or NAME@canary) to make stable.")],
+            force: Annotated[bool, typer.Option("--force", help="Skip the evaluation gate (needs --reason).")] = False,
+            reason: ReasonOpt = "", limit: Annotated[int | None, typer.Option(
+                "--limit", min=1, help="Evaluate only the first N items of each kind (faster, less certain).")] = None,
+            dtype: Annotated[str, typer.Option("--dtype", help="Weights for the evaluation.")] = "auto",
+            as_json: JsonOpt = False, db: DbOpt = None) -> None:
+    """Make a version stable, if the evaluation gate passes: no significant capability drop and no
+    significant rise in sycophancy against the current stable version."""
+    from chatloop.registry import releases
+    from chatloop.registry.evaluations import run_gate
+
+    try:
+        if force and not reason.strip():
+            raise UsageError("--force needs --reason TEXT (it is kept in the audit log)")
+        database = _db(db)
+        with database.session() as s:
+            name, version = _version_of(s, ref)
+            stable = releases.channels(s, name).stable
+        gate = None
+        if not force and stable is not None:
+            gate = run_gate(database, name, version, stable, dtype=dtype, limit=limit)
+            if not gate["passed"]:
+                _emit(as_json, {"promoted": False, "gate": gate},
+                      f"refused: {'; '.join(gate['reasons'])} (use --force --reason TEXT to override)")
+                raise typer.Exit(1)
+        with database.session() as s:
+            event = releases.promote(s, name, version, actor=actor(),
+                                     reason=(f"forced: {reason}" if force else reason))
+            out = {"promoted": True, "gate": gate, "event": releases.event_out(event)}
+    except ChatloopError as e:
+        _fail(e)
+    _emit(as_json, out, f"{name}:{version} is stable (was {out['event']['previous'] or '-'})")
+
+
+@models_app.command("canary")
+def canary(ref: Annotated[str, typer.Argument(help="NAME:VERSION to try on a share of new conversations.")],
+           percent: Annotated[int, typer.Option("--percent", help="Share of new conversations, 1-100.")],
+           reason: ReasonOpt = "", as_json: JsonOpt = False, db: DbOpt = None) -> None:
+    """Start (or change) a canary: that share of new conversations gets this version."""
+    from chatloop.registry import releases
+    from chatloop.registry.versions import parse_id
+
+    try:
+        name, version = parse_id(ref)
+        with _db(db).session() as s:
+            out = releases.event_out(releases.set_canary(s, name, version, percent, actor=actor(), reason=reason))
+    except ChatloopError as e:
+        _fail(e)
+    _emit(as_json, out, f"{name}:{version} is the canary for {percent}% of new conversations")
+
+
+@models_app.command("rollback")
+def rollback(name: Annotated[str, typer.Argument(help="The model name.")], reason: ReasonOpt = "",
+             as_json: JsonOpt = False, db: DbOpt = None) -> None:
+    """Undo the latest release of NAME: end its canary if one runs, else restore the previous stable."""
+    from chatloop.registry import releases
+
+    try:
+        with _db(db).session() as s:
+            out = releases.event_out(releases.rollback(s, name, actor=actor(), reason=reason))
+    except ChatloopError as e:
+        _fail(e)
+    what = "canary ended" if out["action"] == "end-canary" else f"stable is {name}:{out['version']} again"
+    _emit(as_json, out, f"{what} (was {name}:{out['previous']})")
