@@ -5,6 +5,7 @@
     CHATLOOP_RATE_LIMIT_PER_MINUTE, CHATLOOP_MAX_BODY_BYTES, CHATLOOP_MAX_WAITING, CHATLOOP_MAX_BATCH
     CHATLOOP_DEFAULT_MAX_TOKENS, CHATLOOP_MAX_MESSAGES, CHATLOOP_MAX_GENERATION_SECONDS   request budget
     CHATLOOP_MAX_LOADED_MODELS, CHATLOOP_MODEL_IDLE_SECONDS                               engine pool
+    CHATLOOP_RELEASE_POLL_SECONDS, CHATLOOP_VOTE_SHARE                                    releases
 
 `chatloop serve` flags (--db, --max-batch) override the matching settings for that server.
 """
@@ -38,6 +39,12 @@ class Settings(BaseSettings):
     model_idle_seconds: float = Field(
         default=600.0, ge=0, description="A loaded version other than the server's default is unloaded after "
                                          "this long without requests.")
+    release_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often a server checks the database for release actions (promote, "
+                                       "canary, rollback) made by the CLI, the admin page or another server.")
+    vote_share: float = Field(
+        default=0.1, ge=0, le=1, description="While a canary runs, the share of web-UI turns that show two "
+                                             "answers (stable and canary, order random, versions hidden) for a vote.")
     secure_cookies: bool = Field(default=False, description="Mark session cookies Secure (serve over HTTPS).")
 
     @cached_property

@@ -91,3 +91,12 @@ def default_engine(default_dir):
     engine = Engine(lambda: load_model("default", "auto"), max_batch=8)
     yield engine
     engine.shutdown()
+
+
+
+def home_sharing_default(home: Path, default_dir: Path) -> Path:
+    """A fresh CHATLOOP_HOME whose cache already holds the default model's one-time conversion
+    (`default_dir`, shared through a symlink): registering it costs hard links, not a conversion."""
+    from chatloop.bench.flywheel import share_default
+
+    return share_default(home)

@@ -3,8 +3,10 @@
     chatloop serve --host 127.0.0.1 --port 8000 --model default [--model runs:my-sft ...]
     # or programmatically: uvicorn.run(create_app(get_settings(), models=["default"]))
 
-At start it migrates the database, marks answers a crash left `streaming` as `interrupted`, and
-loads the configured models (the first is `default`), each on its engine's own thread.
+At start it migrates the database, marks answers a crash left `streaming` as `interrupted`,
+registers the bundled default model when it is served, and loads the configured models (the first
+is `default`), each on its engine's own thread. Two tasks run beside the requests: the engine
+pool's idle sweeper and the release watcher (serving/service.py).
 """
 
 import asyncio
@@ -18,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 
 from chatloop.config import Settings
 from chatloop.server import errors
-from chatloop.server.api import accounts, conversations, feedback
+from chatloop.server.api import accounts, conversations, dashboard, feedback, releases
 from chatloop.server.auth import authenticate
 from chatloop.server.deps import Services, services
 from chatloop.server.errors import APIError
@@ -47,18 +49,20 @@ def create_app(settings: Settings, *, models: list[str], dtype: str = "auto", we
         pool = EnginePool(dtype=dtype, max_batch=settings.max_batch, max_waiting=settings.max_waiting,
                           max_loaded=len(models) + settings.max_loaded_models,
                           idle_seconds=settings.model_idle_seconds)
-        chat = ChatService(pool, models=models, limits=Limits.from_settings(settings), metrics=metrics)
-        sweeper = None
+        chat = ChatService(pool, db, models=models, limits=Limits.from_settings(settings), metrics=metrics,
+                           poll_seconds=settings.release_poll_seconds)
+        tasks = []
         try:
             await chat.open()
-            sweeper = asyncio.create_task(pool.run_sweeper())
+            tasks = [asyncio.create_task(pool.run_sweeper()), asyncio.create_task(chat.watch_releases())]
             app.state.services = Services(settings=settings, db=db, chat=chat,
                                           limiter=RateLimiter(settings.rate_limit_per_minute), metrics=metrics)
-            log.info("serving %s", ", ".join(r.model_id for r in chat.served))
+            log.info("serving %s", ", ".join(e.fixed.model_id if e.fixed else f"{e.name} (by release channel)"
+                                             for e in chat.served))
             yield
         finally:
-            if sweeper is not None:
-                sweeper.cancel()
+            for task in tasks:
+                task.cancel()
             await pool.close()
             db.dispose()
 
@@ -69,11 +73,13 @@ def create_app(settings: Settings, *, models: list[str], dtype: str = "auto", we
     app.include_router(accounts.router)
     app.include_router(conversations.router)
     app.include_router(feedback.router)
+    app.include_router(releases.router)
+    app.include_router(dashboard.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz(request: Request):
         svc = getattr(request.app.state, "services", None)
-        return {"status": "ok" if svc else "starting", "model": svc.chat.default.model_id if svc else None}
+        return {"status": "ok" if svc else "starting", "model": svc.chat.default_id() if svc else None}
 
     @app.get("/metrics", tags=["ops"])
     def prometheus(request: Request, svc: Services = Depends(services)):

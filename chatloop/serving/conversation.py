@@ -9,15 +9,21 @@ and the `streaming` answer written, in a second transaction — before the first
 client. A request that cannot be served (bad input, unknown model, overload) leaves no rows.
 `finish` records the outcome: `complete`, `stopped` (the client left: the partial text is kept)
 or `error`, with the usage and timings of the run.
+
+While a canary runs, a share of web-UI turns (`CHATLOOP_VOTE_SHARE`) is a side-by-side vote: two
+answers to the same message, one from stable and one from canary, in random order, written as
+siblings with one `duel_id`; the user's pick becomes a comparison of kind `vote`.
 """
 
 import asyncio
+import random
 from dataclasses import dataclass
 
 from chatloop.engine.scheduler import GenerationResult
+from chatloop.registry.releases import CANARY, STABLE
 from chatloop.store.conversations import UNSET, TurnContext, commit_turn, finish_answer, read_turn
 from chatloop.store.db import Database
-from chatloop.store.models import Message
+from chatloop.store.models import Message, new_id
 from chatloop.serving.plan import ChatRequest
 from chatloop.serving.run import Run
 from chatloop.serving.service import ChatService
@@ -34,6 +40,7 @@ class TurnOptions:
     top_p: float = 0.9
     max_tokens: int | None = None
     seed: int | None = None
+    compare: bool = False  # the client can show two answers side by side for a vote
 
 
 @dataclass
@@ -42,14 +49,22 @@ class Turn:
     run: Run
     context: TurnContext
     user_message: Message | None
-    answer: Message
+    answers: list[Message]  # one per choice of the run; two (in random order) for a side-by-side vote
 
-    async def finish(self, result: GenerationResult | None, partial_text: str) -> Message:
-        """Record the answer's outcome (result None: it never finished, keep what was streamed)."""
+    @property
+    def answer(self) -> Message:
+        return self.answers[0]
+
+    @property
+    def duel(self) -> bool:
+        return len(self.answers) > 1
+
+    async def finish(self, index: int, result: GenerationResult | None, partial_text: str) -> Message:
+        """Record answer `index`'s outcome (result None: it never finished, keep what was streamed)."""
         if result is None:
             fields = dict(text=partial_text, status="stopped", finish_reason="cancelled")
         else:
-            content, calls = self.run.plan.tools.extract(result.text)
+            content, calls = self.run.part_of[index].plan.tools.extract(result.text)
             fields = dict(
                 text=content or "", status=STATUS.get(result.finish_reason, "complete"),
                 finish_reason="tool_calls" if calls else result.finish_reason, error=result.error,
@@ -60,12 +75,21 @@ class Turn:
 
         def write() -> Message:
             with self.db.session() as s:
-                return finish_answer(s, self.answer.id, title=self.context.needs_title, **fields)
+                return finish_answer(s, self.answers[index].id, title=self.context.needs_title, **fields)
 
         return await asyncio.to_thread(write)
 
 
-async def start_turn(chat: ChatService, db: Database, user_id: str, conv_id: str, options: TurnOptions) -> Turn:
+def _duel(chat: ChatService, context: TurnContext, options: TurnOptions, vote_share: float) -> bool:
+    """Whether this turn shows stable and canary side by side: a new message from a client that can
+    show them, in a conversation following release channels while a canary runs, for the share of
+    turns the server is configured to ask."""
+    return (options.compare and options.content is not None and vote_share > 0
+            and chat.canary_running(context.model) and random.random() < vote_share)
+
+
+async def start_turn(chat: ChatService, db: Database, user_id: str, conv_id: str, options: TurnOptions,
+                     vote_share: float = 0.0) -> Turn:
     def read() -> TurnContext:
         with db.session() as s:
             return read_turn(s, user_id, conv_id, options.content, options.regenerate_from, options.parent_id)
@@ -73,18 +97,29 @@ async def start_turn(chat: ChatService, db: Database, user_id: str, conv_id: str
     context = await asyncio.to_thread(read)
     request = ChatRequest(messages=context.messages, max_tokens=options.max_tokens, temperature=options.temperature,
                           top_p=options.top_p, seed=options.seed, truncate=True)
-    run = await chat.start(context.model, request)
-    answer_fields = dict(model_version=run.model_id, temperature=options.temperature, top_p=options.top_p,
-                         max_tokens=run.plan.max_tokens, seed=options.seed, context_dropped=run.plan.dropped)
+    channel = context.channel
+    if channel is None and chat.follows_channels(context.model):
+        # a new conversation joins the canary for its share; one that predates the canary stays stable
+        channel = chat.assign_channel(context.model) if context.is_new else STABLE
+    if _duel(chat, context, options, vote_share):
+        pair = [CANARY, STABLE]
+        random.shuffle(pair)  # the order on screen says nothing about which is which
+        run = await chat.start_pair(context.model, request, pair)
+    else:
+        run = await chat.start(context.model, request, channel=channel)
+    duel_id = new_id() if len(run.parts) > 1 else None
+    answer_fields = [dict(model_version=part.lease.engine.model_id, temperature=options.temperature,
+                          top_p=options.top_p, max_tokens=part.plan.max_tokens, seed=options.seed,
+                          context_dropped=part.plan.dropped, duel_id=duel_id) for part in run.parts]
 
-    def commit() -> tuple[Message | None, Message]:
+    def commit() -> tuple[Message | None, list[Message]]:
         with db.session() as s:
-            return commit_turn(s, user_id, context, answer_fields)
+            return commit_turn(s, user_id, context, answer_fields, channel=channel)
 
     try:
-        user_message, answer = await asyncio.to_thread(commit)
+        user_message, answers = await asyncio.to_thread(commit)
     except BaseException:
         run.cancel()
-        run.lease.release()
+        run.release()
         raise
-    return Turn(db, run, context, user_message, answer)
+    return Turn(db, run, context, user_message, answers)

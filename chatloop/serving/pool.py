@@ -7,7 +7,8 @@
 Engines are keyed by exact version (`name:version`), never by the reference that named them: two
 references to one version share an engine, and a new version (a promotion, a retrained run) gets
 its own beside the old one, which finishes the requests it holds and is unloaded once idle. Pinned
-versions (the server's configured models that are loaded at start) stay. At most `max_loaded`
+versions (what the server's configured models serve now) stay loaded; a version that stops being
+served is retired: unloaded as soon as its last request ends. At most `max_loaded`
 versions are in memory: loading another first unloads the least recently used idle one, and
 answers EngineOverloaded (503) when every loaded one is busy.
 
@@ -33,6 +34,7 @@ class _Slot:
     ready: asyncio.Future  # the Engine, once loaded
     users: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    retired: bool = False  # no longer served: unload as soon as its last user is done
 
     @property
     def engine(self) -> Engine | None:
@@ -80,6 +82,7 @@ class EnginePool:
             return Lease(self, engine)
         slot.users += 1
         slot.pinned = slot.pinned or pin
+        slot.retired = slot.retired and not pin
         try:
             engine = await asyncio.shield(slot.ready)
         except BaseException:
@@ -92,6 +95,25 @@ class EnginePool:
         if slot is not None:
             slot.users -= 1
             slot.last_used = time.monotonic()
+            if slot.retired and slot.users == 0 and slot.engine is not None:
+                asyncio.get_running_loop().create_task(self._unload(slot))
+
+    async def pin(self, ref: ResolvedRef) -> None:
+        """Load `ref` (if needed) and keep it loaded until `retire`."""
+        (await self.acquire(ref, pin=True)).release()
+
+    def pinned(self) -> set[str]:
+        return {s.model_id for s in self._slots.values() if s.pinned}
+
+    async def retire(self, model_id: str) -> None:
+        """Stop keeping `model_id` loaded: it is unloaded now if idle, else when its last request ends
+        (requests in flight finish on it: a release never breaks a stream)."""
+        slot = self._slots.get(model_id)
+        if slot is None:
+            return
+        slot.pinned, slot.retired = False, True
+        if slot.users == 0 and slot.engine is not None:
+            await self._unload(slot)
 
     async def _unload_one_idle(self) -> None:
         idle = [s for s in self._slots.values() if not s.pinned and s.users == 0 and s.engine is not None]
@@ -101,6 +123,8 @@ class EnginePool:
         await self._unload(min(idle, key=lambda s: s.last_used))
 
     async def _unload(self, slot: _Slot) -> None:
+        if self._slots.get(slot.model_id) is not slot:
+            return  # already unloaded (or replaced by a newer load of the same version)
         del self._slots[slot.model_id]
         log.info("unloading %s (idle)", slot.model_id)
         await asyncio.to_thread(slot.engine.shutdown)

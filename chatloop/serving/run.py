@@ -1,6 +1,6 @@
 """A run (one plan's sequences on one engine) and the one streaming loop every entry point uses.
 
-    run = Run(lease, plan)                          # submits; EngineOverloaded before anything starts
+    run = Run([Part(lease, plan)])                  # submits; EngineOverloaded before anything starts
     async for chunk in drive(run, sink, receive, metrics):
         ...                                         # SSE text for a stream; ignored when collecting
 
@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
@@ -50,25 +51,47 @@ class Sink(Protocol):
         """After the last choice finished (None: it never reported, the server is going down)."""
 
 
-class Run:
-    """The sequences of one plan on one leased engine; events arrive on the event loop."""
+@dataclass(frozen=True)
+class Part:
+    """One plan on one leased engine (a side-by-side turn has two: stable and canary)."""
 
-    def __init__(self, lease: Lease, plan: RequestPlan):
-        self.lease, self.plan = lease, plan
+    lease: Lease
+    plan: RequestPlan
+    channel: str | None = None  # the release channel the version was picked from
+
+
+class Run:
+    """The sequences of one or more plans, each on its leased engine; events arrive on the event
+    loop tagged with the choice's index (the parts' choices, in order)."""
+
+    def __init__(self, parts: list[Part]):
+        self.parts = parts
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[tuple[int, StreamEvent]] = asyncio.Queue()
         self.handles = []
+        self.part_of: list[Part] = []  # choice index -> its part
         try:
-            for i, params in enumerate(plan.params):
-                self.handles.append(lease.engine.submit(plan.prompt_ids, params, on_event=partial(self._deliver, i)))
+            for part in parts:
+                for params in part.plan.params:
+                    on_event = partial(self._deliver, len(self.handles))
+                    self.handles.append(part.lease.engine.submit(part.plan.prompt_ids, params, on_event=on_event))
+                    self.part_of.append(part)
         except BaseException:
             self.cancel()
-            lease.release()
+            self.release()
             raise
 
     @property
+    def plan(self) -> RequestPlan:
+        return self.parts[0].plan
+
+    @property
+    def channel(self) -> str | None:
+        return self.parts[0].channel
+
+    @property
     def model_id(self) -> str:
-        return self.lease.engine.model_id
+        return self.parts[0].lease.engine.model_id
 
     def _deliver(self, index: int, event: StreamEvent) -> None:  # called on the engine thread
         try:
@@ -80,6 +103,10 @@ class Run:
         for handle in self.handles:
             if handle.result is None:
                 handle.cancel()
+
+    def release(self) -> None:
+        for part in self.parts:
+            part.lease.release()
 
 
 async def _watch_disconnect(receive: Receive, run: Run) -> None:
@@ -117,7 +144,7 @@ async def drive(run: Run, sink: Sink, receive: Receive | None, metrics) -> Async
         if watcher is not None:
             watcher.cancel()
         run.cancel()
-        run.lease.release()
+        run.release()
         metrics.active_streams.dec()
         if not ended:  # torn down mid-run (shutdown, or the consumer stopped): record what there is
             await asyncio.shield(sink.end(results, True))

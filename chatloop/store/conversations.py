@@ -16,7 +16,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from chatloop.errors import NotFoundError, UsageError
-from chatloop.store.models import Conversation, Feedback, Message, User
+from chatloop.store.models import Comparison, Conversation, Feedback, Message, User
 
 TITLE_CHARS = 60
 UNSET = object()  # "parent_id not given": the branch being shown continues
@@ -67,11 +67,22 @@ def search(s: Session, user_id: str, q: str | None, archived: bool, limit: int =
     return list(s.scalars(stmt.order_by(Conversation.updated_at.desc()).limit(limit)))
 
 
-def messages_with_feedback(s: Session, user_id: str, conv: Conversation) -> list[tuple[Message, Feedback | None]]:
+def messages_with_feedback(s: Session, user_id: str,
+                           conv: Conversation) -> list[tuple[Message, Feedback | None, bool]]:
+    """Every message of a conversation with my feedback on it and whether its side-by-side pair
+    (if it is one of two answers shown for a vote) has been voted on."""
     msgs = list(s.scalars(select(Message).where(Message.conversation_id == conv.id).order_by(Message.created_at)))
     fb = {f.message_id: f for f in s.scalars(select(Feedback).where(
         Feedback.user_id == user_id, Feedback.message_id.in_([m.id for m in msgs])))}
-    return [(m, fb.get(m.id)) for m in msgs]
+    voted = voted_duels(s, conv.id)
+    return [(m, fb.get(m.id), m.duel_id in voted) for m in msgs]
+
+
+def voted_duels(s: Session, conv_id: str) -> set[str]:
+    """The duel ids of a conversation's side-by-side answers that have a vote."""
+    chosen = select(Message.duel_id).join(Comparison, Comparison.chosen_message_id == Message.id).where(
+        Comparison.conversation_id == conv_id, Comparison.kind == "vote")
+    return set(s.scalars(chosen))
 
 
 def current_branch(s: Session, conv: Conversation) -> list[Message]:
@@ -106,6 +117,8 @@ class TurnContext:
     system_prompt: str
     custom_instructions: str
     needs_title: bool
+    channel: str | None  # the release channel the conversation was assigned (None: not yet)
+    is_new: bool  # no message yet: a release channel may still be assigned
 
     @property
     def messages(self) -> list[dict]:
@@ -134,13 +147,18 @@ def read_turn(s: Session, user_id: str, conv_id: str, content: str | None, regen
                if m.role == "user" or m.content]
     owner = s.get(User, user_id)
     return TurnContext(conv.id, conv.model, parent_id, content, history, conv.system_prompt,
-                       owner.custom_instructions, not conv.title)
+                       owner.custom_instructions, not conv.title, conv.channel, not msgs)
 
 
-def commit_turn(s: Session, user_id: str, ctx: TurnContext, answer: dict) -> tuple[Message | None, Message]:
-    """Write the turn's user message (unless regenerating) and its `streaming` answer; `answer`
-    holds the answer's columns (model version, sampling parameters, context_dropped)."""
+def commit_turn(s: Session, user_id: str, ctx: TurnContext, answers: list[dict],
+                channel: str | None = None) -> tuple[Message | None, list[Message]]:
+    """Write the turn's user message (unless regenerating) and its `streaming` answers (one, or two
+    side by side); each of `answers` holds an answer's columns (model version, sampling
+    parameters, context_dropped, duel_id). `channel`: the release channel the conversation was
+    assigned, kept for its later turns."""
     conv = own_conversation(s, user_id, ctx.conversation_id)
+    if channel is not None and conv.channel is None:
+        conv.channel = channel
     parent_id = ctx.parent_id
     if parent_id is not None and s.get(Message, parent_id) is None:
         raise UsageError("the message this turn continues was deleted meanwhile", param="parent_id")
@@ -150,14 +168,17 @@ def commit_turn(s: Session, user_id: str, ctx: TurnContext, answer: dict) -> tup
         s.add(user_msg)
         s.flush()  # assigns its id
         parent_id = user_msg.id
-    assistant = Message(conversation_id=conv.id, parent_id=parent_id, role="assistant", content="",
-                        status="streaming", system_prompt=ctx.system_prompt,
-                        custom_instructions=ctx.custom_instructions, **answer)
-    s.add(assistant)
-    s.flush()
-    conv.current_leaf_id = assistant.id
+    written = []
+    for fields in answers:
+        assistant = Message(conversation_id=conv.id, parent_id=parent_id, role="assistant", content="",
+                            status="streaming", system_prompt=ctx.system_prompt,
+                            custom_instructions=ctx.custom_instructions, **fields)
+        s.add(assistant)
+        s.flush()
+        written.append(assistant)
+    conv.current_leaf_id = written[0].id
     conv.updated_at = datetime.now(UTC)
-    return user_msg, assistant
+    return user_msg, written
 
 
 def finish_answer(s: Session, message_id: str, *, text: str, status: str, finish_reason: str,

@@ -7,9 +7,9 @@ Only assistant messages of one's own conversations take feedback (others raise N
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from chatloop.errors import UsageError
-from chatloop.store.conversations import own_message
-from chatloop.store.models import Comparison, Correction, Feedback, Message
+from chatloop.errors import ConflictError, UsageError
+from chatloop.store.conversations import own_message, voted_duels
+from chatloop.store.models import Comparison, Conversation, Correction, Feedback, Message
 
 
 def own_answer(s: Session, user_id: str, message_id: str, param: str = "message_id") -> Message:
@@ -31,17 +31,24 @@ def rate(s: Session, user_id: str, message_id: str, rating: int, reasons: list[s
 
 
 def compare(s: Session, user_id: str, chosen_id: str, rejected_id: str) -> Comparison:
-    """"This answer is better than that one": two answers to the same message."""
+    """"This answer is better than that one": two answers to the same message. When the two are the
+    side-by-side answers of a vote (same duel id) it is a `vote` (one per pair), and the chosen
+    answer becomes the branch the conversation continues from."""
     if chosen_id == rejected_id:
         raise UsageError("chosen and rejected must be different answers", param="rejected_message_id")
     chosen = own_answer(s, user_id, chosen_id, "chosen_message_id")
     rejected = own_answer(s, user_id, rejected_id, "rejected_message_id")
     if chosen.parent_id != rejected.parent_id:
         raise UsageError("the two answers must reply to the same message", param="rejected_message_id")
+    vote = chosen.duel_id is not None and chosen.duel_id == rejected.duel_id
+    if vote and chosen.duel_id in voted_duels(s, chosen.conversation_id):
+        raise ConflictError("these two answers have been voted on already", code="already_voted")
     row = Comparison(user_id=user_id, conversation_id=chosen.conversation_id, chosen_message_id=chosen.id,
                      rejected_message_id=rejected.id, chosen_model_version=chosen.model_version,
-                     rejected_model_version=rejected.model_version)
+                     rejected_model_version=rejected.model_version, kind="vote" if vote else "regenerate")
     s.add(row)
+    if vote:
+        s.get(Conversation, chosen.conversation_id).current_leaf_id = chosen.id
     s.flush()
     return row
 

@@ -33,7 +33,7 @@ def answered_turn(db: Database, user_id: str, conv_id: str, question: str, answe
     with db.session() as s:
         ctx = convs.read_turn(s, user_id, conv_id, None if regenerate_from else question, regenerate_from)
     with db.session() as s:
-        user_msg, msg = convs.commit_turn(s, user_id, ctx, {"model_version": version, "temperature": 0.7})
+        user_msg, (msg,) = convs.commit_turn(s, user_id, ctx, [{"model_version": version, "temperature": 0.7}])
     with db.session() as s:
         convs.finish_answer(s, msg.id, text=answer, status="complete", finish_reason="stop", tool_calls=tool_calls,
                             usage={"prompt_tokens": 10, "completion_tokens": 3}, title=True)

@@ -8,7 +8,7 @@ from chatloop.train.cli import STAGES
 from chatloop.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
-PRESETS = sorted((ROOT / "configs").glob("*/*.yaml"))
+PRESETS = sorted(p for p in (ROOT / "configs").glob("*/*.yaml") if p.stem in STAGES)
 
 
 def _config(path: Path):
@@ -38,3 +38,14 @@ def test_tiny_presets_cover_every_stage_and_chain_through_runs():
 def test_default_presets_use_lora():
     for stage in ("sft", "dpo", "kto"):
         assert _config(ROOT / "configs" / "default" / f"{stage}.yaml").lora.enabled
+
+
+def test_the_flywheel_config_parses_and_its_train_fields_fit_the_stage():
+    from chatloop.flywheel.config import FlywheelConfig
+    from chatloop.train.dpo import DPOStageConfig
+    from chatloop.train.kto import KTOStageConfig
+
+    cfg = load_config(FlywheelConfig, ROOT / "configs" / "default" / "flywheel.yaml")
+    stage = {"dpo": DPOStageConfig, "kto": KTOStageConfig}[cfg.method]
+    trained = stage.model_validate({**cfg.train, "run_name": "t", "model": "m:1", "data": ["f.jsonl"]})
+    assert trained.lora.enabled and cfg.canary_percent == 10

@@ -107,4 +107,4 @@ def admin_stats(_: Principal = Depends(admin), svc: Services = Depends(services)
     """Counts for the admin dashboard: accounts, activity, feedback, tokens served, the engines."""
     with svc.db.session() as s:
         counts = accounts.usage_counts(s)
-    return {**counts, "engine": svc.chat.stats(), "model": svc.chat.default.model_id}
+    return {**counts, "engine": svc.chat.stats(), "model": svc.chat.default_id()}

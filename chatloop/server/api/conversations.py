@@ -3,7 +3,8 @@
 Thin: the tree operations live in store/conversations.py, a turn's serving work in
 serving/conversation.py; this module parses, authorises and shapes. A turn streams as SSE events
 `start` (the stored user message and the `streaming` answer), `delta`*, then `done` or `error`
-(the finished answer), then `data: [DONE]`.
+(the finished answer), then `data: [DONE]`. A side-by-side vote turn's `start` also lists both
+answers (`assistant_messages`); deltas name their answer, and each answer gets its `done`.
 """
 
 import json
@@ -28,8 +29,8 @@ router = APIRouter(prefix="/api", tags=["conversations"])
 
 
 @router.get("/models")
-def models(_: Principal = Depends(principal), svc: Services = Depends(services)):
-    return svc.chat.menu()
+def models(p: Principal = Depends(principal), svc: Services = Depends(services)):
+    return svc.chat.menu(admin=p.user.is_admin)
 
 
 @router.get("/conversations")
@@ -53,7 +54,7 @@ def create_conversation(body: ConversationCreate, p: Principal = Depends(princip
 def get_conversation(conv_id: str, p: Principal = Depends(principal), svc: Services = Depends(services)):
     with svc.db.session() as s:
         conv = convs.own_conversation(s, p.user.id, conv_id)
-        return {**conversation_out(conv), "messages": [message_out(m, f) for m, f in
+        return {**conversation_out(conv), "messages": [message_out(m, f, voted) for m, f, voted in
                                                         convs.messages_with_feedback(s, p.user.id, conv)]}
 
 
@@ -94,39 +95,45 @@ def export_conversation(conv_id: str, format: str = Query(default="json", patter
 
 
 class TurnSink:
-    """Encodes a turn as the app's SSE events and records the answer when the run ends."""
+    """Encodes a turn as the app's SSE events and records each answer when the run ends."""
 
     def __init__(self, turn: Turn):
         self.turn = turn
-        self.parts: list[str] = []
+        self.parts: list[list[str]] = [[] for _ in turn.answers]
 
     def start(self) -> Iterable[str]:
         user = message_out(self.turn.user_message) if self.turn.user_message else None
-        return [sse({"type": "start", "user_message": user, "assistant_message": message_out(self.turn.answer)})]
+        answers = [message_out(a) for a in self.turn.answers]
+        event = {"type": "start", "user_message": user, "assistant_message": answers[0]}
+        if self.turn.duel:  # two answers side by side, for a vote
+            event["assistant_messages"] = answers
+        return [sse(event)]
 
     def delta(self, index: int, text: str) -> Iterable[str]:
-        self.parts.append(text)
-        return [sse({"type": "delta", "message_id": self.turn.answer.id, "text": text})]
+        self.parts[index].append(text)
+        return [sse({"type": "delta", "message_id": self.turn.answers[index].id, "text": text})]
 
     def finish(self, index: int, result: GenerationResult) -> Iterable[str]:
         return []
 
     async def end(self, results: list[GenerationResult | None], disconnected: bool) -> Iterable[str]:
-        result = results[0]
-        final = message_out(await self.turn.finish(result, "".join(self.parts)))
-        if disconnected:
-            return []
-        if result is not None and result.finish_reason == "error":
-            return [sse({"type": "error", "message": final, "error": result.error}), DONE]
-        return [sse({"type": "done", "message": final}), DONE]
+        out = []
+        for i, result in enumerate(results):
+            final = message_out(await self.turn.finish(i, result, "".join(self.parts[i])))
+            if result is not None and result.finish_reason == "error":
+                out.append(sse({"type": "error", "message": final, "error": result.error}))
+            else:
+                out.append(sse({"type": "done", "message": final}))
+        return [] if disconnected else out + [DONE]
 
 
 @router.post("/conversations/{conv_id}/messages")
 async def send_message(conv_id: str, body: SendMessage, request: Request, p: Principal = Depends(principal),
                        svc: Services = Depends(services)):
     options = TurnOptions(content=body.content, regenerate_from=body.regenerate_from, max_tokens=body.max_tokens,
-                          seed=body.seed, **body.model_dump(include={"parent_id"}, exclude_unset=True),
+                          seed=body.seed, compare=body.compare,
+                          **body.model_dump(include={"parent_id"}, exclude_unset=True),
                           **{k: v for k, v in (("temperature", body.temperature), ("top_p", body.top_p))
                              if v is not None})
-    turn = await start_turn(svc.chat, svc.db, p.user.id, conv_id, options)
+    turn = await start_turn(svc.chat, svc.db, p.user.id, conv_id, options, vote_share=svc.settings.vote_share)
     return EventStreamResponse(svc.chat.drive(turn.run, TurnSink(turn), request.receive))

@@ -114,6 +114,9 @@ class SendMessage(Strict):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
     seed: int | None = Field(default=None, ge=0, lt=2**31)
+    compare: bool = Field(default=False, description=(
+        "The client can show two answers side by side: while a canary runs, some turns then answer "
+        "with two (stable and canary, in random order) and ask which is better."))
 
 
 def user_out(u: User) -> dict:
@@ -133,13 +136,17 @@ def feedback_out(f: Feedback | None) -> dict | None:
             "comment": f.comment}
 
 
-def message_out(m: Message, feedback: Feedback | None = None) -> dict:
+def message_out(m: Message, feedback: Feedback | None = None, voted: bool = False) -> dict:
+    """A message as the app API shows it. The two answers of a side-by-side vote (`duel_id`) hide
+    which version wrote them until the user has voted (`voted`)."""
+    hidden = m.duel_id is not None and not voted
     return {
         "id": m.id, "conversation_id": m.conversation_id, "parent_id": m.parent_id, "role": m.role,
-        "content": m.content, "status": m.status, "model": m.model_version,
+        "content": m.content, "status": m.status, "model": None if hidden else m.model_version,
         "created_at": m.created_at.isoformat(), "finish_reason": m.finish_reason,
         "prompt_tokens": m.prompt_tokens, "completion_tokens": m.completion_tokens,
         "ttft_ms": m.ttft_ms, "latency_ms": m.latency_ms, "feedback": feedback_out(feedback),
+        "duel_id": m.duel_id, "voted": voted if m.duel_id else None,
     }
 
 

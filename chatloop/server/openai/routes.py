@@ -59,7 +59,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, p: Prin
                            svc: Services = Depends(services)):
     started = time.perf_counter()
     _unsupported(req)
-    run = await svc.chat.start(req.model, serving.chat_request(req))
+    run = await svc.chat.start(req.model, serving.chat_request(req), key=req.user)  # `user` keeps a canary sticky
     log_usage = _usage_logger(svc, p, run.model_id, started)
     completion_id = serving.new_completion_id()
     if req.stream:
