@@ -34,8 +34,9 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="Wall-clock budget of one answer from submission, queueing included; "
                                          "then it ends with finish_reason 'length'.")
     max_loaded_models: int = Field(
-        default=2, ge=1, description="Model versions held in memory at once besides the configured ones "
-                                     "(`serve --model`); loading another unloads the least recently used idle one.")
+        default=2, ge=1, description="Model versions held in memory besides the ones the server serves (its "
+                                     "`--model`s' stable and canary versions); loading another unloads the least "
+                                     "recently used idle one.")
     model_idle_seconds: float = Field(
         default=600.0, ge=0, description="A loaded version other than the server's default is unloaded after "
                                          "this long without requests.")

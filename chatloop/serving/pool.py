@@ -8,9 +8,10 @@ Engines are keyed by exact version (`name:version`), never by the reference that
 references to one version share an engine, and a new version (a promotion, a retrained run) gets
 its own beside the old one, which finishes the requests it holds and is unloaded once idle. Pinned
 versions (what the server's configured models serve now) stay loaded; a version that stops being
-served is retired: unloaded as soon as its last request ends. At most `max_loaded`
-versions are in memory: loading another first unloads the least recently used idle one, and
-answers EngineOverloaded (503) when every loaded one is busy.
+served is retired: unloaded as soon as its last request ends. Served versions always load; of
+the others (exact versions a client asked for) at most `max_extra` are in memory: loading another
+first unloads the least recently used idle one, and answers EngineOverloaded (503) when every
+one of them is busy.
 
 All methods but `stats` run on the event loop; loading and unloading happen in worker threads.
 """
@@ -55,14 +56,15 @@ class Lease:
 
 
 class EnginePool:
-    def __init__(self, *, dtype: str, max_batch: int, max_waiting: int, max_loaded: int, idle_seconds: float):
+    def __init__(self, *, dtype: str, max_batch: int, max_waiting: int, max_extra: int, idle_seconds: float):
         self.dtype, self.max_batch, self.max_waiting = dtype, max_batch, max_waiting
-        self.max_loaded, self.idle_seconds = max_loaded, idle_seconds
+        self.max_extra, self.idle_seconds = max_extra, idle_seconds
         self._slots: dict[str, _Slot] = {}
 
     async def acquire(self, ref: ResolvedRef, *, pin: bool = False) -> Lease:
         slot = self._slots.get(ref.model_id)
-        while slot is None and len(self._slots) >= self.max_loaded:
+        # Served versions (pinned) always load; the limit is on the others a client asked for.
+        while slot is None and not pin and self._extra() >= self.max_extra:
             await self._unload_one_idle()
             slot = self._slots.get(ref.model_id)  # another request may have loaded it meanwhile
         if slot is None:
@@ -89,6 +91,9 @@ class EnginePool:
             slot.users -= 1
             raise
         return Lease(self, engine)
+
+    def _extra(self) -> int:
+        return sum(1 for s in self._slots.values() if not s.pinned)
 
     def _release(self, model_id: str) -> None:
         slot = self._slots.get(model_id)
@@ -118,8 +123,8 @@ class EnginePool:
     async def _unload_one_idle(self) -> None:
         idle = [s for s in self._slots.values() if not s.pinned and s.users == 0 and s.engine is not None]
         if not idle:
-            raise EngineOverloaded(f"all {len(self._slots)} loaded model versions are in use; retry shortly "
-                                   "(or raise CHATLOOP_MAX_LOADED_MODELS)")
+            raise EngineOverloaded(f"the {self._extra()} model versions loaded besides the served ones are all in "
+                                   "use; retry shortly (or raise CHATLOOP_MAX_LOADED_MODELS)")
         await self._unload(min(idle, key=lambda s: s.last_used))
 
     async def _unload(self, slot: _Slot) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from chatloop.errors import ModelRefError
 from chatloop.models.refs import DEFAULT_NAME, DEFAULT_REF, ResolvedRef, channel_ref, resolve
-from chatloop.registry.releases import CANARY, STABLE, ReleaseTable, release_table
+from chatloop.registry.releases import STABLE, ReleaseTable, release_table
 from chatloop.registry.versions import get_version, resolved
 from chatloop.serving.plan import ChatRequest, Limits, build_plan
 from chatloop.serving.pool import EnginePool

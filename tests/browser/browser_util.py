@@ -1,5 +1,6 @@
-"""Helpers of the browser tests (tests/browser/test_ui.py, which holds the fixtures): building the web
-UI, the tiny chat model, pages in headless Debian chromium, and the steps every test takes.
+"""Helpers of the browser tests (tests/browser/test_*.py, which hold the fixtures): building the web
+UI, the tiny chat model, one headless Debian chromium shared by the test modules, pages in it, and
+the steps every test takes.
 """
 
 import json
@@ -8,6 +9,7 @@ import re
 import secrets
 import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,33 @@ def skip_or_fail(reason: str):
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+_SHARED: dict = {"users": 0}
+
+
+@contextmanager
+def shared_browser():
+    """The chromium of this test session. Playwright's sync API runs one instance per thread, so the
+    test modules' `browser` fixtures share it; the last one to finish closes it."""
+    if not Path(CHROMIUM).exists():
+        skip_or_fail(f"no chromium at {CHROMIUM}: apt-get install chromium (or set CHATLOOP_CHROMIUM)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        skip_or_fail("the python 'playwright' package is not installed: pip install playwright")
+    if _SHARED["users"] == 0:
+        playwright = sync_playwright().start()
+        _SHARED.update(playwright=playwright,
+                       browser=playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS))
+    _SHARED["users"] += 1
+    try:
+        yield _SHARED["browser"]
+    finally:
+        _SHARED["users"] -= 1
+        if _SHARED["users"] == 0:
+            _SHARED.pop("browser").close()
+            _SHARED.pop("playwright").stop()
 
 
 def build_web() -> None:
@@ -72,6 +101,10 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)
 
 
+def csrf_headers(page) -> dict:
+    return {"X-CSRF-Token": next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")}
+
+
 def capped(page, max_tokens: int = 24) -> None:
     """Short answers: add max_tokens to the send/regenerate request bodies the UI posts."""
     def handle(route):
@@ -92,6 +125,24 @@ def sign_up(page, email: str | None = None) -> str:
     page.get_by_test_id("auth-submit").click()
     page.get_by_test_id("composer").wait_for()
     return email
+
+
+def log_in(page, email: str) -> None:
+    page.goto("/login")
+    page.get_by_label(re.compile("Email")).fill(email)
+    page.get_by_label(re.compile("Password")).fill(PASSWORD)
+    page.get_by_test_id("auth-submit").click()
+    page.get_by_test_id("composer").wait_for()
+
+
+def open_admin(page, section: str | None = None) -> None:
+    """Settings → Admin (→ a section: users, dashboard, releases); opens the sidebar on a phone."""
+    if page.viewport_size["width"] <= 768:  # the sidebar is slid away
+        page.get_by_role("button", name="Menu").click()
+    page.get_by_test_id("settings").click()
+    page.get_by_test_id("tab-admin").click()
+    if section:
+        page.get_by_test_id(f"admin-tab-{section}").click()
 
 
 def send(page, text: str) -> None:

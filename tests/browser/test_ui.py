@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from browser_util import (
-    ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD, PHONE, api_get, build_web, capped, conversation_id,
-    make_chat_model, new_page, send, shot, sign_up, skip_or_fail, wait_answer,
+    ARTIFACTS, PASSWORD, PHONE, api_get, build_web, capped, conversation_id, make_chat_model, new_page, send,
+    shared_browser, shot, sign_up, wait_answer,
 )
 from server_util import Server, signup
 
@@ -27,16 +27,8 @@ from server_util import Server, signup
 
 @pytest.fixture(scope="session")
 def browser():
-    if not Path(CHROMIUM).exists():
-        skip_or_fail(f"no chromium at {CHROMIUM}: apt-get install chromium (or set CHATLOOP_CHROMIUM)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_or_fail("the python 'playwright' package is not installed: pip install playwright")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with shared_browser() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="session")

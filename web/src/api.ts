@@ -26,6 +26,10 @@ export interface Model {
   id: string;
   name: string;
   default: boolean;
+  /** Administrators only: the exact versions of the release channels (`NAME:VERSION`). */
+  stable?: string | null;
+  canary?: string | null;
+  canary_percent?: number;
 }
 
 export interface Feedback {
@@ -45,6 +49,10 @@ export interface Message {
   created_at: string;
   finish_reason: string | null;
   feedback: Feedback | null;
+  /** The two answers of a side-by-side vote share one; null otherwise. */
+  duel_id?: string | null;
+  /** For a side-by-side answer: whether the pair has been voted on (`model` is null until then). */
+  voted?: boolean | null;
 }
 
 export interface ConversationSummary {
@@ -63,7 +71,7 @@ export interface Conversation extends ConversationSummary {
 }
 
 export type StreamEvent =
-  | { type: "start"; user_message: Message | null; assistant_message: Message }
+  | { type: "start"; user_message: Message | null; assistant_message: Message; assistant_messages?: Message[] }
   | { type: "delta"; message_id: string; text: string }
   | { type: "done"; message: Message }
   | { type: "error"; message: Message; error: string };
@@ -72,6 +80,8 @@ export class ApiError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** The server's error code (`error.code`), e.g. `not_evaluated`. */
+    readonly code: string | null = null,
   ) {
     super(message);
   }
@@ -79,6 +89,9 @@ export class ApiError extends Error {
 
 /** Fired when the server answers 401 to a signed-in call (session expired or revoked). */
 export const SIGNED_OUT = "chatloop:signed-out";
+
+/** Fired after a release action: what the model picker shows has changed. */
+export const MODELS_CHANGED = "chatloop:models-changed";
 
 const UNSAFE = new Set(["POST", "PATCH", "PUT", "DELETE"]);
 
@@ -105,13 +118,15 @@ function request(method: string, path: string, body?: unknown, signal?: AbortSig
 
 async function raiseFor(res: Response): Promise<never> {
   let message = `${res.status} ${res.statusText}`;
+  let code: string | null = null;
   try {
     const data = await res.json();
     if (data?.error?.message) message = errorText(data.error.code, data.error.message);
+    code = data?.error?.code ?? null;
   } catch {
     // Not JSON (e.g. a proxy's HTML error page): the status line is the best message there is.
   }
-  throw new ApiError(res.status, message);
+  throw new ApiError(res.status, message, code);
 }
 
 export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {

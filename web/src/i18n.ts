@@ -1,4 +1,8 @@
-/** Every UI string in English and Simplified Chinese. `t(key)` reads the active locale. */
+/**
+ * Every UI string in English and Simplified Chinese. `t(key)` reads the active locale; `tf(key,
+ * {name})` also fills `{name}` placeholders. The admin area's strings live in i18n-admin.ts.
+ */
+import { adminEn, adminZh } from "./i18n-admin";
 import { signal } from "./signal";
 
 const en = {
@@ -60,6 +64,15 @@ const en = {
   better: "Better",
   worse: "Worse",
   same: "About the same",
+  duelIntro: "Two responses are being written. You'll be asked which one you prefer.",
+  duelQuestion: "Which response do you prefer?",
+  duelRevealed: "Thanks for your vote! Here is which version wrote each response.",
+  response: "Response",
+  preferThis: "Prefer this response",
+  preferred: "Preferred",
+  duelPickToContinue: "Pick a response to continue",
+  duelVersionTitle: "The model version that wrote this answer (side-by-side vote)",
+  canary: "canary",
   model: "Model",
   settings: "Settings",
   general: "General",
@@ -117,11 +130,14 @@ const en = {
   err_overloaded: "The model is busy right now: please try again shortly.",
   err_context_length_exceeded: "This conversation is too long for the model: start a new chat or shorten your message.",
   err_body_too_large: "The message is too large.",
+  err_not_evaluated: "The evaluation gate has no stored evaluations of both versions to compare: run `chatloop models promote NAME:VERSION` (it evaluates both), or force the promotion with a reason.",
+  ...adminEn,
 } as const;
 
 export type Key = keyof typeof en;
 
 const zh: Record<Key, string> = {
+  ...adminZh,
   appName: "chatloop",
   signIn: "登录",
   signUp: "注册",
@@ -180,6 +196,15 @@ const zh: Record<Key, string> = {
   better: "更好",
   worse: "更差",
   same: "差不多",
+  duelIntro: "正在生成两个回答，稍后会请你选择更喜欢的一个。",
+  duelQuestion: "你更喜欢哪个回答？",
+  duelRevealed: "感谢投票！以下是每个回答对应的模型版本。",
+  response: "回答",
+  preferThis: "更喜欢这个回答",
+  preferred: "已选择",
+  duelPickToContinue: "请先选择一个回答再继续",
+  duelVersionTitle: "写出此回答的模型版本（并排投票）",
+  canary: "金丝雀",
   model: "模型",
   settings: "设置",
   general: "常规",
@@ -237,6 +262,7 @@ const zh: Record<Key, string> = {
   err_overloaded: "模型正忙，请稍后再试。",
   err_context_length_exceeded: "此对话对模型来说太长了：请开始新对话或缩短你的消息。",
   err_body_too_large: "消息太大。",
+  err_not_evaluated: "评测门槛缺少两个版本已存储的评测结果可供比较：请运行 `chatloop models promote NAME:VERSION`（会评测两者），或附上原因强制发布。",
 };
 
 export type Locale = "en" | "zh-CN";
@@ -265,6 +291,11 @@ export function setLocale(value: string): void {
 
 export function t(key: Key): string {
   return dictionaries[locale.get()][key];
+}
+
+/** `t(key)` with `{name}` placeholders filled from `vars`. */
+export function tf(key: Key, vars: Record<string, string | number>): string {
+  return t(key).replace(/\{(\w+)\}/g, (whole, name: string) => (name in vars ? String(vars[name]) : whole));
 }
 
 /** The UI's own wording for a server error code it knows; otherwise the server's message. */

@@ -1,7 +1,7 @@
 /** Entry point: loads the signed-in user, then shows the auth pages or the chat layout. */
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import { api, ApiError, SIGNED_OUT, type Model, type User } from "./api";
+import { api, ApiError, MODELS_CHANGED, SIGNED_OUT, type Model, type User } from "./api";
 import { Auth } from "./components/Auth";
 import { Layout } from "./components/Layout";
 import { locale, setLocale } from "./i18n";
@@ -23,8 +23,13 @@ function App() {
 
   useEffect(() => {
     const signedOut = () => setUser(null);
+    const reloadModels = () => void api<Model[]>("GET", "/api/models").then(setModels).catch(() => undefined);
     window.addEventListener(SIGNED_OUT, signedOut);
-    return () => window.removeEventListener(SIGNED_OUT, signedOut);
+    window.addEventListener(MODELS_CHANGED, reloadModels);
+    return () => {
+      window.removeEventListener(SIGNED_OUT, signedOut);
+      window.removeEventListener(MODELS_CHANGED, reloadModels);
+    };
   }, []);
 
   useEffect(() => {

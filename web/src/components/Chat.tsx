@@ -1,6 +1,7 @@
 /**
  * One conversation: loads the message tree, shows the current branch, streams replies (send,
- * edit-and-resend, regenerate), switches branches, and asks for a comparison after a regenerate.
+ * edit-and-resend, regenerate), switches branches, asks for a comparison after a regenerate, and
+ * shows side-by-side votes (two answers to one message; the chat continues from the preferred one).
  */
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, ApiError, streamReply, type Conversation, type Message, type Model, type StreamEvent } from "../api";
@@ -8,6 +9,7 @@ import { t } from "../i18n";
 import { navigate } from "../router";
 import { Tree } from "../tree";
 import { Composer } from "./Composer";
+import { Duel } from "./Duel";
 import { Icon } from "./Icon";
 import { MessageView } from "./MessageView";
 
@@ -28,6 +30,8 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
   const [streaming, setStreaming] = useState<AbortController | null>(null);
   const [compare, setCompare] = useState<Comparison | null>(null);
   const [newChatModel, setNewChatModel] = useState("");
+  const [revealed, setRevealed] = useState<string | null>(null); // the duel voted on just now
+  const [voting, setVoting] = useState(false);
   const scroller = useRef<HTMLDivElement>(null);
   const stickToBottom = useRef(true);
 
@@ -38,6 +42,7 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
     setError("");
     setLoadError("");
     setCompare(null);
+    setRevealed(null);
     stickToBottom.current = true;
     if (!conversationId) return;
     let current = true; // a slower answer for the previous route must not overwrite this one
@@ -74,10 +79,12 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
     update((c) => ({ ...c, messages: c.messages.map((x) => (x.id === m.id ? m : x)) }));
   }
 
-  function onEvent(ev: StreamEvent, ids: { assistant: string | null }) {
+  function onEvent(ev: StreamEvent, ids: { assistants: string[] }) {
     if (ev.type === "start") {
-      ids.assistant = ev.assistant_message.id;
-      const added = ev.user_message ? [ev.user_message, ev.assistant_message] : [ev.assistant_message];
+      // A side-by-side vote lists both answers; the conversation's leaf is the first.
+      const answers = ev.assistant_messages?.length ? ev.assistant_messages : [ev.assistant_message];
+      ids.assistants = answers.map((a) => a.id);
+      const added = ev.user_message ? [ev.user_message, ...answers] : answers;
       update((c) => ({ ...c, messages: [...c.messages, ...added], current_leaf_id: ev.assistant_message.id }));
     } else if (ev.type === "delta") {
       update((c) => ({
@@ -93,7 +100,7 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
   /** Streams one reply; resolves to the new assistant message id and whether it completed. */
   async function run(id: string, body: Record<string, unknown>): Promise<{ id: string | null; ok: boolean }> {
     const controller = new AbortController();
-    const ids = { assistant: null as string | null };
+    const ids = { assistants: [] as string[] };
     setStreaming(controller);
     setError("");
     stickToBottom.current = true;
@@ -103,8 +110,11 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
       ok = true;
     } catch (e) {
       if (controller.signal.aborted) {
-        const stopped = ids.assistant;
-        update((c) => ({ ...c, messages: c.messages.map((m) => (m.id === stopped ? { ...m, status: "stopped" } : m)) }));
+        const stopped = new Set(ids.assistants); // both answers of a side-by-side vote stop together
+        update((c) => ({
+          ...c,
+          messages: c.messages.map((m) => (stopped.has(m.id) && m.status === "streaming" ? { ...m, status: "stopped" } : m)),
+        }));
       } else {
         setError(e instanceof Error ? e.message : String(e));
       }
@@ -114,11 +124,12 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
     onConversationsChanged();
     // The server names a new conversation after its first answer; pick the title up shortly after.
     setTimeout(onConversationsChanged, 1500);
-    return { id: ids.assistant, ok };
+    return { id: ids.assistants[0] ?? null, ok };
   }
 
   async function send(content: string, parentId?: string | null) {
     setCompare(null);
+    setRevealed(null);
     let id = conv?.id;
     if (!id) {
       try {
@@ -131,7 +142,8 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
         return;
       }
     }
-    await run(id, parentId === undefined ? { content } : { content, parent_id: parentId });
+    // compare: this UI can show two answers side by side when the server asks for a vote.
+    await run(id, parentId === undefined ? { content, compare: true } : { content, parent_id: parentId, compare: true });
   }
 
   async function regenerate(answer: Message) {
@@ -159,6 +171,33 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
     );
   }
 
+  /** A side-by-side vote: the preferred answer becomes the branch; the reload reveals the versions. */
+  async function vote(chosen: Message, rejected: Message) {
+    if (!conv || voting) return;
+    const convId = conv.id;
+    setVoting(true);
+    setError("");
+    try {
+      await api("POST", "/api/comparisons", { chosen_message_id: chosen.id, rejected_message_id: rejected.id });
+    } catch (e) {
+      // 409: already voted (another tab): show what was stored.
+      if (!(e instanceof ApiError && e.status === 409)) {
+        setError(e instanceof Error ? e.message : String(e));
+        setVoting(false);
+        return;
+      }
+    }
+    try {
+      const fresh = await api<Conversation>("GET", `/api/conversations/${convId}`);
+      setRevealed(chosen.duel_id ?? null);
+      setConv((c) => (c?.id === convId ? fresh : c));
+    } catch (e) {
+      setError(e instanceof Error ? e.message : String(e));
+    } finally {
+      setVoting(false);
+    }
+  }
+
   async function changeModel(name: string) {
     if (!conv) return setNewChatModel(name);
     const updated = await api<Conversation>("PATCH", `/api/conversations/${conv.id}`, { model: name });
@@ -168,6 +207,13 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
   const defaultModel = models.find((m) => m.default)?.name ?? models[0]?.name ?? "";
   const modelValue = conv?.model || newChatModel || defaultModel;
   const busy = streaming !== null;
+  const last = branch[branch.length - 1];
+  /** Shown as a side-by-side pair: both answers of a vote, until voted (or just voted on). */
+  const isDuel = (m: Message) =>
+    m.role === "assistant" && !!m.duel_id && (!m.voted || revealed === m.duel_id)
+    && tree.siblings(m).filter((s) => s.duel_id === m.duel_id).length === 2;
+  // An unanswered side-by-side vote: the chat continues from the answer the user prefers.
+  const pendingVote = !busy && !!last && isDuel(last) && !last.voted;
 
   return (
     <main class="chat">
@@ -185,7 +231,7 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
         >
           {models.map((m) => (
             <option value={m.name} title={m.id}>
-              {m.name}
+              {modelLabel(m)}
             </option>
           ))}
         </select>
@@ -212,20 +258,31 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
           </div>
         )}
         <div class="messages">
-          {branch.map((m) => (
-            <MessageView
-              key={m.id}
-              message={m}
-              siblings={tree.siblings(m)}
-              streaming={busy && m.status === "streaming"}
-              locked={busy}
-              onSwitch={switchTo}
-              onEdit={(content) => send(content, m.parent_id)}
-              onRegenerate={() => regenerate(m)}
-              onMessage={replaceMessage}
-              compare={compare?.newId === m.id ? answerComparison : null}
-            />
-          ))}
+          {branch.map((m) =>
+            isDuel(m) ? (
+              <Duel
+                key={m.id}
+                answers={tree.siblings(m).filter((s) => s.duel_id === m.duel_id)}
+                chosenId={m.id}
+                streaming={busy}
+                voting={voting}
+                onPrefer={!busy && !m.voted ? (chosen, rejected) => void vote(chosen, rejected) : null}
+              />
+            ) : (
+              <MessageView
+                key={m.id}
+                message={m}
+                siblings={tree.siblings(m)}
+                streaming={busy && m.status === "streaming"}
+                locked={busy}
+                onSwitch={switchTo}
+                onEdit={(content) => send(content, m.parent_id)}
+                onRegenerate={() => regenerate(m)}
+                onMessage={replaceMessage}
+                compare={compare?.newId === m.id ? answerComparison : null}
+              />
+            ),
+          )}
         </div>
         {error && (
           <p class="error banner" role="alert">
@@ -233,7 +290,15 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
           </p>
         )}
       </div>
-      <Composer busy={busy} disabled={!!loadError} onSend={(text) => void send(text, branch.length ? branch[branch.length - 1].id : null)} onStop={() => streaming?.abort()} />
+      <Composer busy={busy} disabled={!!loadError || pendingVote} placeholder={pendingVote ? t("duelPickToContinue") : undefined}
+        onSend={(text) => void send(text, last ? last.id : null)} onStop={() => streaming?.abort()} />
     </main>
   );
+}
+
+/** The picker's label: the name, and for administrators what answers it now (stable, canary share). */
+function modelLabel(m: Model): string {
+  if (!m.stable) return m.name;
+  const canary = m.canary ? ` · ${t("canary")} ${m.canary} ${m.canary_percent ?? 0}%` : "";
+  return `${m.name} · ${m.stable}${canary}`;
 }

@@ -6,11 +6,13 @@ import { Icon } from "./Icon";
 interface Props {
   busy: boolean;
   disabled: boolean;
+  /** Replaces the usual placeholder (e.g. why the composer is disabled). */
+  placeholder?: string;
   onSend: (text: string) => void;
   onStop: () => void;
 }
 
-export function Composer({ busy, disabled, onSend, onStop }: Props) {
+export function Composer({ busy, disabled, placeholder, onSend, onStop }: Props) {
   const [text, setText] = useState("");
   const area = useRef<HTMLTextAreaElement>(null);
 
@@ -47,8 +49,8 @@ export function Composer({ busy, disabled, onSend, onStop }: Props) {
           ref={area}
           data-testid="composer"
           rows={1}
-          placeholder={t("composerPlaceholder")}
-          aria-label={t("composerPlaceholder")}
+          placeholder={placeholder ?? t("composerPlaceholder")}
+          aria-label={placeholder ?? t("composerPlaceholder")}
           value={text}
           disabled={disabled}
           onInput={(e) => {

@@ -121,6 +121,9 @@ export function MessageView(props: Props) {
                 disabled={locked} onClick={props.onRegenerate}>
                 <Icon name="refresh" />
               </button>
+              {m.duel_id && m.voted && m.model && (
+                <code class="model-tag" title={t("duelVersionTitle")} data-testid="model-tag">{m.model}</code>
+              )}
             </>
           )}
         </div>

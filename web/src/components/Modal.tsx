@@ -1,4 +1,7 @@
-/** A modal dialog: Escape or the backdrop closes it; focus moves into it when it opens. */
+/**
+ * A modal dialog: Escape or the backdrop closes it; focus moves into it when it opens. Dialogs can
+ * open over dialogs (a confirmation over the settings): Escape closes the topmost only.
+ */
 import type { ComponentChildren } from "preact";
 import { useEffect, useRef } from "preact/hooks";
 import { t } from "../i18n";
@@ -9,20 +12,31 @@ interface Props {
   onClose: () => void;
   testid: string;
   wide?: boolean;
+  /** As wide as the screen allows (the admin area's charts and tables). */
+  full?: boolean;
   children: ComponentChildren;
 }
 
-export function Modal({ title, onClose, testid, wide, children }: Props) {
+const open: object[] = []; // the dialogs shown, innermost last
+
+export function Modal({ title, onClose, testid, wide, full, children }: Props) {
   const box = useRef<HTMLDivElement>(null);
+  const close = useRef(onClose);
+  close.current = onClose;
   useEffect(() => {
+    const self = {};
+    open.push(self);
     box.current?.focus();
-    const onKey = (e: KeyboardEvent) => e.key === "Escape" && onClose();
+    const onKey = (e: KeyboardEvent) => e.key === "Escape" && open[open.length - 1] === self && close.current();
     window.addEventListener("keydown", onKey);
-    return () => window.removeEventListener("keydown", onKey);
+    return () => {
+      window.removeEventListener("keydown", onKey);
+      open.splice(open.indexOf(self), 1);
+    };
   }, []);
   return (
     <div class="backdrop" onClick={(e) => e.target === e.currentTarget && onClose()}>
-      <div class={`modal ${wide ? "wide" : ""}`} role="dialog" aria-modal="true" aria-label={title}
+      <div class={`modal ${wide ? "wide" : ""} ${full ? "full" : ""}`} role="dialog" aria-modal="true" aria-label={title}
         data-testid={testid} tabIndex={-1} ref={box}>
         <div class="modal-head">
           <h2>{title}</h2>

@@ -38,7 +38,7 @@ export function Settings({ user, onUser, onClose, onDataDeleted, onLogout }: Pro
 
   const tabs: Tab[] = ["general", "personalization", "dataControls", "apiKeys", ...(user.is_admin ? ["admin" as const] : [])];
   return (
-    <Modal title={t("settings")} onClose={onClose} testid="settings-dialog" wide>
+    <Modal title={t("settings")} onClose={onClose} testid="settings-dialog" wide full={tab === "admin"}>
       <div class="settings">
         <nav class="settings-tabs" role="tablist">
           {tabs.map((id) => (
