@@ -100,3 +100,21 @@ def home_sharing_default(home: Path, default_dir: Path) -> Path:
     from chatloop.bench.flywheel import share_default
 
     return share_default(home)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """A fresh, migrated database: SQLite in tmp_path, then a throw-away one on the local PostgreSQL."""
+    from chatloop.store.db import Database
+    from server_util import postgres_database
+
+    drop = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'chatloop.db'}"
+    else:
+        url, drop = postgres_database()
+    db = Database(url)
+    yield db
+    db.dispose()
+    if drop:
+        drop()

@@ -27,6 +27,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, timeout: float) -> None:
+    """Until a server's /healthz says ok (or `timeout` seconds)."""
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).json()["status"] == "ok":
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the server at {url} did not become healthy within {timeout:.0f} s")
+
+
 def _cli(*args: str, env: dict, stdin: str | None = None) -> str:
     proc = subprocess.run([sys.executable, "-m", "chatloop", *args], input=stdin, capture_output=True, text=True,
                           env=env, check=True)
@@ -59,7 +74,6 @@ async def _round(client, k: int, tokens: int) -> dict:
 
 
 def run_serve_bench(model: str = "default", tokens: int = 128) -> dict:
-    import httpx
     import openai
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,13 +85,7 @@ def run_serve_bench(model: str = "default", tokens: int = 128) -> dict:
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 180
-            while time.time() < deadline:
-                try:
-                    if httpx.get(url + "/healthz", timeout=1).json()["status"] == "ok":
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.3)
+            wait_healthy(url, 180)
             client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=600)
 
             async def main():

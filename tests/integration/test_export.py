@@ -16,9 +16,7 @@ from chatloop.data.schemas import read_dataset
 from chatloop.errors import UsageError
 from chatloop.fsutil import sha256_file
 from chatloop.store import accounts, feedback
-from chatloop.store.db import Database
 from chatloop.store.models import Conversation, Feedback, Message, User
-from server_util import postgres_database
 
 MARCH = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)  # when most feedback below was given
 PIRATE = "You are a pirate."
@@ -26,18 +24,9 @@ BRIEF = "Answer briefly."
 KEY = "sk-proj-abc123DEF456ghi789JKL012"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path):
-    drop = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'chatloop.db'}"
-    else:
-        url, drop = postgres_database()
-    database = Database(url)
-    yield database
-    database.dispose()
-    if drop:
-        drop()
+@pytest.fixture()
+def db(database):
+    return database
 
 
 class Builder:

@@ -10,24 +10,13 @@ from chatloop.models.manifest import read_manifest, verify_manifest
 from chatloop.registry import releases
 from chatloop.registry.resolve import resolve_ref
 from chatloop.registry.versions import import_ref, list_versions, register
-from chatloop.store.db import Database
 from conftest import make_tiny_model
-from server_util import postgres_database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path, monkeypatch):
+@pytest.fixture()
+def db(database, tmp_path, monkeypatch):
     monkeypatch.setenv("CHATLOOP_HOME", str(tmp_path / "home"))
-    drop = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'chatloop.db'}"
-    else:
-        url, drop = postgres_database()
-    database = Database(url)
-    yield database
-    database.dispose()
-    if drop:
-        drop()
+    return database
 
 
 @pytest.fixture()

@@ -10,21 +10,11 @@ from chatloop.store import accounts, conversations as convs, feedback
 from chatloop.store.db import Database
 from chatloop.store.models import Conversation
 from chatloop.store.training_data import training_feedback
-from server_util import postgres_database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path):
-    drop = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'chatloop.db'}"
-    else:
-        url, drop = postgres_database()
-    database = Database(url)
-    yield database
-    database.dispose()
-    if drop:
-        drop()
+@pytest.fixture()
+def db(database):
+    return database
 
 
 def answered_turn(db: Database, user_id: str, conv_id: str, question: str, answer: str, version: str,
