@@ -151,7 +151,8 @@ def promote(ref: Annotated[str, typer.Argument(help="NAME:VERSION (or NAME@canar
             force: Annotated[bool, typer.Option("--force", help="Skip the evaluation gate (needs --reason).")] = False,
             reason: ReasonOpt = "", limit: Annotated[int | None, typer.Option(
                 "--limit", min=1, help="Evaluate only the first N items of each kind (faster, less certain).")] = None,
-            dtype: Annotated[str, typer.Option("--dtype", help="Weights for the evaluation.")] = "auto",
+            dtype: Annotated[str, typer.Option(
+                "--dtype", help="Weights for the evaluation (float32: the same answers on every CPU).")] = "float32",
             as_json: JsonOpt = False, db: DbOpt = None) -> None:
     """Make a version stable, if the evaluation gate passes: no significant capability drop and no
     significant rise in sycophancy against the current stable version."""

@@ -117,7 +117,7 @@ def evaluate_version(db: Database, name: str, version: str, *, dtype: str, limit
     return report
 
 
-def run_gate(db: Database, name: str, candidate: str, stable: str, *, dtype: str = "auto",
+def run_gate(db: Database, name: str, candidate: str, stable: str, *, dtype: str = "float32",
              limit: int | None = None) -> dict:
     """Evaluate both versions as needed and decide whether the candidate may replace stable."""
     base = evaluate_version(db, name, stable, dtype=dtype, limit=limit)
