@@ -29,9 +29,17 @@ app.add_typer(users_app, name="users")
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
 app.add_typer(keys_app, name="keys")
 
-from chatloop.train.cli import train as _train  # noqa: E402  (light: heavy imports happen per stage)
+from chatloop.data.cli import data_app  # noqa: E402  (light: heavy imports happen per command)
+from chatloop.evals.cli import eval_command  # noqa: E402
+from chatloop.flywheel.cli import flywheel_command  # noqa: E402
+from chatloop.registry.cli import models_app  # noqa: E402
+from chatloop.train.cli import train as _train  # noqa: E402
 
 app.command("train")(_train)
+app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+app.command("eval")(eval_command)
+app.command("flywheel")(flywheel_command)
 
 
 class DType(str, Enum):
@@ -87,9 +95,13 @@ def generate(
         from chatloop.engine.scheduler import Engine
         from chatloop.models.chat_format import render_prompt
 
+        from chatloop.registry.resolve import resolve_ref
+
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
         t0 = time.time()
-        engine = Engine.start(model, dtype.value, max_batch=1)
+        target = resolve_ref(model)
+        t_resolved = time.time()
+        engine = Engine.start(target, dtype.value, max_batch=1)
         t_loaded = time.time()
         rendered = render_prompt(engine.tokenizer, _messages(system, prompt), max_tokens=engine.max_len - max_tokens)
         first_token_at = None
@@ -124,8 +136,9 @@ def generate(
         "dtype": engine.loaded.dtype,
         "startup_ms": {
             "python_start_and_imports": round((t0 - launch) * 1000, 1),
+            "registry": round((t_resolved - t0) * 1000, 1),
             **{k.removesuffix("_s"): v for k, v in timings.items()},
-            "engine_ready": round((t_loaded - t0) * 1000, 1),
+            "engine_ready": round((t_loaded - t_resolved) * 1000, 1),
             "first_token_since_launch": round(((first_token_at or time.time()) - launch) * 1000, 1),
         },
     }
@@ -152,9 +165,11 @@ def chat(
         from chatloop.engine.scheduler import Engine
         from chatloop.models.chat_format import render_prompt
 
+        from chatloop.registry.resolve import resolve_ref
+
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=0.9)
         with console.status(f"loading {model} ..."):
-            engine = Engine.start(model, dtype.value, max_batch=1)
+            engine = Engine.start(resolve_ref(model), dtype.value, max_batch=1)
     except ChatloopError as e:
         _fail(e)
     console.print(f"chatloop · {engine.model_id} ({engine.loaded.dtype}). {CHAT_HELP}", style="dim", markup=False)
@@ -245,16 +260,18 @@ def serve(
     models = model or ["default"]
     overrides: dict = {"max_batch": max_batch} if max_batch else {}
     try:
-        from chatloop.models.refs import resolve
-        from chatloop.store.db import normalize_url
+        from chatloop.registry.resolve import resolve_ref
+        from chatloop.store.db import Database, normalize_url
 
-        for ref in models:
-            resolve(ref)  # a bad reference fails fast with exit code 2
         if db:
             overrides["database_url"] = normalize_url(db)
+        settings = get_settings().model_copy(update=overrides)
+        database = Database(settings.db_url)
+        for ref in models:
+            resolve_ref(ref, database)  # a bad reference fails fast with exit code 2
+        database.dispose()
     except ChatloopError as e:
         _fail(e)
-    settings = get_settings().model_copy(update=overrides)
     app = create_app(settings, models=models, dtype=dtype.value)
     typer.echo(f"chatloop: serving on http://{host}:{port}  (OpenAI API at http://{host}:{port}/v1)", err=True)
     uvicorn.run(app, host=host, port=port, log_config=log_config, timeout_graceful_shutdown=5)
@@ -341,6 +358,24 @@ def _bench(run, as_json: bool, pretty) -> None:
         typer.echo(json.dumps(report))
     else:
         pretty(report)
+
+
+@bench_app.command("flywheel")
+def bench_flywheel(
+    users: Annotated[int, typer.Option("--users", min=1, help="Scripted users chatting at once.")] = 8,
+    turns: Annotated[int, typer.Option("--turns", min=1, help="Questions per user (each regenerated once).")] = 12,
+    heldout: Annotated[int, typer.Option("--heldout", min=4, help="Held-out questions to compare on.")] = 40,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="DPO optimizer steps.")] = 60,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """A flywheel turn end to end: scripted users with a hidden preference give feedback over HTTP,
+    one turn trains a candidate; does it match the preference better on held-out questions?"""
+    from rich.console import Console
+
+    from chatloop.bench.flywheel import run_flywheel_bench
+
+    _bench(lambda: run_flywheel_bench(users, turns, heldout, max_steps), as_json,
+           lambda r: Console().print_json(json.dumps(r)))
 
 
 @bench_app.command("train")
