@@ -117,3 +117,17 @@ def test_the_resolver_serves_every_form(db, tiny_dir, tiny_run, monkeypatch):
     with pytest.raises(ModelRefError, match="unknown channel"):
         resolve_ref("m@beta", db)
     assert read_manifest(resolve_ref("m:2", db).path)["source"] == str(tiny_run)
+
+
+def test_a_finished_run_registers_its_output_with_lineage(db, tiny_run, monkeypatch):
+    """`chatloop train STAGE ... --register NAME` (the step after a run publishes final/)."""
+    from chatloop.registry.versions import get_version
+    from chatloop.train.cli import _register
+
+    monkeypatch.setenv("CHATLOOP_DATABASE_URL", db.url)
+    assert _register(tiny_run, "m", "my-run") == "m:1"
+    with db.session() as s:
+        row = get_version(s, "m", "1")
+        assert (row.source, row.parent, row.stage, row.data_hash) == ("runs:my-run", "base:1", "sft", "ab" * 32)
+    with pytest.raises(UsageError, match="wrote no model"):
+        _register(tiny_run.parent / "nothing", "m", "my-run")
