@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from chatloop.errors import NotFoundError, UsageError
 from chatloop.models.manifest import model_id, read_manifest
-from chatloop.models.refs import DEFAULT_NAME, NAME_RE, ResolvedRef
+from chatloop.models.refs import NAME_RE, ResolvedRef
 from chatloop.registry.artifacts import source_lineage, store_version, version_dir
 from chatloop.store.models import ModelVersion, ReleaseEvent
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from chatloop.errors import ModelRefError
 from chatloop.models.refs import DEFAULT_NAME, DEFAULT_REF, ResolvedRef, channel_ref, resolve
-from chatloop.registry.releases import STABLE, ReleaseTable, release_table
+from chatloop.registry.releases import ReleaseTable, release_table
 from chatloop.registry.versions import get_version, resolved
 from chatloop.serving.plan import ChatRequest, Limits, build_plan
 from chatloop.serving.pool import EnginePool
@@ -43,6 +43,7 @@ class Served:
     ref: str  # as the operator wrote it
     name: str
     fixed: ResolvedRef | None = None
+    channel: str | None = None  # NAME@canary: always that channel
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,8 @@ class ChatService:
         served = []
         for ref in self.configured:
             named = (DEFAULT_NAME, None) if ref == DEFAULT_REF else channel_ref(ref)
-            if named and named[1] is None and named[0] in self.table.names:
-                served.append(Served(ref, named[0]))
+            if named and named[0] in self.table.names:
+                served.append(Served(ref, named[0], channel=named[1]))
             else:
                 fixed = resolve(ref)
                 served.append(Served(ref, fixed.name, fixed))
@@ -160,7 +161,9 @@ class ChatService:
 
     def assign_channel(self, ref: str | None) -> str:
         """The channel of a new conversation: canary for its share, else stable."""
-        return self.resolve(ref).channel or STABLE
+        entry = self._entry(ref)
+        name = entry.name if entry is not None else channel_ref(ref)[0]
+        return self.table.pick(name)[1]
 
     def _entry(self, ref: str | None) -> Served | None:
         ref = (ref or DEFAULT_REF).strip()
@@ -184,7 +187,9 @@ class ChatService:
         sticky key decides between stable and canary); ModelRefError (404) otherwise."""
         entry = self._entry(ref)
         if entry is not None:
-            return Target(entry.fixed) if entry.fixed is not None else self._pick(entry.name, channel, key)
+            if entry.fixed is not None:
+                return Target(entry.fixed)
+            return self._pick(entry.name, entry.channel or channel, key)
         ref = ref.strip()
         named = channel_ref(ref)
         if named and named[0] in self.table.names:
