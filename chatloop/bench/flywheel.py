@@ -40,6 +40,9 @@ TEMPLATES = [("Tell me about {}.", "给我讲讲{}。"), ("Explain {} to a begin
              ("What should I know about {}?", "关于{}我应该知道什么？"), ("Give me some advice about {}.", "给我一些关于{}的建议。")]
 
 
+HELD_OUT_TOKENS = 400
+
+
 def questions(n: int, seed: int) -> list[str]:
     """`n` distinct questions (English and Chinese) in a seeded order."""
     pool = [tpl[lang].format(topic[lang]) for topic in TOPICS for tpl in TEMPLATES for lang in (0, 1)]
@@ -187,17 +190,17 @@ def run_flywheel_bench(users: int = 8, turns: int = 12, heldout: int = 40, max_s
             config.write_text(json.dumps({
                 "model": "smollm2-135m-instruct", "method": "dpo", "min_rows": 4, "canary_percent": 10,
                 "train": {"lora": {"enabled": True, "r": 16, "alpha": 32}, "max_steps": max_steps, "batch_size": 4,
-                          "lr": 5e-5, "warmup_steps": 5, "beta": 0.1, "max_length": 384, "save_every": 20,
+                          "lr": 2e-4, "warmup_steps": 5, "beta": 0.1, "max_length": 384, "save_every": 20,
                           "eval_fraction": 0.0},
                 "gate": {"limit": limit}}))
             t = time.perf_counter()
             turn = json.loads(_cli(env, "flywheel", "--config", str(config), "--turn", "bench", "--json"))
             turn_s = time.perf_counter() - t
-            held = questions(len(TOPICS) * len(TEMPLATES) * 2, seed=1)[-heldout:]
-            seen = set(questions(users * turns, 0))
-            held = [q for q in held if q not in seen] or held
-            stable = _held_out_lengths(url, key, f"smollm2-135m-instruct:{turn['stable']}", held, 160)
-            candidate = _held_out_lengths(url, key, turn["candidate"], held, 160) if turn["candidate"] else stable
+            held = questions(users * turns + heldout, 0)[users * turns:]  # questions no user asked
+            # room to finish: answers cut at the limit would hide a change in length
+            stable = _held_out_lengths(url, key, f"smollm2-135m-instruct:{turn['stable']}", held, HELD_OUT_TOKENS)
+            candidate = (_held_out_lengths(url, key, turn["candidate"], held, HELD_OUT_TOKENS) if turn["candidate"]
+                         else stable)
         finally:
             server.terminate()
             server.wait(30)
