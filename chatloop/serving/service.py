@@ -205,9 +205,11 @@ class ChatService:
         """The configured models as a picker shows them: the name to send, what answers it now and,
         for administrators, the channels' exact versions."""
         out = []
+        names = [e.name for e in self.served]
         for i, entry in enumerate(self.served):
-            if entry.fixed is not None:
-                item = {"id": entry.fixed.model_id, "name": "default" if i == 0 else entry.ref, "default": i == 0}
+            if entry.fixed is not None:  # a name to send: its own if unique (never a path), else its version
+                send = entry.name if names.count(entry.name) == 1 else entry.fixed.model_id
+                item = {"id": entry.fixed.model_id, "name": "default" if i == 0 else send, "default": i == 0}
             else:
                 ch = self.table.names[entry.name]
                 item = {"id": entry.name, "name": "default" if i == 0 else entry.name, "default": i == 0}
