@@ -90,15 +90,21 @@ def test_chat_ctrl_c_stops_the_answer_not_the_program(default_dir):
             out.append(chunk.decode("utf-8", "replace"))
 
     threading.Thread(target=read, daemon=True).start()
-    proc.stdin.write("Tell me a very long story about a dragon, with many chapters.\n")
-    proc.stdin.flush()
-    deadline = time.time() + 120
-    while time.time() < deadline and len("".join(out).partition("assistant>")[2]) < 5:
-        time.sleep(0.02)
-    assert "assistant>" in "".join(out), "".join(out)
-    proc.send_signal(signal.SIGINT)
-    while time.time() < deadline and "[stopped]" not in "".join(out):
-        time.sleep(0.1)
+    deadline = time.time() + 240
+    # On a loaded machine this test can be starved long enough for the answer to end by itself
+    # before the signal lands (the program then just says how to quit): ask again, up to 3 times.
+    for _attempt in range(3):
+        seen = len("".join(out))
+        proc.stdin.write("Tell me a very long story about a dragon, with many chapters.\n")
+        proc.stdin.flush()
+        while time.time() < deadline and len("".join(out)[seen:].partition("assistant>")[2]) < 5:
+            time.sleep(0.02)
+        assert "assistant>" in "".join(out)[seen:], "".join(out)
+        proc.send_signal(signal.SIGINT)
+        while time.time() < deadline and not any(m in "".join(out)[seen:] for m in ("[stopped]", "type /exit")):
+            time.sleep(0.05)
+        if "[stopped]" in "".join(out)[seen:]:
+            break
     proc.stdin.write("/exit\n")
     proc.stdin.flush()
     assert proc.wait(60) == 0, proc.stderr.read()
