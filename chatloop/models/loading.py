@@ -42,18 +42,24 @@ def convert_gguf(src: ResolvedRef) -> Path:
     """Dequantise a GGUF file into a cached safetensors directory (once); returns the directory,
     CHATLOOP_HOME/models/NAME/gguf-SHA12 (the version `resolve` named)."""
     final = get_settings().models_dir / src.name / src.version
-    if final.is_dir():
-        return final
+    if not final.is_dir():
+        gguf_to_dir(src.path, final, name=src.name, version=final.name)
+    return final
+
+
+def gguf_to_dir(gguf: Path, final: Path, *, name: str, version: str, **lineage) -> Path:
+    """Write `gguf` as a Hugging Face model directory (float32 safetensors, tokenizer, manifest
+    naming NAME:VERSION plus `lineage`) at `final`, atomically: staged beside it, then renamed."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.warning("converting %s into %s (once)", src.path, final)
-    kwargs = {"gguf_file": src.path.name}
+    log.warning("converting %s into %s (once)", gguf, final)
+    kwargs = {"gguf_file": gguf.name}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(src.path.parent, **kwargs)
-        quantized = AutoModelForCausalLM.from_pretrained(src.path.parent, dtype=torch.float32, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
     except (ValueError, KeyError, OSError, RuntimeError) as e:
-        raise ModelRefError(f"cannot load GGUF file {src.path}: {e}") from e
+        raise ModelRefError(f"cannot load GGUF file {gguf}: {e}") from e
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -66,12 +72,8 @@ def convert_gguf(src: ResolvedRef) -> Path:
     try:
         fresh.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_manifest(
-            tmp,
-            name=src.name,
-            version=final.name,
-            source={"gguf": str(src.path), "sha256": gguf_digest(src.path)},
-        )
+        write_manifest(tmp, name=name, version=version,
+                       source={"gguf": str(gguf), "sha256": gguf_digest(gguf)}, **lineage)
         publish_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -6,6 +6,7 @@
     chatloop models promote NAME:VERSION          make it stable (after the evaluation gate)
     chatloop models canary NAME:VERSION --percent 10
     chatloop models rollback NAME                 undo the latest release of NAME
+    chatloop models pull NAME | --list            download a catalog model, verify, convert, register
 
 Release actions take effect in running servers within seconds (they poll the database).
 """
@@ -212,3 +213,53 @@ def rollback(name: Annotated[str, typer.Argument(help="The model name.")], reaso
         _fail(e)
     what = "canary ended" if out["action"] == "end-canary" else f"stable is {name}:{out['version']} again"
     _emit(as_json, out, f"{what} (was {name}:{out['previous']})")
+
+
+def _bytes(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:,.0f} MB"
+
+
+def _download_progress(enabled: bool):
+    """A rich progress bar per piece on stderr (a no-op when stderr is not a terminal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    console=Console(stderr=True), disable=not enabled)
+
+    def start(description: str, total: int):
+        task = bars.add_task(description, total=total)
+        return lambda n: bars.advance(task, n)
+
+    return bars, start
+
+
+@models_app.command("pull")
+def pull(name: Annotated[str | None, typer.Argument(help="A name from the catalog (see --list).")] = None,
+         list_: Annotated[bool, typer.Option("--list", help="Show what can be pulled, with sizes and licences.")]
+         = False, as_json: JsonOpt = False, db: DbOpt = None) -> None:
+    """Download a catalog model, verify every piece, convert it once and register it as a version."""
+    from chatloop.registry.catalog import catalog_entry, load_catalog
+    from chatloop.registry.pull import pull as pull_model
+    from chatloop.registry.versions import version_out
+
+    try:
+        if list_:
+            rows = [e.summary() for e in load_catalog().models]
+            _emit(as_json, {"models": rows}, "\n".join(
+                f"{r['name']:<30} {r['params']:>5}  {','.join(r['languages']):<24} {r['licence']:<11} "
+                f"download {_bytes(r['download_bytes'])}  ({r['source']}) {r['title']}" for r in rows))
+            return
+        if not name:
+            raise UsageError("give a model name, or --list to see the catalog")
+        entry = catalog_entry(name)
+        bars, start = _download_progress(not as_json)
+        with bars:
+            row, new = pull_model(entry, _db(db), actor=actor(), progress=start,
+                                  converting=lambda: bars.console.print("verified; converting once (about a "
+                                                                        "minute)…"))
+        out = {**version_out(row), "pulled": new}
+    except ChatloopError as e:
+        _fail(e)
+    _emit(as_json, out, f"{'pulled' if new else 'already pulled:'} {out['id']} ({out['path']})"
+          + ("" if not new else f"; serve it with `chatloop serve --model {row.name}`"))
