@@ -37,7 +37,7 @@ class _Layer:
 class ModelRunner:
     def __init__(self, model, mode: str, max_slots: int, max_len: int):
         """mode: 'float32', 'bfloat16', 'int8' or 'auto' (see quant.py); all but float32 compute in bf16."""
-        cfg = model.config
+        cfg = model.config.get_text_config()  # a vision-language model's text half
         self.config = cfg
         self.mode = mode
         self.dtype = torch.float32 if mode == "float32" else torch.bfloat16
@@ -48,7 +48,7 @@ class ModelRunner:
         self.kv_size = self.n_kv * self.head_dim
         self.eps = cfg.rms_norm_eps
         self.scale = self.head_dim**-0.5
-        decoder = model.model
+        decoder = getattr(model.model, "text_model", model.model)
         self.rotary = decoder.rotary_emb
         self.embed = decoder.embed_tokens.weight.detach().to(self.dtype)
         self.norm = decoder.norm.weight.detach().to(self.dtype)
@@ -118,17 +118,19 @@ class ModelRunner:
     # --- forward ------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
+    def prefill(self, prompts: list[list[int]], embeds: list[tuple | None] | None = None) -> torch.Tensor:
         """Put new sequences in the next free slots (in order); returns their last logits [n, vocab].
 
         Several prompts run as one packed row with a block-diagonal causal mask, so the matrix
-        multiplies see all their tokens at once.
+        multiplies see all their tokens at once. `embeds[i]`, if given, is (positions, vectors):
+        input embeddings that replace those of prompt i's tokens at those positions (an image's
+        features at its image tokens, engine/vision.py).
         """
         if self.n + len(prompts) > self.max_slots:
             raise RuntimeError("not enough free cache slots")
         self._ensure_capacity(max(len(p) for p in prompts))
         packed = torch.tensor([[t for p in prompts for t in p]], dtype=torch.long)
-        logits = self._forward(packed, self.n, [0], lengths=[len(p) for p in prompts])
+        logits = self._forward(packed, self.n, [0], lengths=[len(p) for p in prompts], embeds=embeds)
         for p in prompts:
             self.lens[self.n] = len(p)
             self.n += 1
@@ -155,7 +157,7 @@ class ModelRunner:
             self.lens[i] += 1
         return logits
 
-    def _forward(self, input_ids, first_slot: int, starts: list[int], lengths=None, all_logits=False):
+    def _forward(self, input_ids, first_slot: int, starts: list[int], lengths=None, all_logits=False, embeds=None):
         """Decode (t == 1: one token per row, rows = slots first_slot..) or prefill (b == 1: a
         packed row of `lengths` prompts for slots first_slot.., each from position 0).
         Returns float32 logits: [b, vocab] for decode, [len(lengths), vocab] for prefill, or
@@ -170,6 +172,12 @@ class ModelRunner:
             position_ids = torch.cat([torch.arange(n) for n in lengths])[None, :]
         kv_len = max(starts) + t
         h = F.embedding(input_ids, self.embed)
+        at = 0
+        for n, spliced in zip(lengths, embeds or ()):
+            if spliced is not None:
+                positions, vectors = spliced
+                h[0, at + positions] = vectors.to(h.dtype)
+            at += n
         cos, sin = self.rotary(h, position_ids)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         groups = self.n_heads // self.n_kv

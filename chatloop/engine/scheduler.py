@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 from chatloop.engine.detok import IncrementalDetokenizer, StopMatcher
 from chatloop.engine.runner import ModelRunner
 from chatloop.engine.sampling import SamplingParams, SequenceSampler, sample_next
+from chatloop.engine.vision import VisionEncoder
 from chatloop.errors import ChatloopError, ContextTooLongError, EngineOverloaded, UsageError
 from chatloop.models.loading import LoadedModel
+from chatloop.models.vision import Pixels
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,7 @@ class _Sequence:
     output_ids: list[int] = field(default_factory=list)
     first_token_at: float | None = None
     last_token: int = -1
+    pixels: Pixels | None = None  # the prompt's images (a vision-language model), until prefilled
 
 
 class Engine:
@@ -166,7 +169,11 @@ class Engine:
         t = time.perf_counter()
         self.runner = ModelRunner(loaded.model, loaded.dtype, max_slots=self.max_batch, max_len=self.max_len)
         loaded.timings["pack_s"] = time.perf_counter() - t
-        self.vocab_size = loaded.model.config.vocab_size
+        self.vocab_size = loaded.model.config.get_text_config().vocab_size
+        # A vision-language model takes images as pixels (serving/images.py asks `accepts_images`).
+        self.processor = loaded.processor
+        self.vision = VisionEncoder(loaded.model, self.runner.dtype) if loaded.processor is not None else None
+        self.accepts_images = self.vision is not None
         self.eos_ids = frozenset(loaded.eos_token_ids)
         self._grammars = None
         self._grammar_lock = threading.Lock()
@@ -200,7 +207,11 @@ class Engine:
         prompt_ids: list[int],
         params: SamplingParams,
         on_event: Callable[[StreamEvent], None] | None = None,
+        pixels: Pixels | None = None,
     ) -> RequestHandle:
+        """Queue a prompt; `pixels` are its images (for a model that `accepts_images`)."""
+        if pixels is not None and not self.accepts_images:
+            raise UsageError(f"{self.model_id} is a text-only model: it does not take images")
         if not prompt_ids:
             raise ContextTooLongError("the prompt is empty")
         if len(prompt_ids) >= self.max_len:
@@ -216,6 +227,7 @@ class Engine:
             detok=IncrementalDetokenizer(self.tokenizer),
             stopper=StopMatcher(params.stop),
             submitted=time.perf_counter(),
+            pixels=pixels,
         )
         with self._cv:
             if self._stopping:
@@ -292,12 +304,28 @@ class Engine:
                     continue
                 batch.append(seq)
                 tokens += len(seq.prompt_ids)
+        embeds = [self._image_embeds(seq) for seq in batch]
+        batch = [seq for seq, e in zip(batch, embeds) if e is not False]
+        embeds = [e for e in embeds if e is not False]
         if not batch:
             return
-        logits = self.runner.prefill([seq.prompt_ids for seq in batch])
+        logits = self.runner.prefill([seq.prompt_ids for seq in batch], embeds)
         first = len(self._active)
         self._active.extend(batch)
         self._advance(logits, first)
+
+    def _image_embeds(self, seq: _Sequence):
+        """The image features spliced into `seq`'s prompt (None: no images), or False when
+        encoding them failed: then the sequence has ended with the error, alone."""
+        pixels, seq.pixels = seq.pixels, None  # held only until prefill
+        if pixels is None:
+            return None
+        try:
+            return self.vision.embed(seq.prompt_ids, pixels)
+        except Exception as e:  # noqa: BLE001 - this request's images: end it, keep the batch
+            log.warning("request %d: images failed: %s: %s", seq.handle.id, type(e).__name__, e)
+            self._finish(seq, "error", error=str(e), input_error=isinstance(e, UsageError))
+            return False
 
     def _retire_cancelled(self) -> None:
         """End cancelled sequences, running or still waiting (a waiting one holds a queue place)."""

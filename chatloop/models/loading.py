@@ -18,17 +18,24 @@ from chatloop.errors import ModelRefError, UsageError
 from chatloop.fsutil import publish_dir, staging_dir
 from chatloop.models.manifest import verify_manifest, write_manifest
 from chatloop.models.refs import ResolvedRef, gguf_digest, resolve
+from chatloop.models.vision import parts_template
 
 log = logging.getLogger(__name__)
 
 # Decoder-only architectures whose layers the engine's runner drives directly (engine/runner.py).
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
+# Vision-language architectures (docs/vision.md): a vision encoder + connector before a text model
+# of a supported architecture; the engine runs the text model and splices in the image features.
+VISION_ARCHITECTURES = ("idefics3",)  # SmolVLM
+# Text models these take positions the runner does not compute (Qwen2-VL's multimodal rotary
+# embedding numbers an image's tokens by row and column, not one by one).
+UNSUPPORTED_VISION = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL"}
 DTYPES = ("auto", "float32", "bfloat16", "int8")
 
 
 @dataclass
 class LoadedModel:
-    model: Any  # a transformers *ForCausalLM in eval mode
+    model: Any  # a transformers *ForCausalLM (or a vision-language *ForConditionalGeneration) in eval mode
     tokenizer: Any
     model_id: str  # "name:version": the exact version that answers
     path: Path
@@ -36,6 +43,7 @@ class LoadedModel:
     context_len: int
     eos_token_ids: tuple[int, ...]
     timings: dict[str, float] = field(default_factory=dict)
+    processor: Any = None  # a vision-language model's processor (models/vision.py); None for text models
 
 
 def convert_gguf(src: ResolvedRef) -> Path:
@@ -93,6 +101,17 @@ def _check_architecture(directory: Path) -> dict:
     except (OSError, json.JSONDecodeError) as e:
         raise ModelRefError(f"unreadable config.json in {directory}: {e}") from e
     model_type = config.get("model_type")
+    if model_type in UNSUPPORTED_VISION:
+        raise ModelRefError(
+            f"{UNSUPPORTED_VISION[model_type]} ('{model_type}' in {directory}) is not supported yet: its "
+            "multimodal rotary positions are not implemented in the engine; vision-language models that "
+            f"run: {', '.join(VISION_ARCHITECTURES)} (SmolVLM)"
+        )
+    if model_type in VISION_ARCHITECTURES:
+        text_type = (config.get("text_config") or {}).get("model_type", "llama")
+        if text_type not in SUPPORTED_ARCHITECTURES:
+            raise ModelRefError(f"unsupported text model '{text_type}' of the {model_type} model in {directory}")
+        return config
     if model_type not in SUPPORTED_ARCHITECTURES:
         raise ModelRefError(
             f"unsupported architecture '{model_type}' in {directory}: the engine runs "
@@ -126,17 +145,27 @@ def load_model(ref: str | ResolvedRef, dtype: str = "auto") -> LoadedModel:
 
     t = time.perf_counter()
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     timings["import_s"] = time.perf_counter() - t
     t = time.perf_counter()
+    vision = config.get("model_type") in VISION_ARCHITECTURES
+    processor = None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory)
         # Load float32 weights; the engine's runner packs them into the compute dtype.
         torch_dtype = torch.float32
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype)
+        if vision:
+            processor = AutoProcessor.from_pretrained(directory)
+            tokenizer = processor.tokenizer
+            # Its template reads contents as lists of parts; text-only callers send strings.
+            processor.chat_template = parts_template(processor.chat_template)
+            tokenizer.chat_template = parts_template(tokenizer.chat_template or processor.chat_template)
+            model = AutoModelForImageTextToText.from_pretrained(directory, dtype=torch_dtype)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype)
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         raise ModelRefError(f"cannot load model from {directory}: {e}") from e
     model.eval().requires_grad_(False)
@@ -152,7 +181,8 @@ def load_model(ref: str | ResolvedRef, dtype: str = "auto") -> LoadedModel:
         model_id=src.model_id,
         path=directory,
         dtype=dtype,
-        context_len=int(config.get("max_position_embeddings") or 2048),
+        context_len=int((config.get("text_config") or config).get("max_position_embeddings") or 2048),
         eos_token_ids=tuple(sorted(eos_ids)),
         timings=timings,
+        processor=processor,
     )

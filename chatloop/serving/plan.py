@@ -17,6 +17,7 @@ from chatloop.engine.sampling import SamplingParams
 from chatloop.errors import ContextTooLongError, UsageError
 from chatloop.models.chat_format import render_prompt
 from chatloop.models.tool_calls import ToolCall, forced_call_schema, parse_calls, parse_forced
+from chatloop.models.vision import Pixels, render_vision_prompt
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,15 @@ class RequestPlan:
     max_tokens: int
     tools: ToolUse = field(default_factory=ToolUse)
     dropped: int = 0  # oldest messages left out to fit the context (conversations)
+    pixels: Pixels | None = None  # the prompt's images, for an engine that takes them (models/vision.py)
+
+
+def _render(engine, messages: list[dict], **kw):
+    """The prompt, through the processor of a vision-language model (images as pixels), else the
+    tokenizer (images were already replaced by their OCR text: serving/images.py)."""
+    if getattr(engine, "accepts_images", False):
+        return render_vision_prompt(engine.processor, messages, **kw)
+    return render_prompt(engine.tokenizer, messages, **kw)
 
 
 def _tool_use(req: ChatRequest) -> ToolUse:
@@ -125,9 +135,9 @@ def _budget(engine, req: ChatRequest, limits: Limits, tools: ToolUse):
         if wanted >= context:
             raise ContextTooLongError(f"max_tokens {wanted} leaves no room for the conversation in this "
                                       f"model's context of {context} tokens", param="max_tokens")
-        rendered = render_prompt(engine.tokenizer, req.messages, max_tokens=context - wanted, tools=described)
+        rendered = _render(engine, req.messages, max_tokens=context - wanted, tools=described)
         return rendered, wanted
-    rendered = render_prompt(engine.tokenizer, req.messages, tools=described)
+    rendered = _render(engine, req.messages, tools=described)
     room = context - len(rendered.ids)
     if room <= 0 or (req.max_tokens and req.max_tokens > room):
         asked = f"; {req.max_tokens} completion tokens were requested" if req.max_tokens else ""
@@ -152,4 +162,5 @@ def build_plan(engine, req: ChatRequest, limits: Limits) -> RequestPlan:
         seed=None if req.seed is None else (req.seed + i) % 2**63, stop=req.stop, grammar=grammar,
         max_time_s=limits.max_generation_seconds,
     ) for i in range(req.n)]
-    return RequestPlan(engine.model_id, rendered.ids, params, max_tokens, tools, rendered.dropped)
+    return RequestPlan(engine.model_id, rendered.ids, params, max_tokens, tools, rendered.dropped,
+                       getattr(rendered, "pixels", None))

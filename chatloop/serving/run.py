@@ -74,7 +74,8 @@ class Run:
             for part in parts:
                 for params in part.plan.params:
                     on_event = partial(self._deliver, len(self.handles))
-                    self.handles.append(part.lease.engine.submit(part.plan.prompt_ids, params, on_event=on_event))
+                    self.handles.append(part.lease.engine.submit(part.plan.prompt_ids, params, on_event=on_event,
+                                                                 pixels=part.plan.pixels))
                     self.part_of.append(part)
         except BaseException:
             self.cancel()

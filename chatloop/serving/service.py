@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from chatloop.errors import ModelRefError
 from chatloop.models.refs import DEFAULT_NAME, DEFAULT_REF, ResolvedRef, channel_ref, resolve
+from chatloop.registry.catalog import describe
 from chatloop.registry.releases import ReleaseTable, release_table
 from chatloop.registry.versions import get_version, resolved
 from chatloop.serving.plan import ChatRequest, Limits, build_plan
@@ -202,8 +203,9 @@ class ChatService:
                                 "'default' is the first)", param="model", code="model_not_found") from e
 
     def menu(self, admin: bool = False) -> list[dict]:
-        """The configured models as a picker shows them: the name to send, what answers it now and,
-        for administrators, the channels' exact versions."""
+        """The models a picker offers: the configured ones first, then every other registered name;
+        each with the name to send, its languages and size where the catalog knows them and, for
+        administrators, the channels' exact versions."""
         out = []
         names = [e.name for e in self.served]
         for i, entry in enumerate(self.served):
@@ -211,14 +213,24 @@ class ChatService:
                 send = entry.name if names.count(entry.name) == 1 else entry.fixed.model_id
                 item = {"id": entry.fixed.model_id, "name": "default" if i == 0 else send, "default": i == 0}
             else:
-                ch = self.table.names[entry.name]
                 item = {"id": entry.name, "name": "default" if i == 0 else entry.name, "default": i == 0}
                 if admin:
-                    item.update(stable=f"{entry.name}:{ch.stable}",
-                                canary=f"{entry.name}:{ch.canary}" if ch.canary else None,
-                                canary_percent=ch.percent if ch.canary else 0)
+                    item.update(self._channels_out(entry.name))
             out.append(item)
+        # Every other registered name (a pulled or trained model) can be picked too; the pool
+        # loads it on first use.
+        for name in sorted(self.table.names):
+            if name not in names and self.table.names[name].stable:
+                out.append({"id": name, "name": name, "default": False,
+                            **(self._channels_out(name) if admin else {})})
+        for item in out:
+            item.update(describe(item["id"].split(":")[0]) or {})
         return out
+
+    def _channels_out(self, name: str) -> dict:
+        ch = self.table.names[name]
+        return {"stable": f"{name}:{ch.stable}", "canary": f"{name}:{ch.canary}" if ch.canary else None,
+                "canary_percent": ch.percent if ch.canary else 0}
 
     def default_id(self) -> str:
         entry = self.served[0]

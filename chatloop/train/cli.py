@@ -55,7 +55,7 @@ def train(
     try:
         if config is None:
             raise UsageError("--config FILE.yaml is required")
-        cfg = load_config(config_cls, config, overrides or [])
+        cfg = pin_registry_refs(load_config(config_cls, config, overrides or []))
         run_dir = out or get_settings().runs_dir / cfg.run_name
         # Trainers print progress dicts on stdout; keep stdout for the summary (one JSON object with --json).
         with contextlib.redirect_stdout(sys.stderr):
@@ -66,6 +66,22 @@ def train(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
     typer.echo(json.dumps(summary) if as_json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
+
+
+def pin_registry_refs(cfg):
+    """The config with each registry reference (NAME, NAME@canary) replaced by the exact version it
+    names now (NAME:VERSION), so a stage can start from any registered version (a pulled model, an
+    earlier turn's output) and its saved config and lineage say which one."""
+    from chatloop.models.refs import channel_ref
+    from chatloop.registry.resolve import resolve_ref
+
+    pinned = {}
+    for field in ("model", "tokenizer", "reward_model"):
+        value = getattr(cfg, field, None)
+        if (isinstance(value, str) and value != "default" and channel_ref(value)
+                and not Path(value).expanduser().exists()):
+            pinned[field] = resolve_ref(value).model_id
+    return cfg.model_copy(update=pinned) if pinned else cfg
 
 
 def _register(final: Path, name: str, run_name: str) -> str:

@@ -36,7 +36,8 @@ class LoraOptions(BaseModel):
 
 
 class HFStageConfig(StageConfig):
-    model: str = Field(description="Parent model: `runs:NAME`, `default`, or a Hugging Face model directory.")
+    model: str = Field(description="Parent model: any REF: a registered NAME (its stable "
+                       "version) or NAME:VERSION, `runs:NAME`, `default`, `hf:ORG/NAME`, or a model directory.")
     data: list[str] = Field(description="JSONL files, globs or synthetic:KIND:N specs (schema per stage).")
     max_steps: int = Field(default=100, ge=1, description="Optimizer steps.")
     batch_size: int = Field(default=8, ge=1, description="Examples per micro-batch.")

@@ -131,3 +131,27 @@ def test_a_finished_run_registers_its_output_with_lineage(db, tiny_run, monkeypa
         assert (row.source, row.parent, row.stage, row.data_hash) == ("runs:my-run", "base:1", "sft", "ab" * 32)
     with pytest.raises(UsageError, match="wrote no model"):
         _register(tiny_run.parent / "nothing", "m", "my-run")
+
+
+def test_a_stage_config_naming_a_registered_model_starts_from_its_stable_version(tmp_path, monkeypatch, tiny_dir):
+    """`model: NAME` in a stage config (a pulled model, an earlier turn's output) is pinned to the exact
+    version its stable channel names when the run starts; the run's config and lineage keep that."""
+    from chatloop.config import get_settings
+    from chatloop.store.db import Database
+    from chatloop.train.cli import pin_registry_refs
+    from chatloop.train.common import model_dir
+    from chatloop.train.sft import SFTStageConfig
+
+    monkeypatch.setenv("CHATLOOP_HOME", str(tmp_path / "home"))
+    db = Database(get_settings().db_url)
+    with db.session() as s:
+        register(s, tiny_dir, "base", source_label="test")
+        register(s, tiny_dir, "base", source_label="test again")
+        releases.promote(s, "base", "2")
+    cfg = pin_registry_refs(SFTStageConfig(run_name="x", model="base", data=["synthetic:sft:8:en"]))
+    assert cfg.model == "base:2"
+    assert model_dir(cfg.model) == tmp_path / "home" / "models" / "base" / "2"
+    assert pin_registry_refs(SFTStageConfig(run_name="x", model="base:1", data=["x"])).model == "base:1"
+    with pytest.raises(ModelRefError, match="no canary running"):
+        pin_registry_refs(SFTStageConfig(run_name="x", model="base@canary", data=["x"]))
+    db.dispose()

@@ -53,6 +53,9 @@ def setup(tmp_path_factory, tokenizer, default_dir):
             for seed in (1, 2, 3):
                 import_ref(s, str(make_tiny_model(tmp / f"src{seed}", tokenizer, seed=seed, context=4096)), "m")
             releases.promote(s, "m", "1")
+            # a second registered name the server was not told to serve (as `models pull` leaves one)
+            import_ref(s, str(make_tiny_model(tmp / "src4", tokenizer, seed=4)), "qwen2.5-coder-0.5b-instruct")
+            releases.promote(s, "qwen2.5-coder-0.5b-instruct", "1")
         db.dispose()
     return tmp, env_home, db_url
 
@@ -87,10 +90,14 @@ def test_the_name_serves_its_stable_version(server, admin):
     assert ask(client).model == "m:1"
     assert ask(client, model="default").model == "m:1"
     assert ask(client, model="m:2").model == "m:2"  # an exact version is served on request
-    assert [m.id for m in client.models.list().data] == ["m"]
+    assert [m.id for m in client.models.list().data] == ["m", "qwen2.5-coder-0.5b-instruct"]
     menu = admin[0].get("/api/models").json()
-    assert menu == [{"id": "m", "name": "default", "default": True, "stable": "m:1", "canary": None,
-                     "canary_percent": 0}]
+    assert menu[0] == {"id": "m", "name": "default", "default": True, "stable": "m:1", "canary": None,
+                       "canary_percent": 0}
+    # every registered name can be picked, with its languages and size from the catalog
+    assert menu[1]["name"] == "qwen2.5-coder-0.5b-instruct" and menu[1]["stable"] == "qwen2.5-coder-0.5b-instruct:1"
+    assert "zh" in menu[1]["languages"] and menu[1]["params"] == "0.5B"
+    assert ask(client, model="qwen2.5-coder-0.5b-instruct").model == "qwen2.5-coder-0.5b-instruct:1"
 
 
 def test_promote_and_rollback_under_load_break_no_answer_in_flight(server, admin, setup):

@@ -30,6 +30,9 @@ export interface Model {
   stable?: string | null;
   canary?: string | null;
   canary_percent?: number;
+  /** From the model catalog, where it knows the name: languages (ISO codes) and size ("0.5B"). */
+  languages?: string[];
+  params?: string;
 }
 
 export interface Feedback {

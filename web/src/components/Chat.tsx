@@ -298,7 +298,9 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
 
 /** The picker's label: the name, and for administrators what answers it now (stable, canary share). */
 function modelLabel(m: Model): string {
-  if (!m.stable) return m.name;
+  const about = [m.params, m.languages?.join(", ")].filter(Boolean).join(" · ");
+  const name = about ? `${m.name} (${about})` : m.name;
+  if (!m.stable) return name;
   const canary = m.canary ? ` · ${t("canary")} ${m.canary} ${m.canary_percent ?? 0}%` : "";
-  return `${m.name} · ${m.stable}${canary}`;
+  return `${name} · ${m.stable}${canary}`;
 }

@@ -1,0 +1,45 @@
+"""A vision-language model behind the real server: /v1 chat completions with an image_url data: URL
+part, through the official `openai` client, are answered from the pixels (tiny random SmolVLM)."""
+
+import base64
+
+import openai
+import pytest
+from server_util import Server, signup
+from vlm_util import make_tiny_vlm, png
+
+
+@pytest.fixture(scope="module")
+def oai(tmp_path_factory, tokenizer):
+    tmp = tmp_path_factory.mktemp("vlm-server")
+    model = make_tiny_vlm(tmp / "tiny-smolvlm", tokenizer)
+    srv = Server(str(model), f"sqlite:///{tmp / 'chatloop.db'}", log=tmp / "server.log").start()
+    client = signup(srv.url, "vera@example.com")
+    key = client.post("/api/keys", json={"name": "tests"}).json()["key"]
+    yield openai.OpenAI(base_url=srv.url + "/v1", api_key=key, timeout=60, max_retries=0)
+    srv.stop()
+
+
+def ask(oai, seed: int | None, **kw):
+    parts = [{"type": "text", "text": "What is in this picture?"}]
+    if seed is not None:
+        url = "data:image/png;base64," + base64.b64encode(png(seed)).decode()
+        parts.insert(0, {"type": "image_url", "image_url": {"url": url}})
+    return oai.chat.completions.create(model="default", messages=[{"role": "user", "content": parts}],
+                                       max_tokens=8, temperature=0, **kw)
+
+
+def test_an_image_url_part_is_answered_from_its_pixels(oai):
+    text_only, a, again, b = ask(oai, None), ask(oai, 1), ask(oai, 1), ask(oai, 2)
+    assert a.model == "tiny-smolvlm:test" and a.choices[0].finish_reason in ("stop", "length")
+    assert isinstance(a.choices[0].message.content, str) and a.usage.completion_tokens > 0
+    # the image's tokens count in the prompt: <fake_token_around_image><global-img>, 4 image tokens, <fake...>
+    assert a.usage.prompt_tokens >= text_only.usage.prompt_tokens + 6
+    assert a.choices[0].message.content == again.choices[0].message.content
+    assert a.choices[0].message.content != b.choices[0].message.content  # another picture, another answer
+
+
+def test_a_streamed_image_answer_equals_the_whole_one(oai):
+    whole = ask(oai, 3).choices[0].message.content
+    chunks = list(ask(oai, 3, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole
