@@ -160,3 +160,31 @@ def test_an_interrupted_pull_resumes_and_registers_one_verified_version(home):
     assert resolve_ref(NAME, db).model_id == f"{NAME}:1", "the first pulled version is stable"
     again, new = pull(catalog_entry(NAME), db)
     assert not new and again.version == "1" and _registered(db) == ["1"]
+
+
+def test_a_hub_entry_is_pulled_through_the_hub_cache_at_its_pinned_revision(tmp_path, monkeypatch, tiny_dir):
+    """A catalog entry sourced from the Hugging Face Hub goes through huggingface_hub's own cache (a
+    user's existing cache is reused; offline here, so nothing downloads)."""
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someorg--tiny-chat" / "snapshots" / commit
+    shutil.copytree(tiny_dir, snapshot)
+    (snapshot / "manifest.json").unlink()
+    (cache / "models--someorg--tiny-chat" / "refs").mkdir()
+    (cache / "models--someorg--tiny-chat" / "refs" / "main").write_text(commit)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump({"models": [{
+        "name": "tiny-hub", "title": "Tiny from the Hub", "params": "1M", "languages": ["en"],
+        "licence": "MIT", "hf": {"repo": "someorg/tiny-chat", "revision": commit}}]}))
+    monkeypatch.setenv("CHATLOOP_CATALOG", str(catalog))
+    monkeypatch.setenv("CHATLOOP_HOME", str(tmp_path / "home"))
+    db = Database(f"sqlite:///{tmp_path / 'chatloop.db'}")
+    row, new = pull(catalog_entry("tiny-hub"), db)
+    assert new and (row.name, row.version) == ("tiny-hub", "1")
+    assert row.source == f"catalog:tiny-hub@hf:someorg/tiny-chat@{commit}"
+    assert (Path(row.path) / "model.safetensors").read_bytes() == (snapshot / "model.safetensors").read_bytes()
+    again, new = pull(catalog_entry("tiny-hub"), db)
+    assert not new and again.version == "1"
