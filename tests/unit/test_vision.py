@@ -61,6 +61,20 @@ def same_greedy(ours: list[int], theirs: list[int]) -> bool:
     return len(theirs) >= 3 and ours[: len(theirs)] == theirs
 
 
+def admitted_together(engine, submit):
+    """Run `submit()` while the engine thread is held, so that what it queues is admitted in one
+    packed prefill; returns what `submit` returned."""
+    entered, release = threading.Event(), threading.Event()
+    blocker = threading.Thread(target=engine.run_on_engine_thread, args=(lambda: (entered.set(), release.wait()),))
+    blocker.start()
+    entered.wait()
+    try:
+        return submit()
+    finally:
+        release.set()
+        blocker.join()
+
+
 def test_vlm_greedy_equals_transformers_generate(vlm_engine):
     rendered = render_vision_prompt(vlm_engine.processor, asking(image(1)))
     assert rendered.pixels is not None and rendered.pixels.count == 1
@@ -73,16 +87,8 @@ def test_image_and_text_prompts_prefilled_together_each_equal_transformers(vlm_e
     pictured = render_vision_prompt(vlm_engine.processor, asking(image(2), image(3), text="Compare them."))
     text = render_prompt(vlm_engine.tokenizer, [{"role": "user", "content": "Tell me a story."}])
     assert "User: Tell me a story.<end_of_utterance>" in text.text  # string content read as a text part
-    # Hold the engine thread so that both requests are admitted in one packed prefill.
-    entered, release = threading.Event(), threading.Event()
-    blocker = threading.Thread(target=vlm_engine.run_on_engine_thread,
-                               args=(lambda: (entered.set(), release.wait()),))
-    blocker.start()
-    entered.wait()
-    a = vlm_engine.submit(pictured.ids, greedy(), pixels=pictured.pixels)
-    b = vlm_engine.submit(text.ids, greedy())
-    release.set()
-    blocker.join()
+    a, b = admitted_together(vlm_engine, lambda: (vlm_engine.submit(pictured.ids, greedy(), pixels=pictured.pixels),
+                                                  vlm_engine.submit(text.ids, greedy())))
     ours_a, ours_b = a.wait().token_ids, b.wait().token_ids
     assert same_greedy(ours_a, transformers_greedy(vlm_engine, pictured.ids, pictured.pixels))
     assert same_greedy(ours_b, transformers_greedy(vlm_engine, text.ids, None))
@@ -96,6 +102,16 @@ def test_the_pixels_change_the_answer(vlm_engine):
     (ids_a, a), (ids_b, b) = answers
     assert ids_a == ids_b  # same tokens: only the image features differ
     assert a.token_ids != b.token_ids
+
+
+def test_images_that_do_not_match_their_tokens_fail_only_their_request(vlm_engine):
+    one = render_vision_prompt(vlm_engine.processor, asking(image(11)))
+    two = render_vision_prompt(vlm_engine.processor, asking(image(11), image(12)))
+    bad, good = admitted_together(vlm_engine, lambda: (vlm_engine.submit(one.ids, greedy(), pixels=two.pixels),
+                                                       vlm_engine.submit(one.ids, greedy(), pixels=one.pixels)))
+    failed = bad.wait()  # 4 image tokens for 8 feature vectors
+    assert failed.finish_reason == "error" and failed.input_error and "image tokens" in failed.error
+    assert good.wait().completion_tokens == TOKENS
 
 
 def test_dropping_old_turns_drops_their_images(vlm_engine):
