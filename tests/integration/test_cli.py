@@ -8,10 +8,11 @@ import sys
 import pytest
 
 
-def chatloop(*args: str, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def chatloop(*args: str, stdin: str | None = None, timeout: int = 300, env: dict | None = None
+             ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "chatloop", *args],
-        input=stdin, capture_output=True, text=True, timeout=timeout, env=os.environ.copy(), check=False,
+        [sys.executable, "-m", "chatloop", *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})}, encoding="utf-8", check=False,
     )
 
 
@@ -59,6 +60,16 @@ def test_chat_keeps_the_conversation_and_handles_commands(tiny_dir):
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("assistant>") == 2
     assert "(system prompt set" in r.stdout and "(new conversation)" in r.stdout and "unknown command" in r.stdout
+
+
+def test_chat_takes_chinese_input_in_any_locale(tiny_dir):
+    """CJK typed into the terminal chat reaches the model whole, even where the locale is plain C
+    (Python then reads and writes UTF-8); the answer streams through the UTF-8-safe detokenizer."""
+    for lang in ("C", "C.UTF-8"):
+        r = chatloop("chat", "--model", str(tiny_dir), "--max-tokens", "6", stdin="中国的首都是哪里？\n/exit\n",
+                     env={"LANG": lang, "LC_ALL": lang})
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.count("assistant>") == 1 and "Traceback" not in r.stderr
 
 
 def test_chat_exits_cleanly_at_end_of_input(tiny_dir):
