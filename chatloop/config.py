@@ -6,6 +6,7 @@
     CHATLOOP_DEFAULT_MAX_TOKENS, CHATLOOP_MAX_MESSAGES, CHATLOOP_MAX_GENERATION_SECONDS   request budget
     CHATLOOP_MAX_LOADED_MODELS, CHATLOOP_MODEL_IDLE_SECONDS                               engine pool
     CHATLOOP_RELEASE_POLL_SECONDS, CHATLOOP_VOTE_SHARE                                    releases
+    CHATLOOP_MAX_IMAGE_BYTES, CHATLOOP_MAX_IMAGE_PIXELS, CHATLOOP_MAX_IMAGES, CHATLOOP_OCR_TIMEOUT_SECONDS  images
 
 `chatloop serve` flags (--db, --max-batch) override the matching settings for that server.
 """
@@ -46,6 +47,16 @@ class Settings(BaseSettings):
     vote_share: float = Field(
         default=0.1, ge=0, le=1, description="While a canary runs, the share of web-UI turns that show two "
                                              "answers (stable and canary, order random, versions hidden) for a vote.")
+    max_image_bytes: int = Field(
+        default=10 << 20, ge=1, description="Largest image (encoded) accepted in a message or an upload (413 above); "
+                                            "a request carrying images may be this much (base64: 4/3 of it) larger "
+                                            "than max_body_bytes.")
+    max_image_pixels: int = Field(default=25_000_000, ge=1, description="Most pixels (width × height) of one image "
+                                                                       "(413 above): a decompression-bomb guard.")
+    max_images: int = Field(default=4, ge=0, description="Most images in one request (400 above).")
+    ocr_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Budget for reading the text of a request's images for a text-only model "
+                                        "(504 after it).")
     secure_cookies: bool = Field(default=False, description="Mark session cookies Secure (serve over HTTPS).")
 
     @cached_property

@@ -31,6 +31,14 @@ class ContextTooLongError(UsageError):
     """A prompt that cannot fit in the model's context even after dropping old turns."""
 
 
+class TooLargeError(UsageError):
+    """Input over a size limit (an image's bytes or pixels)."""
+
+
+class UnsupportedMediaError(UsageError):
+    """An upload of a media type that is not accepted (not an image)."""
+
+
 class NotFoundError(UsageError):
     """No such object, or one that belongs to somebody else (the two are indistinguishable)."""
 
@@ -45,6 +53,10 @@ class PermissionDenied(ChatloopError):
 
 class AuthenticationFailed(ChatloopError):
     """Wrong credentials, or none."""
+
+
+class TimedOut(ChatloopError):
+    """Work on the request's input took longer than its budget (reading an image's text)."""
 
 
 class EngineOverloaded(ChatloopError):

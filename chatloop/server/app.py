@@ -20,13 +20,14 @@ from fastapi.staticfiles import StaticFiles
 
 from chatloop.config import Settings
 from chatloop.server import errors
-from chatloop.server.api import accounts, conversations, dashboard, feedback, releases
+from chatloop.server.api import accounts, conversations, dashboard, feedback, releases, uploads
 from chatloop.server.auth import authenticate
 from chatloop.server.deps import Services, services
 from chatloop.server.errors import APIError
 from chatloop.server.limits import BodySizeLimit, RateLimiter
 from chatloop.server.metrics import Metrics, MetricsMiddleware
 from chatloop.server.openai import routes as openai_routes
+from chatloop.serving.images import ImageLimits, ImageReader
 from chatloop.serving.plan import Limits
 from chatloop.serving.pool import EnginePool
 from chatloop.serving.service import ChatService
@@ -50,7 +51,8 @@ def create_app(settings: Settings, *, models: list[str], dtype: str = "auto", we
                           max_extra=settings.max_loaded_models,
                           idle_seconds=settings.model_idle_seconds)
         chat = ChatService(pool, db, models=models, limits=Limits.from_settings(settings), metrics=metrics,
-                           poll_seconds=settings.release_poll_seconds)
+                           poll_seconds=settings.release_poll_seconds,
+                           images=ImageReader(ImageLimits.from_settings(settings)))
         tasks = []
         try:
             await chat.open()
@@ -64,6 +66,7 @@ def create_app(settings: Settings, *, models: list[str], dtype: str = "auto", we
             for task in tasks:
                 task.cancel()
             await pool.close()
+            chat.images.close()
             db.dispose()
 
     app = FastAPI(title="chatloop", version="0.1.0", lifespan=lifespan,
@@ -75,6 +78,7 @@ def create_app(settings: Settings, *, models: list[str], dtype: str = "auto", we
     app.include_router(feedback.router)
     app.include_router(releases.router)
     app.include_router(dashboard.router)
+    app.include_router(uploads.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz(request: Request):
@@ -91,7 +95,9 @@ def create_app(settings: Settings, *, models: list[str], dtype: str = "auto", we
 
     _mount_web(app, web_dir or WEB_DIST)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    with_image = settings.max_body_bytes + settings.max_image_bytes * 4 // 3 + 4  # base64 of one full-size image
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
+                       paths={"/v1/chat/completions": with_image, "/api/uploads": settings.max_image_bytes})
     return app
 
 

@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatloop.errors import (
     AuthenticationFailed, ChatloopError, ConflictError, ContextTooLongError, EngineOverloaded, ModelRefError,
-    NotFoundError, PermissionDenied, UsageError,
+    NotFoundError, PermissionDenied, TimedOut, TooLargeError, UnsupportedMediaError, UsageError,
 )
 
 log = logging.getLogger(__name__)
@@ -22,9 +22,11 @@ TYPES = {
     405: "invalid_request_error",
     409: "conflict_error",
     413: "request_too_large",
+    415: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
     503: "overloaded_error",
+    504: "timeout_error",
 }
 
 
@@ -53,9 +55,12 @@ STATUS = [
     (ContextTooLongError, 400, "messages", "context_length_exceeded"),
     (NotFoundError, 404, None, "not_found"),
     (ConflictError, 409, None, "conflict"),
+    (TooLargeError, 413, None, "too_large"),
+    (UnsupportedMediaError, 415, None, "unsupported_media_type"),
     (UsageError, 400, None, "invalid_value"),
     (PermissionDenied, 403, None, "forbidden"),
     (AuthenticationFailed, 401, None, "unauthenticated"),
+    (TimedOut, 504, None, "timeout"),
     (ChatloopError, 500, None, "internal_error"),
 ]
 

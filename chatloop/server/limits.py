@@ -12,17 +12,19 @@ class BodyTooLarge(Exception):
 
 
 class BodySizeLimit:
-    """ASGI middleware: refuse bodies over `max_bytes` (by Content-Length, or while streaming in)."""
+    """ASGI middleware: refuse bodies over `max_bytes` (by Content-Length, or while streaming in);
+    `paths` raises the cap for the routes that carry images."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, paths: dict[str, int] | None = None):
+        self.app, self.max_bytes, self.paths = app, max_bytes, paths or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        max_bytes = self.paths.get(scope.get("path", ""), self.max_bytes)
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                return await self._reject(scope, receive, send)
+            if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
+                return await self._reject(scope, receive, send, max_bytes)
         seen = 0
         started = False
 
@@ -31,7 +33,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     raise BodyTooLarge()
             return message
 
@@ -45,10 +47,10 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._reject(scope, receive, send)
+                await self._reject(scope, receive, send, max_bytes)
 
-    async def _reject(self, scope, receive, send):
-        response = error_response(413, f"request body larger than {self.max_bytes} bytes", code="body_too_large")
+    async def _reject(self, scope, receive, send, max_bytes: int):
+        response = error_response(413, f"request body larger than {max_bytes} bytes", code="body_too_large")
         await response(scope, receive, send)
 
 

@@ -24,6 +24,7 @@ from chatloop.registry.releases import CANARY, STABLE
 from chatloop.store.conversations import UNSET, TurnContext, commit_turn, finish_answer, read_turn
 from chatloop.store.db import Database
 from chatloop.store.models import Message, new_id
+from chatloop.serving.images import Image
 from chatloop.serving.plan import ChatRequest
 from chatloop.serving.run import Run
 from chatloop.serving.service import ChatService
@@ -34,6 +35,7 @@ STATUS = {"cancelled": "stopped", "error": "error"}  # any other finish reason: 
 @dataclass
 class TurnOptions:
     content: str | None = None  # a new user message ...
+    attachments: list[str] | None = None  # ... with these uploads (their ids), shown before its text
     regenerate_from: str | None = None  # ... or another answer to this user message
     parent_id: object = UNSET  # where the new message goes (default: the branch being shown)
     temperature: float = 0.7
@@ -88,15 +90,26 @@ def _duel(chat: ChatService, context: TurnContext, options: TurnOptions, vote_sh
             and chat.canary_running(context.model) and random.random() < vote_share)
 
 
+def with_images(message: dict) -> dict:
+    """A stored message as the chat service takes it: its images (uploads) as image parts, then its text."""
+    stored = message.get("attachments")
+    if not stored:
+        return message
+    parts = [{"type": "image", "image": Image(a.data, a.mime, a.sha256, a.width, a.height)} for a in stored]
+    return {"role": message["role"], "content": parts + [{"type": "text", "text": message["content"]}]}
+
+
 async def start_turn(chat: ChatService, db: Database, user_id: str, conv_id: str, options: TurnOptions,
                      vote_share: float = 0.0) -> Turn:
     def read() -> TurnContext:
         with db.session() as s:
-            return read_turn(s, user_id, conv_id, options.content, options.regenerate_from, options.parent_id)
+            return read_turn(s, user_id, conv_id, options.content, options.regenerate_from, options.parent_id,
+                             options.attachments)
 
     context = await asyncio.to_thread(read)
-    request = ChatRequest(messages=context.messages, max_tokens=options.max_tokens, temperature=options.temperature,
-                          top_p=options.top_p, seed=options.seed, truncate=True)
+    request = ChatRequest(messages=[with_images(m) for m in context.messages], max_tokens=options.max_tokens,
+                          temperature=options.temperature, top_p=options.top_p, seed=options.seed,
+                          truncate=True)
     channel = context.channel
     if channel is None and chat.follows_channels(context.model):
         # a new conversation joins the canary for its share; one that predates the canary stays stable

@@ -29,6 +29,7 @@ from chatloop.models.refs import DEFAULT_NAME, DEFAULT_REF, ResolvedRef, channel
 from chatloop.registry.catalog import describe
 from chatloop.registry.releases import ReleaseTable, release_table
 from chatloop.registry.versions import get_version, resolved
+from chatloop.serving.images import ImageReader, sees_pixels
 from chatloop.serving.plan import ChatRequest, Limits, build_plan
 from chatloop.serving.pool import EnginePool
 from chatloop.serving.run import Part, Receive, Run, Sink, collect, drive
@@ -62,11 +63,12 @@ class Target:
 
 class ChatService:
     def __init__(self, pool: EnginePool, db: Database, *, models: list[str], limits: Limits, metrics,
-                 poll_seconds: float = 1.0):
+                 poll_seconds: float = 1.0, images: ImageReader | None = None):
         if not models:
             raise ValueError("a chat service needs at least one model")
         self.pool, self.db, self.limits, self.metrics = pool, db, limits, metrics
         self.configured, self.poll_seconds = models, poll_seconds
+        self.images = images or ImageReader()  # image parts: validated; OCR text for a text-only model
         self.served: list[Served] = []  # [0] is `default`
         self.table = ReleaseTable()
         self._versions: dict[tuple[str, str], ResolvedRef] = {}  # registered versions never change
@@ -238,18 +240,27 @@ class ChatService:
             return entry.fixed.model_id
         return f"{entry.name}:{self.table.names[entry.name].stable}"
 
+    def read_ahead(self, image) -> None:
+        """Start reading an uploaded image's text now when the default model is text-only, so the
+        message that sends it finds the text in the OCR cache instead of waiting for it."""
+        engine = self.pool.get(self.default_id())
+        if engine is not None and not sees_pixels(engine):
+            self.images.ocr.submit(image)
+
     # --- running ---------------------------------------------------------------------------------------
 
     async def start(self, ref: str | None, request: ChatRequest, *, channel: str | None = None,
                     key: str | None = None) -> Run:
         """Resolve, lease, plan and submit; raises UsageError (bad request), ModelRefError (unknown
         model) or EngineOverloaded before anything is queued."""
+        request = await self.images.validate(request)
         target = await asyncio.to_thread(self.resolve, ref, channel=channel, key=key)
         return Run([await self._part(target, request)])
 
     async def _part(self, target: Target, request: ChatRequest) -> Part:
         lease = await self.pool.acquire(target.ref)
         try:
+            request = await self.images.prepare(request, lease.engine)
             plan = await asyncio.to_thread(build_plan, lease.engine, request, self.limits)
         except BaseException:
             lease.release()
@@ -259,6 +270,7 @@ class ChatService:
     async def start_pair(self, ref: str | None, request: ChatRequest, channels: list[str]) -> Run:
         """One request answered by each of `channels` (a side-by-side vote: stable and canary)."""
         parts: list[Part] = []
+        request = await self.images.validate(request)
         try:
             for channel in channels:
                 target = await asyncio.to_thread(self.resolve, ref, channel=channel)

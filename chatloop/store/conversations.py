@@ -16,7 +16,8 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from chatloop.errors import NotFoundError, UsageError
-from chatloop.store.models import Comparison, Conversation, Feedback, Message, User
+from chatloop.store import attachments
+from chatloop.store.models import Attachment, Comparison, Conversation, Feedback, Message, User
 
 TITLE_CHARS = 60
 UNSET = object()  # "parent_id not given": the branch being shown continues
@@ -119,16 +120,22 @@ class TurnContext:
     needs_title: bool
     channel: str | None  # the release channel the conversation was assigned (None: not yet)
     is_new: bool  # no message yet: a release channel may still be assigned
+    new_attachments: list[Attachment]  # images sent with the new message
 
     @property
     def messages(self) -> list[dict]:
+        """The chat messages; a user message with images carries them (rows, bytes loaded) under
+        "attachments", for the chat service to turn into image parts."""
         system = effective_system(self.system_prompt, self.custom_instructions)
-        new = [{"role": "user", "content": self.new_user_content}] if self.new_user_content is not None else []
+        new = []
+        if self.new_user_content is not None:
+            new = [{"role": "user", "content": self.new_user_content,
+                    **({"attachments": self.new_attachments} if self.new_attachments else {})}]
         return ([{"role": "system", "content": system}] if system else []) + self.history + new
 
 
 def read_turn(s: Session, user_id: str, conv_id: str, content: str | None, regenerate_from: str | None,
-              parent_id=UNSET) -> TurnContext:
+              parent_id=UNSET, attachment_ids: list[str] | None = None) -> TurnContext:
     if (content is None) == (regenerate_from is None):
         raise UsageError("send either 'content' (a new message) or 'regenerate_from' (a user message id)",
                          param="content")
@@ -143,11 +150,16 @@ def read_turn(s: Session, user_id: str, conv_id: str, content: str | None, regen
         parent_id = conv.current_leaf_id if parent_id is UNSET else parent_id
         if parent_id is not None and parent_id not in msgs:
             raise UsageError("parent_id is not a message of this conversation", param="parent_id")
-    history = [{"role": m.role, "content": m.content} for m in branch(msgs, parent_id)
-               if m.role == "user" or m.content]
+    if attachment_ids and content is None:
+        raise UsageError("images are sent with a new message, not a regeneration", param="attachments")
+    new_attachments = attachments.unsent(s, user_id, attachment_ids or [])
+    path = [m for m in branch(msgs, parent_id) if m.role == "user" or m.content]
+    images = attachments.of_messages(s, [m.id for m in path if m.role == "user"], with_data=True)
+    history = [{"role": m.role, "content": m.content,
+                **({"attachments": images[m.id]} if m.id in images else {})} for m in path]
     owner = s.get(User, user_id)
     return TurnContext(conv.id, conv.model, parent_id, content, history, conv.system_prompt,
-                       owner.custom_instructions, not conv.title, conv.channel, not msgs)
+                       owner.custom_instructions, not conv.title, conv.channel, not msgs, new_attachments)
 
 
 def commit_turn(s: Session, user_id: str, ctx: TurnContext, answers: list[dict],
@@ -167,6 +179,7 @@ def commit_turn(s: Session, user_id: str, ctx: TurnContext, answers: list[dict],
         user_msg = Message(conversation_id=conv.id, parent_id=parent_id, role="user", content=ctx.new_user_content)
         s.add(user_msg)
         s.flush()  # assigns its id
+        attachments.attach(s, user_id, [a.id for a in ctx.new_attachments], user_msg.id)
         parent_id = user_msg.id
     written = []
     for fields in answers:
@@ -193,5 +206,5 @@ def finish_answer(s: Session, message_id: str, *, text: str, status: str, finish
     conv = s.get(Conversation, msg.conversation_id)
     if title and conv is not None and not conv.title:
         first = s.get(Message, msg.parent_id) if msg.parent_id else None
-        conv.title = title_from(first.content if first else text)
+        conv.title = title_from((first.content if first else "") or text)  # an image alone: the answer
     return msg

@@ -41,6 +41,16 @@ export interface Feedback {
   comment: string;
 }
 
+/** An uploaded image (POST /api/uploads); `url` returns it to its owner. */
+export interface Attachment {
+  id: string;
+  mime: string;
+  bytes: number;
+  width: number;
+  height: number;
+  url: string;
+}
+
 export interface Message {
   id: string;
   conversation_id: string;
@@ -56,6 +66,8 @@ export interface Message {
   duel_id?: string | null;
   /** For a side-by-side answer: whether the pair has been voted on (`model` is null until then). */
   voted?: boolean | null;
+  /** A user message's images, shown before its text. */
+  attachments?: Attachment[];
 }
 
 export interface ConversationSummary {
@@ -138,6 +150,20 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
   if (!res.ok) return raiseFor(res);
   if (res.status === 204) return undefined as T;
   return (await res.json()) as T;
+}
+
+/** Upload an image (the request body is the file itself, typed by its Content-Type). */
+export async function uploadImage(file: File): Promise<Attachment> {
+  const res = await fetch("/api/uploads", {
+    method: "POST",
+    headers: { "Content-Type": file.type || "application/octet-stream", "X-CSRF-Token": csrfToken() },
+    body: file,
+    credentials: "same-origin",
+  }).catch(() => {
+    throw new ApiError(0, t("networkError"));
+  });
+  if (!res.ok) return raiseFor(res);
+  return (await res.json()) as Attachment;
 }
 
 /**

@@ -130,6 +130,13 @@ const en = {
   err_overloaded: "The model is busy right now: please try again shortly.",
   err_context_length_exceeded: "This conversation is too long for the model: start a new chat or shorten your message.",
   err_body_too_large: "The message is too large.",
+  err_image_too_large: "This image is too large: send a smaller one (at most 10 MB and 25 megapixels).",
+  err_unsupported_media_type: "Only images can be attached: PNG, JPEG, WebP or GIF.",
+  err_invalid_image: "This file could not be read as an image: PNG, JPEG, WebP or GIF.",
+  err_too_many_images: "Too many images in one message.",
+  attach: "Attach images",
+  removeImage: "Remove image",
+  userImage: "Attached image",
   err_not_evaluated: "The evaluation gate has no stored evaluations of both versions to compare: run `chatloop models promote NAME:VERSION` (it evaluates both), or force the promotion with a reason.",
   ...adminEn,
 } as const;
@@ -262,6 +269,13 @@ const zh: Record<Key, string> = {
   err_overloaded: "模型正忙，请稍后再试。",
   err_context_length_exceeded: "此对话对模型来说太长了：请开始新对话或缩短你的消息。",
   err_body_too_large: "消息太大。",
+  err_image_too_large: "图片太大：请发送较小的图片（不超过 10 MB、2500 万像素）。",
+  err_unsupported_media_type: "只能附加图片：PNG、JPEG、WebP 或 GIF。",
+  err_invalid_image: "无法将此文件读取为图片：请使用 PNG、JPEG、WebP 或 GIF。",
+  err_too_many_images: "一条消息中的图片太多。",
+  attach: "添加图片",
+  removeImage: "移除图片",
+  userImage: "附加的图片",
   err_not_evaluated: "评测门槛缺少两个版本已存储的评测结果可供比较：请运行 `chatloop models promote NAME:VERSION`（会评测两者），或附上原因强制发布。",
 };
 

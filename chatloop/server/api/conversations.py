@@ -19,10 +19,11 @@ from chatloop.server.api.schemas import (
 )
 from chatloop.server.auth import Principal
 from chatloop.server.deps import Services, principal, services
+from chatloop.server.errors import APIError
 from chatloop.server.sse import EventStreamResponse
 from chatloop.serving.conversation import Turn, TurnOptions, start_turn
 from chatloop.serving.run import DONE, sse
-from chatloop.store import conversations as convs
+from chatloop.store import attachments, conversations as convs
 from chatloop.store.models import Conversation
 
 router = APIRouter(prefix="/api", tags=["conversations"])
@@ -54,8 +55,10 @@ def create_conversation(body: ConversationCreate, p: Principal = Depends(princip
 def get_conversation(conv_id: str, p: Principal = Depends(principal), svc: Services = Depends(services)):
     with svc.db.session() as s:
         conv = convs.own_conversation(s, p.user.id, conv_id)
-        return {**conversation_out(conv), "messages": [message_out(m, f, voted) for m, f, voted in
-                                                        convs.messages_with_feedback(s, p.user.id, conv)]}
+        rows = convs.messages_with_feedback(s, p.user.id, conv)
+        images = attachments.of_messages(s, [m.id for m, _, _ in rows if m.role == "user"])
+        return {**conversation_out(conv), "messages": [message_out(m, f, voted, images.get(m.id))
+                                                        for m, f, voted in rows]}
 
 
 @router.patch("/conversations/{conv_id}")
@@ -102,7 +105,9 @@ class TurnSink:
         self.parts: list[list[str]] = [[] for _ in turn.answers]
 
     def start(self) -> Iterable[str]:
-        user = message_out(self.turn.user_message) if self.turn.user_message else None
+        user = None
+        if self.turn.user_message:
+            user = message_out(self.turn.user_message, attachments=self.turn.context.new_attachments)
         answers = [message_out(a) for a in self.turn.answers]
         event = {"type": "start", "user_message": user, "assistant_message": answers[0]}
         if self.turn.duel:  # two answers side by side, for a vote
@@ -130,7 +135,12 @@ class TurnSink:
 @router.post("/conversations/{conv_id}/messages")
 async def send_message(conv_id: str, body: SendMessage, request: Request, p: Principal = Depends(principal),
                        svc: Services = Depends(services)):
-    options = TurnOptions(content=body.content, regenerate_from=body.regenerate_from, max_tokens=body.max_tokens,
+    if body.attachments and len(body.attachments) > svc.chat.images.limits.max_images:
+        raise APIError(400, f"too many images: at most {svc.chat.images.limits.max_images} per message",
+                       param="attachments", code="too_many_images")
+    content = "" if body.content is None and body.attachments else body.content  # an image alone is a message
+    options = TurnOptions(content=content, attachments=body.attachments, regenerate_from=body.regenerate_from,
+                          max_tokens=body.max_tokens,
                           seed=body.seed, compare=body.compare,
                           **body.model_dump(include={"parent_id"}, exclude_unset=True),
                           **{k: v for k, v in (("temperature", body.temperature), ("top_p", body.top_p))

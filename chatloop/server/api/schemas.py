@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatloop.errors import UsageError
 from chatloop.store.accounts import normalize_email
-from chatloop.store.models import ApiKey, Conversation, Feedback, Message, User
+from chatloop.store.models import ApiKey, Attachment, Conversation, Feedback, Message, User
 
 
 class Strict(BaseModel):
@@ -108,6 +108,9 @@ class CorrectionIn(Strict):
 
 class SendMessage(Strict):
     content: str | None = Field(default=None, min_length=1, max_length=100_000)
+    attachments: list[str] | None = Field(default=None, max_length=16, description=(
+        "Ids of images uploaded with POST /api/uploads, sent with this message (shown before its text); "
+        "with attachments, content may be omitted."))
     parent_id: str | None = None
     regenerate_from: str | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
@@ -136,9 +139,15 @@ def feedback_out(f: Feedback | None) -> dict | None:
             "comment": f.comment}
 
 
-def message_out(m: Message, feedback: Feedback | None = None, voted: bool = False) -> dict:
+def attachment_out(a: Attachment) -> dict:
+    return {"id": a.id, "mime": a.mime, "bytes": a.size_bytes, "width": a.width, "height": a.height,
+            "url": f"/api/uploads/{a.id}"}
+
+
+def message_out(m: Message, feedback: Feedback | None = None, voted: bool = False,
+                attachments: list[Attachment] | None = None) -> dict:
     """A message as the app API shows it. The two answers of a side-by-side vote (`duel_id`) hide
-    which version wrote them until the user has voted (`voted`)."""
+    which version wrote them until the user has voted (`voted`). A user message lists its images."""
     hidden = m.duel_id is not None and not voted
     return {
         "id": m.id, "conversation_id": m.conversation_id, "parent_id": m.parent_id, "role": m.role,
@@ -147,6 +156,7 @@ def message_out(m: Message, feedback: Feedback | None = None, voted: bool = Fals
         "prompt_tokens": m.prompt_tokens, "completion_tokens": m.completion_tokens,
         "ttft_ms": m.ttft_ms, "latency_ms": m.latency_ms, "feedback": feedback_out(feedback),
         "duel_id": m.duel_id, "voted": voted if m.duel_id else None,
+        "attachments": [attachment_out(a) for a in attachments or []],
     }
 
 

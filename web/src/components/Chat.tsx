@@ -4,7 +4,9 @@
  * shows side-by-side votes (two answers to one message; the chat continues from the preferred one).
  */
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { api, ApiError, streamReply, type Conversation, type Message, type Model, type StreamEvent } from "../api";
+import {
+  api, ApiError, streamReply, type Attachment, type Conversation, type Message, type Model, type StreamEvent,
+} from "../api";
 import { t } from "../i18n";
 import { navigate } from "../router";
 import { Tree } from "../tree";
@@ -32,6 +34,7 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
   const [newChatModel, setNewChatModel] = useState("");
   const [revealed, setRevealed] = useState<string | null>(null); // the duel voted on just now
   const [voting, setVoting] = useState(false);
+  const [toast, setToast] = useState(""); // a rejected image, shown for a few seconds
   const scroller = useRef<HTMLDivElement>(null);
   const stickToBottom = useRef(true);
 
@@ -55,6 +58,12 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
       current = false;
     };
   }, [conversationId]);
+
+  useEffect(() => {
+    if (!toast) return;
+    const timer = setTimeout(() => setToast(""), 6000);
+    return () => clearTimeout(timer);
+  }, [toast]);
 
   useEffect(() => {
     document.title = conv && title ? `${title} · chatloop` : "chatloop";
@@ -127,7 +136,7 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
     return { id: ids.assistants[0] ?? null, ok };
   }
 
-  async function send(content: string, parentId?: string | null) {
+  async function send(content: string, parentId?: string | null, attachments: Attachment[] = []) {
     setCompare(null);
     setRevealed(null);
     let id = conv?.id;
@@ -143,7 +152,10 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
       }
     }
     // compare: this UI can show two answers side by side when the server asks for a vote.
-    await run(id, parentId === undefined ? { content, compare: true } : { content, parent_id: parentId, compare: true });
+    const images = attachments.length ? { attachments: attachments.map((a) => a.id) } : {};
+    const text = content || attachments.length === 0 ? { content } : {}; // an image alone is a message
+    await run(id, parentId === undefined ? { ...text, ...images, compare: true }
+      : { ...text, ...images, parent_id: parentId, compare: true });
   }
 
   async function regenerate(answer: Message) {
@@ -291,7 +303,13 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
         )}
       </div>
       <Composer busy={busy} disabled={!!loadError || pendingVote} placeholder={pendingVote ? t("duelPickToContinue") : undefined}
-        onSend={(text) => void send(text, last ? last.id : null)} onStop={() => streaming?.abort()} />
+        onSend={(text, attachments) => void send(text, last ? last.id : null, attachments)}
+        onStop={() => streaming?.abort()} onError={setToast} />
+      {toast && (
+        <div class="toast error" role="alert" data-testid="toast">
+          {toast}
+        </div>
+      )}
     </main>
   );
 }

@@ -15,6 +15,7 @@ const paths = {
   left: "M15 6l-6 6 6 6",
   download: "M12 4v11M7 10l5 5 5-5M5 20h14",
   right: "M9 6l6 6-6 6",
+  clip: "M20 11.5l-8.3 8.3a5 5 0 01-7.1-7.1l8.5-8.5a3.3 3.3 0 014.7 4.7l-8.5 8.5a1.7 1.7 0 01-2.4-2.4L14.7 7",
 } as const;
 
 export function Icon({ name }: { name: keyof typeof paths }) {

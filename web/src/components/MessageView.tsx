@@ -71,7 +71,19 @@ export function MessageView(props: Props) {
           </div>
         </div>
       ) : isUser ? (
-        <div class="bubble">{m.content}</div>
+        <>
+          {!!m.attachments?.length && (
+            <div class="user-images">
+              {m.attachments.map((a) => (
+                <a href={a.url} target="_blank" rel="noopener" key={a.id}>
+                  <img data-testid="user-image" src={a.url} width={a.width} height={a.height} alt={t("userImage")}
+                    loading="lazy" />
+                </a>
+              ))}
+            </div>
+          )}
+          {m.content && <div class="bubble">{m.content}</div>}
+        </>
       ) : (
         <div
           class={`markdown ${streaming ? "streaming" : ""}`}
