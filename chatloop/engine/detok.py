@@ -4,20 +4,34 @@ Byte-level BPE tokens can split a multibyte character (Chinese, emoji) across to
 such a prefix yields U+FFFD. The detokenizer holds text back until the character is complete.
 The stop matcher holds back the tail that could still become a stop string, so a client never
 sees text that is later retracted.
+
+Special tokens (end of turn, padding) are dropped from the text, except those the model's
+tool-call format writes its calls with (`<|python_tag|>`, `[TOOL_CALLS]`, Qwen's `<tool_call>`
+where a tokenizer marks it special): `skipped_ids` names the ones to drop.
 """
+
+
+def skipped_ids(tokenizer, keep: tuple[str, ...] = ()) -> frozenset[int]:
+    """Ids of the special tokens left out of decoded text: the tokenizer's special tokens and
+    added tokens marked special, less the tokens spelled as in `keep`."""
+    special = set(tokenizer.all_special_ids)
+    special.update(i for i, t in tokenizer.added_tokens_decoder.items() if t.special)
+    kept = {i for i, t in tokenizer.added_tokens_decoder.items() if t.content in keep}
+    return frozenset(special - kept)
 
 
 class IncrementalDetokenizer:
     """Text deltas for a growing list of token ids (the prefix/read offsets scheme of vLLM/TGI)."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, skipped: frozenset[int] | None = None):
         self.tokenizer = tokenizer
+        self.skipped = skipped_ids(tokenizer) if skipped is None else skipped
         self.ids: list[int] = []
         self.prefix = 0  # decode from here, so that tokenizers see context for leading spaces
         self.read = 0  # text of ids[:read] has been returned
 
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        return self.tokenizer.decode([i for i in ids if i not in self.skipped], skip_special_tokens=False)
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)

@@ -29,12 +29,13 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from chatloop.engine.detok import IncrementalDetokenizer, StopMatcher
+from chatloop.engine.detok import IncrementalDetokenizer, StopMatcher, skipped_ids
 from chatloop.engine.runner import ModelRunner
 from chatloop.engine.sampling import SamplingParams, SequenceSampler, sample_next
 from chatloop.engine.vision import VisionEncoder
 from chatloop.errors import ChatloopError, ContextTooLongError, EngineOverloaded, UsageError
 from chatloop.models.loading import LoadedModel
+from chatloop.models.tool_calls import tool_format
 from chatloop.models.vision import Pixels
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ class Engine:
         self.loaded = loaded
         self.model_id = loaded.model_id
         self.tokenizer = loaded.tokenizer
+        self.skipped_ids = skipped_ids(loaded.tokenizer, tool_format(loaded.tokenizer).markers)
         self.max_len = min(max_len or loaded.context_len, loaded.context_len)
         t = time.perf_counter()
         self.runner = ModelRunner(loaded.model, loaded.dtype, max_slots=self.max_batch, max_len=self.max_len)
@@ -224,7 +226,7 @@ class Engine:
             prompt_ids=list(prompt_ids),
             params=params,
             sampler=SequenceSampler(params, self.vocab_size, prompt_ids),
-            detok=IncrementalDetokenizer(self.tokenizer),
+            detok=IncrementalDetokenizer(self.tokenizer, self.skipped_ids),
             stopper=StopMatcher(params.stop),
             submitted=time.perf_counter(),
             pixels=pixels,

@@ -9,7 +9,9 @@ With no system message the template's default applies. With a token budget, the 
 dropped (the system prompt is kept; a conversation never starts with an assistant reply) and the
 number dropped is reported; the cut is found by bisection, so a long conversation costs a
 logarithmic number of renders, not one per dropped turn. Tools and tool calls are written as
-`tool_calls.py` (the tool-call protocol) says.
+`tool_calls.py` (the tool-call protocol) says: a template that knows tools gets them (`tools=`),
+past calls (`tool_calls`, arguments as objects) and tool results to render itself; any other
+template gets our tool description in the system prompt and calls written into the content.
 """
 
 from collections.abc import Callable
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatloop.errors import ContextTooLongError, UsageError
-from chatloop.models.tool_calls import describe_tools, render_calls
+from chatloop.models.tool_calls import describe_tools, render_calls, structured_calls, tool_format
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -34,8 +36,10 @@ class RenderedConversation(RenderedPrompt):
     mask: list[int]  # 1 where the token belongs to an assistant message (trained on), else 0
 
 
-def normalize_messages(messages: Any) -> list[dict[str, str]]:
-    """Validate OpenAI-style messages; content may be a string or a list of text parts."""
+def normalize_messages(messages: Any, keep_calls: bool = False) -> list[dict]:
+    """Validate OpenAI-style messages; content may be a string or a list of text parts. An
+    assistant's `tool_calls` are written into its content in our format, or, with `keep_calls`
+    (for templates that render calls), kept as checked calls with object arguments."""
     if not isinstance(messages, list) or not messages:
         raise UsageError("messages must be a non-empty list")
     out = []
@@ -58,34 +62,39 @@ def normalize_messages(messages: Any) -> list[dict[str, str]]:
         if not isinstance(content, str):
             raise UsageError(f"messages[{i}].content must be a string")
         calls = m.get("tool_calls") or []
+        if calls and role == "assistant" and keep_calls:
+            out.append({"role": role, "content": content, "tool_calls": structured_calls(calls, f"messages[{i}]")})
+            continue
         if calls and role == "assistant":
             content += render_calls(calls, f"messages[{i}]")
         out.append({"role": role, "content": content})
     return out
 
 
-def _template(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
+def _template(tokenizer, messages: list[dict], add_generation_prompt: bool, tools: list[dict] | None = None) -> str:
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
     except Exception as e:  # jinja raises its own errors for conversations a template rejects
         raise UsageError(f"the model's chat template rejected the conversation: {e}") from e
 
 
-def _prompt(tokenizer, messages: list[dict], add_generation_prompt: bool) -> RenderedPrompt:
-    text = _template(tokenizer, messages, add_generation_prompt)
+def _prompt(tokenizer, messages: list[dict], add_generation_prompt: bool, tools: list[dict] | None) -> RenderedPrompt:
+    text = _template(tokenizer, messages, add_generation_prompt, tools)
     return RenderedPrompt(ids=list(tokenizer(text, add_special_tokens=False)["input_ids"]), text=text, dropped=0)
 
 
-def _masked(tokenizer, messages: list[dict], add_generation_prompt: bool) -> RenderedConversation:
-    text = _template(tokenizer, messages, add_generation_prompt)
+def _masked(tokenizer, messages: list[dict], add_generation_prompt: bool,
+            tools: list[dict] | None) -> RenderedConversation:
+    text = _template(tokenizer, messages, add_generation_prompt, tools)
     # Character spans of assistant messages: the difference between rendering up to the turn's
     # generation prompt and rendering the turn itself (works for any template that appends).
     spans = []
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        before = _template(tokenizer, messages[:i], True) if i else ""
-        upto = _template(tokenizer, messages[: i + 1], False)
+        before = _template(tokenizer, messages[:i], True, tools) if i else ""
+        upto = _template(tokenizer, messages[: i + 1], False, tools)
         if not (text.startswith(upto) and upto.startswith(before)):
             raise UsageError("the model's chat template is not prefix-stable; cannot mark assistant tokens")
         spans.append((len(before), len(upto)))
@@ -127,18 +136,22 @@ def _fit(render: Callable[[list[dict]], RenderedPrompt], messages: list[dict], m
     return rendered
 
 
-def _prepare(messages: Any, tools: list[dict] | None) -> list[dict]:
-    messages = normalize_messages(messages)
-    return describe_tools(messages, tools) if tools else messages
+def _prepare(tokenizer, messages: Any, tools: list[dict] | None) -> tuple[list[dict], list[dict] | None]:
+    """(messages, tools for the template): a template that knows tools renders them itself."""
+    native = tool_format(tokenizer).native
+    messages = normalize_messages(messages, keep_calls=native)
+    if native or not tools:
+        return messages, tools or None
+    return describe_tools(messages, tools), None
 
 
 def render_prompt(
     tokenizer, messages: Any, *, max_tokens: int | None = None, tools: list[dict] | None = None
 ) -> RenderedPrompt:
     """The prompt for the model's next answer (generation prompt appended), in at most `max_tokens`
-    tokens; `tools` (OpenAI function definitions) are described in the system prompt."""
-    prepared = _prepare(messages, tools)
-    return _fit(lambda ms: _prompt(tokenizer, ms, True), prepared, max_tokens)
+    tokens; `tools` (OpenAI function definitions) are shown as the model's template shows them."""
+    prepared, shown = _prepare(tokenizer, messages, tools)
+    return _fit(lambda ms: _prompt(tokenizer, ms, True, shown), prepared, max_tokens)
 
 
 def render_conversation(
@@ -151,5 +164,5 @@ def render_conversation(
 ) -> RenderedConversation:
     """Render `messages` with the assistant mask; with `max_tokens`, drop the oldest turns (keeping
     system) until it fits."""
-    prepared = _prepare(messages, tools)
-    return _fit(lambda ms: _masked(tokenizer, ms, add_generation_prompt), prepared, max_tokens)
+    prepared, shown = _prepare(tokenizer, messages, tools)
+    return _fit(lambda ms: _masked(tokenizer, ms, add_generation_prompt, shown), prepared, max_tokens)

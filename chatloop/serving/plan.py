@@ -16,7 +16,15 @@ from chatloop.config import Settings
 from chatloop.engine.sampling import SamplingParams
 from chatloop.errors import ContextTooLongError, UsageError
 from chatloop.models.chat_format import render_prompt
-from chatloop.models.tool_calls import ToolCall, forced_call_schema, parse_calls, parse_forced
+from chatloop.models.tool_calls import (
+    OURS,
+    ToolCall,
+    ToolFormat,
+    ToolParser,
+    forced_call_schema,
+    split_answer,
+    tool_format,
+)
 from chatloop.models.vision import Pixels, render_vision_prompt
 
 
@@ -54,21 +62,26 @@ class ChatRequest:
 
 @dataclass(frozen=True)
 class ToolUse:
-    """How an answer's text becomes tool calls: `none`, `auto` (parse known calls) or `forced`."""
+    """How an answer's text becomes tool calls: `none`, `auto` (parse known calls, written in the
+    model's `format`) or `forced`."""
 
     mode: str = "none"
     names: frozenset[str] = frozenset()
     definitions: tuple[dict, ...] = ()
+    format: ToolFormat = OURS
+
+    def parser(self) -> ToolParser | None:
+        """A parser for one answer as it streams (None: no tools, the text is all content)."""
+        return None if self.mode == "none" else ToolParser(self.format, self.names, forced=self.mode == "forced")
 
     def extract(self, text: str) -> tuple[str | None, list[ToolCall]]:
-        """(content, calls) of a finished answer."""
-        if self.mode == "forced":
-            calls = parse_forced(text)
-            return (None, calls) if calls else (text, [])  # cut off by max_tokens: not a call
-        if self.mode == "auto":
-            content, calls = parse_calls(text, set(self.names))
-            return (content or None, calls) if calls else (text, [])
-        return text, []
+        """(content, calls) of a finished answer (the stream's parser, fed all at once)."""
+        parser = self.parser()
+        if parser is None:
+            return text, []
+        content, calls = split_answer(parser, text)
+        # a forced answer cut off by max_tokens is not a call: it stays text
+        return (content.strip() or None, calls) if calls else (text, [])
 
 
 @dataclass
@@ -90,18 +103,18 @@ def _render(engine, messages: list[dict], **kw):
     return render_prompt(engine.tokenizer, messages, **kw)
 
 
-def _tool_use(req: ChatRequest) -> ToolUse:
+def _tool_use(req: ChatRequest, fmt: ToolFormat) -> ToolUse:
     if not req.tools or req.tool_choice == "none":
         return ToolUse()
     names = frozenset(t["function"]["name"] for t in req.tools)
     if req.tool_choice in (None, "auto"):
-        return ToolUse("auto", names, tuple(req.tools))
+        return ToolUse("auto", names, tuple(req.tools), fmt)
     if req.tool_choice == "required":
-        return ToolUse("forced", names, tuple(req.tools))
+        return ToolUse("forced", names, tuple(req.tools), fmt)
     if req.tool_choice not in names:
         raise UsageError(f"tool_choice names '{req.tool_choice}', which is not in tools", param="tool_choice")
     return ToolUse("forced", frozenset([req.tool_choice]),
-                   tuple(t for t in req.tools if t["function"]["name"] == req.tool_choice))
+                   tuple(t for t in req.tools if t["function"]["name"] == req.tool_choice), fmt)
 
 
 def _grammar(engine, req: ChatRequest, tools: ToolUse):
@@ -149,7 +162,7 @@ def _budget(engine, req: ChatRequest, limits: Limits, tools: ToolUse):
 def build_plan(engine, req: ChatRequest, limits: Limits) -> RequestPlan:
     """Render, budget and parameterise `req` for `engine` (which provides the tokenizer, the
     context length and the grammar compiler). Raises UsageError for anything out of bounds."""
-    tools = _tool_use(req)
+    tools = _tool_use(req, tool_format(engine.tokenizer))
     grammar = _grammar(engine, req, tools)
     try:
         rendered, max_tokens = _budget(engine, req, limits, tools)

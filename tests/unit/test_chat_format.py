@@ -97,6 +97,35 @@ def test_tools_are_described_in_the_system_prompt_and_calls_rendered(tokenizer):
     assert "<|im_start|>tool\nsunny" in r.text
 
 
+TOOL_TURN = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather?"},
+             {"role": "assistant", "content": None, "tool_calls": [
+                 {"id": "call_1", "type": "function",
+                  "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+             {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+
+
+@pytest.mark.parametrize("family,shown", [
+    ("qwen2.5", ["# Tools", '<tools>\n{"type": "function", "function": {"name": "get_weather"',
+                 '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+                 "<tool_response>\nsunny\n</tool_response>"]),
+    ("llama3.1", ["Environment: ipython", '"name": "get_weather"',
+                  '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}}',
+                  "<|start_header_id|>ipython<|end_header_id|>\n\nsunny"]),
+    ("mistral", ['[AVAILABLE_TOOLS] [{"type": "function"',
+                 '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Paris"}}]',
+                 '[TOOL_RESULTS] {"content": "sunny"}[/TOOL_RESULTS]']),
+])
+def test_a_template_that_knows_tools_renders_tools_calls_and_results_itself(family_tokenizer, family, shown):
+    tok = family_tokenizer(family)
+    served = render_prompt(tok, TOOL_TURN + [{"role": "user", "content": "And tomorrow?"}], tools=[WEATHER])
+    for text in shown:
+        assert text in served.text, text
+    assert "You can call functions." not in served.text  # our description is for other templates
+    if family != "mistral":  # Mistral's template shows tools only with the last user message
+        trained = render_conversation(tok, TOOL_TURN, tools=[WEATHER])
+        assert '"get_weather"' in masked_text(tok, trained) and "sunny" not in masked_text(tok, trained)
+
+
 def test_bad_tool_call_arguments_are_usage_errors(tokenizer):
     convo = [{"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": "{x"}}]}]
     with pytest.raises(UsageError, match="not JSON"):

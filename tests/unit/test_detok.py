@@ -50,3 +50,21 @@ def test_earliest_of_several_stops_wins():
 def test_no_stops_passes_text_through():
     m = StopMatcher(())
     assert m.feed("abc") == ("abc", False) and m.finish() == ""
+
+
+def test_tool_call_markers_of_the_format_survive_other_special_tokens_are_dropped(family_tokenizer):
+    from chatloop.engine.detok import skipped_ids
+    from chatloop.models.tool_calls import tool_format
+
+    for family, marker in [("mistral", "[TOOL_CALLS]"), ("llama3.1", "<|python_tag|>"), ("qwen2.5", "<tool_call>")]:
+        tok = family_tokenizer(family)
+        text = f"{marker}" + '{"city": "北京 🌍"}'
+        ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert tok.convert_tokens_to_ids(marker) == ids[0]  # one (added) token
+        detok = IncrementalDetokenizer(tok, skipped_ids(tok, tool_format(tok).markers))
+        deltas = [detok.push(i) for i in ids] + [detok.flush()]
+        assert all("\ufffd" not in d for d in deltas)
+        assert "".join(deltas) == text  # the marker kept, the end-of-text token dropped
+        plain = IncrementalDetokenizer(tok)
+        dropped = "".join([plain.push(i) for i in ids] + [plain.flush()])
+        assert dropped == (text if family == "qwen2.5" else text[len(marker):])  # Qwen's tags are not special

@@ -86,3 +86,17 @@ def test_a_finished_forced_answer_becomes_one_call(tiny_engine):
     content, calls = forced.extract('{"name": "get_weather", "arguments": {"city": "Oslo"}}')
     assert content is None and [(c.name, c.arguments) for c in calls] == [("get_weather", '{"city": "Oslo"}')]
     assert forced.extract('{"name": "get_weather", "argu') == ('{"name": "get_weather", "argu', [])  # cut off
+
+
+def test_tools_follow_the_models_template(family_tokenizer):
+    from types import SimpleNamespace
+
+    from chatloop.models.tool_calls import HERMES
+
+    qwen = SimpleNamespace(tokenizer=family_tokenizer("qwen2.5"), max_len=4096, model_id="qwen-like:test")
+    plan = build_plan(qwen, chat(tools=[WEATHER], max_tokens=8), Limits())
+    assert plan.tools.format is HERMES
+    assert "<tools>" in qwen.tokenizer.decode(plan.prompt_ids)  # the template lists the tools itself
+    content, calls = plan.tools.extract('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n'
+                                        '</tool_call>')
+    assert content is None and [(c.name, c.arguments) for c in calls] == [("get_weather", '{"city": "Oslo"}')]

@@ -3,8 +3,9 @@
 It only translates: `chat_request` maps the protocol model onto the chat service's ChatRequest,
 `ChunkSink` encodes a run's events as `chat.completion.chunk` SSE (the stream ends with
 `data: [DONE]`), `completion` shapes collected results. Both log one usage row per request. With
-tools active (`tool_choice` not none) a streamed answer's text arrives at its end, when it is
-known whether it is a call.
+tools (`tool_choice` auto) a streamed answer's text arrives as it is decoded, except what may be
+the start of a call; each call arrives once complete, as `tool_calls` deltas (id, type and name,
+then the arguments). A forced call arrives at the end.
 """
 
 import secrets
@@ -12,9 +13,21 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from chatloop.engine.scheduler import GenerationResult
+from chatloop.models.tool_calls import ToolCall as Call
 from chatloop.server.openai.protocol import (
-    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice, Delta, FunctionCall,
-    NamedToolChoice, ResponseMessage, ToolCall, ToolCallDelta, Usage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    FunctionCall,
+    FunctionCallDelta,
+    NamedToolChoice,
+    ResponseMessage,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
 )
 from chatloop.serving.plan import ChatRequest, ToolUse
 from chatloop.serving.run import DONE, sse
@@ -100,7 +113,8 @@ class ChunkSink:
         self.id, self.model, self.n, self.tools = completion_id, model, n, tools
         self.include_usage, self.log_usage = include_usage, log_usage
         self.created = int(time.time())
-        self.buffered = tools.mode != "none"  # a tool call is only known once the answer is complete
+        self.parsers = [tools.parser() for _ in range(n)]  # None: no tools, every delta is content
+        self.calls = [0] * n  # calls sent so far, per choice
 
     def _chunk(self, choices: list[ChunkChoice], usage_: Usage | None = None) -> str:
         return sse(ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=choices,
@@ -109,18 +123,31 @@ class ChunkSink:
     def start(self) -> Iterable[str]:
         return [self._chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content=""))]) for i in range(self.n)]
 
+    def _pieces(self, index: int, pieces: list) -> list[str]:
+        """Content and completed calls (a parser's output) as chunks."""
+        out = []
+        for piece in pieces:
+            if not isinstance(piece, Call):
+                out.append(self._chunk([ChunkChoice(index=index, delta=Delta(content=piece))]))
+                continue
+            k = self.calls[index]
+            self.calls[index] += 1
+            head = ToolCallDelta(index=k, id=piece.id, type="function",
+                                 function=FunctionCallDelta(name=piece.name, arguments=""))
+            args = ToolCallDelta(index=k, function=FunctionCallDelta(arguments=piece.arguments))
+            out += [self._chunk([ChunkChoice(index=index, delta=Delta(tool_calls=[d]))]) for d in (head, args)]
+        return out
+
     def delta(self, index: int, text: str) -> Iterable[str]:
-        return [] if self.buffered else [self._chunk([ChunkChoice(index=index, delta=Delta(content=text))])]
+        parser = self.parsers[index]
+        return self._pieces(index, [text] if parser is None else parser.feed(text))
 
     def finish(self, index: int, result: GenerationResult) -> Iterable[str]:
         if result.finish_reason == "error":
             return [sse(error_body(result))]
-        out = []
-        finish = result.finish_reason
-        if self.buffered:
-            content, calls, finish = _shape(self.tools, result)
-            deltas = [ToolCallDelta(index=j, **c.model_dump()) for j, c in enumerate(calls or [])]
-            out.append(self._chunk([ChunkChoice(index=index, delta=Delta(content=content, tool_calls=deltas or None))]))
+        parser = self.parsers[index]
+        out = self._pieces(index, [] if parser is None else parser.finish())
+        finish = "tool_calls" if self.calls[index] else result.finish_reason
         out.append(self._chunk([ChunkChoice(index=index, delta=Delta(), finish_reason=finish)]))
         return out
 
