@@ -74,7 +74,9 @@ class Server:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError("server did not become healthy")
+        self.proc.kill()  # a server that never came up must not outlive the test
+        self.proc.wait()
+        raise RuntimeError(f"server did not become healthy within {timeout} s; see {self.log}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:
