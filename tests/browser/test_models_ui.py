@@ -8,8 +8,17 @@ package index cannot be reached the test is skipped with that reason.
 import re
 
 import pytest
-
-from browser_util import ARTIFACTS, build_web, capped, new_page, send, shared_browser, shot, sign_up, wait_answer
+from browser_util import (
+    ARTIFACTS,
+    build_web,
+    capped,
+    new_page,
+    send,
+    shared_browser,
+    shot,
+    sign_up,
+    wait_answer,
+)
 from server_util import Server
 
 CJK = re.compile(r"[\u4e00-\u9fff]")

@@ -12,6 +12,7 @@ import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -33,10 +34,10 @@ class Index(BaseHTTPRequestHandler):
     """Serves /simple/PROJECT/ as PEP 691 JSON and /files/WHEEL with byte ranges; `cut` makes
     the next download of a wheel stop after that many bytes, `tamper` serves a wheel altered."""
 
-    wheels: dict[str, bytes] = {}
-    cut: dict[str, int] = {}
-    tamper: set[str] = set()
-    ranges: list[tuple[str, int]] = []
+    wheels: ClassVar[dict[str, bytes]] = {}
+    cut: ClassVar[dict[str, int]] = {}
+    tamper: ClassVar[set[str]] = set()
+    ranges: ClassVar[list[tuple[str, int]]] = []
 
     def log_message(self, *args):
         pass
