@@ -154,6 +154,16 @@ def qwen_ref() -> str:
         db.dispose()
 
 
+def run_async(coro):
+    """asyncio.run on a thread of its own: the browser tests' Playwright (sync API) keeps an event loop
+    running on the main thread for the rest of the session, where asyncio.run() refuses to start."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def home_sharing_default(home: Path, default_dir: Path) -> Path:
     """A fresh CHATLOOP_HOME whose cache already holds the default model's one-time conversion
     (`default_dir`, shared through a symlink): registering it costs hard links, not a conversion."""

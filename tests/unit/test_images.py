@@ -1,12 +1,12 @@
 """Image input (serving/images.py): data: URLs only, limits before decoding, the OCR marking, the
 OCR worker's cache and timeout."""
 
-import asyncio
 import io
 import threading
 import time
 
 import pytest
+from conftest import run_async
 from image_util import INVOICE, data_url, rendered
 from PIL import Image as PILImage
 
@@ -117,7 +117,7 @@ def test_the_fence_cannot_be_closed_by_the_text_inside_it():
 
 
 def run(coro):
-    return asyncio.run(coro)
+    return run_async(coro)
 
 
 def test_ocr_reads_printed_text_once_per_image():

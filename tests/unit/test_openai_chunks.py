@@ -1,8 +1,9 @@
 """/v1 stream shaping with tools: content streams as it is decoded, each call arrives as OpenAI
 tool_calls deltas once complete, and the choice finishes with `tool_calls`."""
 
-import asyncio
 import json
+
+from conftest import run_async
 
 from chatloop.engine.scheduler import GenerationResult
 from chatloop.models.tool_calls import HERMES
@@ -44,7 +45,7 @@ def test_auto_tool_calls_stream_as_deltas_once_each_call_is_complete():
     args = {i: "".join(c["function"]["arguments"] or "" for c in calls if c["index"] == i) for i in (0, 1)}
     assert json.loads(args[0]) == {"city": "Oslo"} and json.loads(args[1]) == {"tz": "UTC"}
     assert end[-1]["choices"][0]["finish_reason"] == "tool_calls"
-    assert asyncio.run(sink.end([result(ANSWER)], False))[-1] == "data: [DONE]\n\n"
+    assert run_async(sink.end([result(ANSWER)], False))[-1] == "data: [DONE]\n\n"
 
 
 def test_streamed_and_whole_answers_agree():
