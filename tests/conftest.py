@@ -176,13 +176,9 @@ def home_sharing_default(home: Path, default_dir: Path) -> Path:
 def database(request, tmp_path):
     """A fresh, migrated database: SQLite in tmp_path, then a throw-away one on the local PostgreSQL."""
     from chatloop.store.db import Database
-    from server_util import postgres_database
+    from server_util import database_url
 
-    drop = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'chatloop.db'}"
-    else:
-        url, drop = postgres_database()
+    url, drop = database_url(request.param, tmp_path)
     db = Database(url)
     yield db
     db.dispose()

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def database_url(kind: str, directory: Path) -> tuple[str, Callable[[], None] | None]:
+    """(url, drop or None) of a fresh database: SQLite in `directory`, or one on the local PostgreSQL."""
+    if kind == "sqlite":
+        return f"sqlite:///{directory / 'chatloop.db'}", None
+    return postgres_database()
 
 
 def postgres_database() -> tuple[str, callable]:

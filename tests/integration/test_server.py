@@ -12,17 +12,13 @@ import httpx
 import openai
 import pytest
 
-from server_util import Server, postgres_database, signup, sse_events
+from server_util import Server, database_url, signup, sse_events
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request, tmp_path_factory, tiny_dir):
     tmp = tmp_path_factory.mktemp(f"server-{request.param}")
-    drop = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'chatloop.db'}"
-    else:
-        url, drop = postgres_database()
+    url, drop = database_url(request.param, tmp)
     srv = Server(str(tiny_dir), url, log=tmp / "server.log").start()
     yield srv
     srv.stop()
