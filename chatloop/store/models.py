@@ -91,6 +91,8 @@ class Conversation(Base):
     # The release channel (stable or canary) this conversation was assigned at its first answer, so
     # a canary is sticky per conversation; None until then or when its model is a fixed version.
     channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The tools this conversation offers the model (a JSON list of tool names; None: none).
+    tools: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
@@ -124,6 +126,11 @@ class Message(Base):
     # Two answers written side by side (stable and canary) for a vote share one duel id.
     duel_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # A `tool` message (a tool's result in the chat loop) answers this call of its parent's
+    # tool_calls; `tool_result` is the call as run (JSON: name, arguments, is_error, duration_ms,
+    # truncated, data); `content` is what the model read.
+    tool_call_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tool_result: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
