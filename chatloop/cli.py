@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,11 +34,13 @@ from chatloop.data.cli import data_app  # noqa: E402  (light: heavy imports happ
 from chatloop.evals.cli import eval_command  # noqa: E402
 from chatloop.flywheel.cli import flywheel_command  # noqa: E402
 from chatloop.registry.cli import models_app  # noqa: E402
+from chatloop.tools.cli import tools_app  # noqa: E402
 from chatloop.train.cli import train as _train  # noqa: E402
 
 app.command("train")(_train)
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
+app.add_typer(tools_app, name="tools")
 app.command("eval")(eval_command)
 app.command("flywheel")(flywheel_command)
 
@@ -243,6 +246,9 @@ def serve(
     dtype: DTypeOpt = DType.auto,
     max_batch: Annotated[int | None, typer.Option("--max-batch", min=1, help="Sequences decoded together.")] = None,
     log_format: Annotated[str, typer.Option("--log-format", help="text or json (one object per line).")] = "text",
+    mcp_config: Annotated[Path | None, typer.Option(
+        "--mcp-config", help='Tools config: {"mcpServers": {...}, "openapiPlugins": {...}} (docs/mcp.md); '
+                             "their tools join the built-ins in conversations.")] = None,
 ) -> None:
     """Serve the web UI, the app API (/api) and the OpenAI-compatible API (/v1)."""
     import logging.config
@@ -265,6 +271,11 @@ def serve(
 
         if db:
             overrides["database_url"] = normalize_url(db)
+        if mcp_config is not None:
+            from chatloop.tools.config import load_tools_config
+
+            load_tools_config(mcp_config)  # a broken file fails fast with exit code 2
+            overrides["mcp_config"] = mcp_config.resolve()
         settings = get_settings().model_copy(update=overrides)
         database = Database(settings.db_url)
         for ref in models:

@@ -7,6 +7,7 @@
     CHATLOOP_MAX_LOADED_MODELS, CHATLOOP_MODEL_IDLE_SECONDS                               engine pool
     CHATLOOP_RELEASE_POLL_SECONDS, CHATLOOP_VOTE_SHARE                                    releases
     CHATLOOP_MAX_IMAGE_BYTES, CHATLOOP_MAX_IMAGE_PIXELS, CHATLOOP_MAX_IMAGES, CHATLOOP_OCR_TIMEOUT_SECONDS  images
+    CHATLOOP_MCP_CONFIG, CHATLOOP_TOOL_TIMEOUT_SECONDS, CHATLOOP_TOOL_MAX_OUTPUT_CHARS, CHATLOOP_MAX_TOOL_ROUNDS  tools
 
 `chatloop serve` flags (--db, --max-batch) override the matching settings for that server.
 """
@@ -58,6 +59,15 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="Budget for reading the text of a request's images for a text-only model "
                                         "(504 after it).")
     secure_cookies: bool = Field(default=False, description="Mark session cookies Secure (serve over HTTPS).")
+    mcp_config: Path | None = Field(
+        default=None, description="A tools config file: \"mcpServers\" (MCP servers) and \"openapiPlugins\"; "
+                                  "`serve --mcp-config` sets it.")
+    tool_timeout_seconds: float = Field(default=30.0, gt=0, description="Budget of one tool call (the model is "
+                                                                       "told it timed out after it).")
+    tool_max_output_chars: int = Field(default=16_000, ge=100, description="A tool result longer than this is "
+                                                                          "cut (the model is told).")
+    max_tool_rounds: int = Field(default=6, ge=1, description="Model answers per conversation turn when tools "
+                                                              "are called (each round: calls, results, an answer).")
 
     @cached_property
     def home_dir(self) -> Path:

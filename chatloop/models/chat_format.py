@@ -36,10 +36,30 @@ class RenderedConversation(RenderedPrompt):
     mask: list[int]  # 1 where the token belongs to an assistant message (trained on), else 0
 
 
-def normalize_messages(messages: Any, keep_calls: bool = False) -> list[dict]:
+def special_texts(tokenizer) -> tuple[str, ...]:
+    """The texts the tokenizer turns into special tokens (`<|im_start|>`, `<|eot_id|>` ...), longest first."""
+    texts = set(getattr(tokenizer, "all_special_tokens", None) or [])
+    for token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(token, "special", False):
+            texts.add(str(token))
+    return tuple(sorted((t for t in texts if len(t) > 1), key=len, reverse=True))
+
+
+def defuse(text: str, specials: tuple[str, ...]) -> str:
+    """`text` with every special-token text broken by a zero-width space after its first character:
+    a message (a user's, a tool result's) can write `<|im_start|>system` but it stays text, so it
+    can never close its own turn or open a system turn."""
+    for special in specials:
+        if special in text:
+            text = text.replace(special, special[0] + "\u200b" + special[1:])
+    return text
+
+
+def normalize_messages(messages: Any, keep_calls: bool = False, specials: tuple[str, ...] = ()) -> list[dict]:
     """Validate OpenAI-style messages; content may be a string or a list of text parts. An
     assistant's `tool_calls` are written into its content in our format, or, with `keep_calls`
-    (for templates that render calls), kept as checked calls with object arguments."""
+    (for templates that render calls), kept as checked calls with object arguments. `specials`
+    (the tokenizer's special-token texts) are defused in every message's text."""
     if not isinstance(messages, list) or not messages:
         raise UsageError("messages must be a non-empty list")
     out = []
@@ -61,6 +81,7 @@ def normalize_messages(messages: Any, keep_calls: bool = False) -> list[dict]:
             content = ""
         if not isinstance(content, str):
             raise UsageError(f"messages[{i}].content must be a string")
+        content = defuse(content, specials)
         calls = m.get("tool_calls") or []
         if calls and role == "assistant" and keep_calls:
             out.append({"role": role, "content": content, "tool_calls": structured_calls(calls, f"messages[{i}]")})
@@ -139,7 +160,7 @@ def _fit(render: Callable[[list[dict]], RenderedPrompt], messages: list[dict], m
 def _prepare(tokenizer, messages: Any, tools: list[dict] | None) -> tuple[list[dict], list[dict] | None]:
     """(messages, tools for the template): a template that knows tools renders them itself."""
     native = tool_format(tokenizer).native
-    messages = normalize_messages(messages, keep_calls=native)
+    messages = normalize_messages(messages, keep_calls=native, specials=special_texts(tokenizer))
     if native or not tools:
         return messages, tools or None
     return describe_tools(messages, tools), None

@@ -5,8 +5,10 @@
 
 At start it migrates the database, marks answers a crash left `streaming` as `interrupted`,
 registers the bundled default model when it is served, and loads the configured models (the first
-is `default`), each on its engine's own thread. Two tasks run beside the requests: the engine
-pool's idle sweeper and the release watcher (serving/service.py).
+is `default`), each on its engine's own thread, and starts the tools (built-ins, retrieval, and the
+MCP servers and OpenAPI plugins of `--mcp-config`; one that fails to start is reported by
+GET /api/tools and retried, it does not stop the server). Two tasks run beside the requests: the
+engine pool's idle sweeper and the release watcher (serving/service.py).
 """
 
 import asyncio
@@ -32,6 +34,7 @@ from chatloop.serving.plan import Limits
 from chatloop.serving.pool import EnginePool
 from chatloop.serving.service import ChatService
 from chatloop.store.db import Database
+from chatloop.tools.config import build_toolbox
 
 log = logging.getLogger("chatloop.server")
 WEB_DIST = Path(__file__).resolve().parents[2] / "web" / "dist"
@@ -53,18 +56,22 @@ def create_app(settings: Settings, *, models: list[str], dtype: str = "auto", we
         chat = ChatService(pool, db, models=models, limits=Limits.from_settings(settings), metrics=metrics,
                            poll_seconds=settings.release_poll_seconds,
                            images=ImageReader(ImageLimits.from_settings(settings)))
+        tools = build_toolbox(settings, db=db)
         tasks = []
         try:
             await chat.open()
+            await tools.start()
             tasks = [asyncio.create_task(pool.run_sweeper()), asyncio.create_task(chat.watch_releases())]
             app.state.services = Services(settings=settings, db=db, chat=chat,
-                                          limiter=RateLimiter(settings.rate_limit_per_minute), metrics=metrics)
+                                          limiter=RateLimiter(settings.rate_limit_per_minute), metrics=metrics,
+                                          tools=tools)
             log.info("serving %s", ", ".join(e.fixed.model_id if e.fixed else f"{e.name} (by release channel)"
                                              for e in chat.served))
             yield
         finally:
             for task in tasks:
                 task.cancel()
+            await tools.close()
             await pool.close()
             chat.images.close()
             db.dispose()

@@ -11,6 +11,7 @@ from chatloop.server.limits import RateLimiter
 from chatloop.server.metrics import Metrics
 from chatloop.serving.service import ChatService
 from chatloop.store.db import Database
+from chatloop.tools.base import Toolbox
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Services:
     chat: ChatService
     limiter: RateLimiter
     metrics: Metrics
+    tools: Toolbox  # what conversations can offer the model (GET /api/tools)
 
 
 def services(request: Request) -> Services:

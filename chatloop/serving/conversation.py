@@ -20,6 +20,7 @@ import random
 from dataclasses import dataclass
 
 from chatloop.engine.scheduler import GenerationResult
+from chatloop.errors import UsageError
 from chatloop.registry.releases import CANARY, STABLE
 from chatloop.store.conversations import UNSET, TurnContext, commit_turn, finish_answer, read_turn
 from chatloop.store.db import Database
@@ -43,6 +44,8 @@ class TurnOptions:
     max_tokens: int | None = None
     seed: int | None = None
     compare: bool = False  # the client can show two answers side by side for a vote
+    continue_from: str | None = None  # ... or the next answer after this tool result (the tool loop)
+    tool_choice: str | None = None  # auto (None) | none | required | one tool's name: the first answer's calls
 
 
 @dataclass
@@ -85,8 +88,8 @@ class Turn:
 def _duel(chat: ChatService, context: TurnContext, options: TurnOptions, vote_share: float) -> bool:
     """Whether this turn shows stable and canary side by side: a new message from a client that can
     show them, in a conversation following release channels while a canary runs, for the share of
-    turns the server is configured to ask."""
-    return (options.compare and options.content is not None and vote_share > 0
+    turns the server is configured to ask (never with tools: a vote compares answers, not tool chains)."""
+    return (options.compare and options.content is not None and vote_share > 0 and not context.tools
             and chat.canary_running(context.model) and random.random() < vote_share)
 
 
@@ -99,17 +102,28 @@ def with_images(message: dict) -> dict:
     return {"role": message["role"], "content": parts + [{"type": "text", "text": message["content"]}]}
 
 
+def offered_tools(toolbox, names) -> list[dict] | None:
+    """The OpenAI definitions of the conversation's tools that the server has (None: no tools)."""
+    if toolbox is None or not names:
+        return None
+    specs = [toolbox.spec(name) for name in names]
+    return [spec.openai() for spec in specs if spec is not None] or None
+
+
 async def start_turn(chat: ChatService, db: Database, user_id: str, conv_id: str, options: TurnOptions,
-                     vote_share: float = 0.0) -> Turn:
+                     vote_share: float = 0.0, toolbox=None) -> Turn:
     def read() -> TurnContext:
         with db.session() as s:
             return read_turn(s, user_id, conv_id, options.content, options.regenerate_from, options.parent_id,
-                             options.attachments)
+                             options.attachments, options.continue_from)
 
     context = await asyncio.to_thread(read)
+    tools = offered_tools(toolbox, context.tools)
+    if options.tool_choice not in (None, "auto", "none") and tools is None:
+        raise UsageError("tool_choice needs a conversation with tools (PATCH its `tools`)", param="tool_choice")
     request = ChatRequest(messages=[with_images(m) for m in context.messages], max_tokens=options.max_tokens,
                           temperature=options.temperature, top_p=options.top_p, seed=options.seed,
-                          truncate=True)
+                          tools=tools, tool_choice=options.tool_choice, truncate=True)
     channel = context.channel
     if channel is None and chat.follows_channels(context.model):
         # a new conversation joins the canary for its share; one that predates the canary stays stable

@@ -6,6 +6,11 @@ short transaction (`read_turn`), rendered and planned with no transaction open, 
 another (`commit_turn`): the user message and an assistant message in status `streaming`, which
 `finish_answer` completes (`complete`, `stopped`, `error`). Each answer records what the model saw
 besides the branch: the system prompt, the custom instructions and the turns left out.
+
+With tools, a turn is a chain: an answer that calls tools (`tool_calls`; status
+`awaiting_approval` while the user has not yet allowed a call), one `tool` message per call (its
+result, `add_tool_result`), and the next answer, which continues from the last result
+(`read_turn(continue_from=...)`). The model sees an answer's calls only together with their results.
 """
 
 import json
@@ -121,6 +126,7 @@ class TurnContext:
     channel: str | None  # the release channel the conversation was assigned (None: not yet)
     is_new: bool  # no message yet: a release channel may still be assigned
     new_attachments: list[Attachment]  # images sent with the new message
+    tools: list[str] = ()  # the tools the conversation offers the model
 
     @property
     def messages(self) -> list[dict]:
@@ -134,14 +140,33 @@ class TurnContext:
         return ([{"role": "system", "content": system}] if system else []) + self.history + new
 
 
+def history_message(m: Message, answered: set[str]) -> dict:
+    """A stored message as the model reads it: an answer keeps the calls whose results follow it."""
+    out = {"role": m.role, "content": m.content}
+    if m.role == "assistant" and m.tool_calls:
+        calls = [c for c in json.loads(m.tool_calls) if c.get("id") in answered]
+        if calls:
+            out["tool_calls"] = calls
+    elif m.role == "tool":
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
 def read_turn(s: Session, user_id: str, conv_id: str, content: str | None, regenerate_from: str | None,
-              parent_id=UNSET, attachment_ids: list[str] | None = None) -> TurnContext:
-    if (content is None) == (regenerate_from is None):
+              parent_id=UNSET, attachment_ids: list[str] | None = None,
+              continue_from: str | None = None) -> TurnContext:
+    """What a turn needs: a new user message (`content`), another answer to a user message
+    (`regenerate_from`), or the next answer after tool results (`continue_from`: a tool message)."""
+    if continue_from is None and (content is None) == (regenerate_from is None):
         raise UsageError("send either 'content' (a new message) or 'regenerate_from' (a user message id)",
                          param="content")
     conv = own_conversation(s, user_id, conv_id)
     msgs = {m.id: m for m in s.scalars(select(Message).where(Message.conversation_id == conv.id))}
-    if regenerate_from is not None:
+    if continue_from is not None:
+        if continue_from not in msgs or msgs[continue_from].role != "tool":
+            raise UsageError("an answer continues from a tool result of this conversation", param="parent_id")
+        parent_id = continue_from
+    elif regenerate_from is not None:
         parent = msgs.get(regenerate_from)
         if parent is None or parent.role != "user":
             raise UsageError("regenerate_from must be a user message of this conversation", param="regenerate_from")
@@ -153,13 +178,18 @@ def read_turn(s: Session, user_id: str, conv_id: str, content: str | None, regen
     if attachment_ids and content is None:
         raise UsageError("images are sent with a new message, not a regeneration", param="attachments")
     new_attachments = attachments.unsent(s, user_id, attachment_ids or [])
-    path = [m for m in branch(msgs, parent_id) if m.role == "user" or m.content]
+    path = [m for m in branch(msgs, parent_id) if m.role in ("user", "tool") or m.content or m.tool_calls]
+    answered = {m.tool_call_id for m in path if m.role == "tool"}
+    # an answer whose calls never ran (the user did not allow them) says only what it wrote
+    path = [m for m in path if m.role != "assistant" or m.content or answered.intersection(
+        c.get("id") for c in json.loads(m.tool_calls or "[]"))]
     images = attachments.of_messages(s, [m.id for m in path if m.role == "user"], with_data=True)
-    history = [{"role": m.role, "content": m.content,
-                **({"attachments": images[m.id]} if m.id in images else {})} for m in path]
+    history = [{**history_message(m, answered), **({"attachments": images[m.id]} if m.id in images else {})}
+               for m in path]
     owner = s.get(User, user_id)
     return TurnContext(conv.id, conv.model, parent_id, content, history, conv.system_prompt,
-                       owner.custom_instructions, not conv.title, conv.channel, not msgs, new_attachments)
+                       owner.custom_instructions, not conv.title, conv.channel, not msgs, new_attachments,
+                       json.loads(conv.tools or "[]"))
 
 
 def commit_turn(s: Session, user_id: str, ctx: TurnContext, answers: list[dict],
@@ -192,6 +222,21 @@ def commit_turn(s: Session, user_id: str, ctx: TurnContext, answers: list[dict],
     conv.current_leaf_id = written[0].id
     conv.updated_at = datetime.now(UTC)
     return user_msg, written
+
+
+def add_tool_result(s: Session, conv_id: str, parent_id: str, call_id: str, content: str, result: dict) -> Message:
+    """One call's result as a `tool` message under `parent_id` (the answer that made the call, or the
+    previous result of the same answer); the conversation now shows it."""
+    conv = s.get(Conversation, conv_id)
+    if s.get(Message, parent_id) is None or conv is None:
+        raise UsageError("the answer these tool calls belong to was deleted meanwhile", param="parent_id")
+    msg = Message(conversation_id=conv_id, parent_id=parent_id, role="tool", content=content, status="complete",
+                  tool_call_id=call_id, tool_result=json.dumps(result, ensure_ascii=False))
+    s.add(msg)
+    s.flush()
+    conv.current_leaf_id = msg.id
+    conv.updated_at = datetime.now(UTC)
+    return msg
 
 
 def finish_answer(s: Session, message_id: str, *, text: str, status: str, finish_reason: str,

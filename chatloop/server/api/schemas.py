@@ -1,5 +1,6 @@
 """Pydantic request/response models of the app API, and ORM -> JSON conversions."""
 
+import json
 from datetime import datetime
 from typing import Literal
 
@@ -73,6 +74,8 @@ class ConversationCreate(Strict):
     title: str | None = Field(default=None, max_length=200)
     model: str | None = Field(default=None, max_length=200)
     system_prompt: str | None = Field(default=None, max_length=8000)
+    tools: list[str] | None = Field(default=None, max_length=64, description=(
+        "Names of the tools (GET /api/tools) this conversation offers the model; [] for none."))
 
 
 class ConversationPatch(Strict):
@@ -81,6 +84,12 @@ class ConversationPatch(Strict):
     current_leaf_id: str | None = None
     system_prompt: str | None = Field(default=None, max_length=8000)
     model: str | None = Field(default=None, max_length=200)
+    tools: list[str] | None = Field(default=None, max_length=64, description=(
+        "Names of the tools (GET /api/tools) this conversation offers the model; [] for none."))
+
+
+class ToolApproval(Strict):
+    approve: bool = Field(description="Run the answer's calls that wait for approval (true), or decline them.")
 
 
 class FeedbackIn(Strict):
@@ -117,6 +126,9 @@ class SendMessage(Strict):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
     seed: int | None = Field(default=None, ge=0, lt=2**31)
+    tool_choice: str | None = Field(default=None, max_length=64, description=(
+        "Which tool the answer must call first: the name of one of the conversation's tools, `required` "
+        "(any of them) or `none`; default `auto` (the model decides). Later answers of the turn decide themselves."))
     compare: bool = Field(default=False, description=(
         "The client can show two answers side by side: while a canary runs, some turns then answer "
         "with two (stable and canary, in random order) and ask which is better."))
@@ -157,10 +169,12 @@ def message_out(m: Message, feedback: Feedback | None = None, voted: bool = Fals
         "ttft_ms": m.ttft_ms, "latency_ms": m.latency_ms, "feedback": feedback_out(feedback),
         "duel_id": m.duel_id, "voted": voted if m.duel_id else None,
         "attachments": [attachment_out(a) for a in attachments or []],
+        "tool_calls": json.loads(m.tool_calls) if m.tool_calls else None,
+        **({"tool_call_id": m.tool_call_id, "tool": json.loads(m.tool_result or "{}")} if m.role == "tool" else {}),
     }
 
 
 def conversation_out(c: Conversation) -> dict:
     return {"id": c.id, "title": c.title, "model": c.model, "system_prompt": c.system_prompt,
-            "archived": c.archived, "current_leaf_id": c.current_leaf_id,
+            "archived": c.archived, "current_leaf_id": c.current_leaf_id, "tools": json.loads(c.tools or "[]"),
             "created_at": c.created_at.isoformat(), "updated_at": c.updated_at.isoformat()}
