@@ -15,15 +15,16 @@ ALLOWED = {
     "models": BASE,
     "engine": BASE | {"models"},
     "store": BASE,
+    "tools": BASE | {"store"},
     "data": BASE | {"models", "store"},
     "train": BASE | {"models", "data"},
-    "evals": BASE | {"models", "engine", "train"},
+    "evals": BASE | {"models", "engine", "train", "tools"},
     "registry": BASE | {"models", "engine", "store", "evals"},
-    "serving": BASE | {"models", "engine", "store", "registry"},
+    "serving": BASE | {"models", "engine", "store", "registry", "tools"},
     "flywheel": BASE | {"models", "engine", "store", "data", "train", "evals", "registry"},
-    "server": BASE | {"models", "engine", "store", "registry", "serving"},
+    "server": BASE | {"models", "engine", "store", "registry", "serving", "tools"},
     "bench": BASE | {"models", "engine", "train", "store", "data", "evals", "registry", "flywheel", "serving",
-                     "server"},
+                     "server", "tools"},
 }
 
 
