@@ -265,3 +265,35 @@ class EvalResult(Base):
     ci_high: Mapped[float | None] = mapped_column(Float, nullable=True)
     details: Mapped[str] = mapped_column(Text)  # JSON: the whole suite report, per-item scores included
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# --- documents for retrieval (chatloop/tools/retrieval.py) -------------------------------------------
+
+class Document(Base):
+    """A file a user uploaded for retrieval (store/documents.py): theirs alone; in one conversation's
+    scope (`conversation_id`) or, with None, in their library, which every conversation searches."""
+
+    __tablename__ = "documents"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    conversation_id: Mapped[str | None] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"),
+                                                        nullable=True, index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    mime: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # of the uploaded bytes
+    text: Mapped[str] = mapped_column(Text)  # as extracted; chunk offsets index into it
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DocumentChunk(Base):
+    """One passage of a document with its embedding (float32, unit length, the embedder's dimension)."""
+
+    __tablename__ = "document_chunks"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)  # its place in the document, from 0
+    text: Mapped[str] = mapped_column(Text)
+    start_char: Mapped[int] = mapped_column(Integer)  # its span in Document.text: text[start_char:end_char]
+    end_char: Mapped[int] = mapped_column(Integer)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
