@@ -317,8 +317,8 @@ def ingest_sync(db: Database, user_id: str, data: bytes, filename: str, mime: st
     uploaded again to the same scope return the stored document. Blocking (extracts and embeds)."""
     filename = clean_filename(filename)
     if len(data) > MAX_DOCUMENT_BYTES:
-        raise TooLargeError(f"{filename} is {len(data)} bytes; documents may be at most "
-                            f"{MAX_DOCUMENT_BYTES} bytes", param="file")
+        raise TooLargeError(f"{filename} is too large: documents may be at most {MAX_DOCUMENT_BYTES} bytes",
+                            param="file")
     sha = hashlib.sha256(data).hexdigest()
     with db.session() as s:
         documents.check_conversation(s, user_id, conversation_id)
