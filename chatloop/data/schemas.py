@@ -2,6 +2,8 @@
 
     text  {"text": "a document"}                                   pretraining / tokenizer corpora
     sft   {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}
+          optional "tools": [OpenAI function definitions] offered in that conversation; its assistant
+          `tool_calls` and `tool` results are then kept for the template to render (tool rows)
     pairs {"prompt": [messages...], "chosen": {"role": "assistant", "content": "..."},
            "rejected": {"role": "assistant", "content": "..."}}             reward model and DPO
     kto   {"prompt": [messages...], "completion": {"role": "assistant", "content": "..."},
@@ -31,11 +33,24 @@ class RowError(ValueError):
         self.field = field
 
 
-def _messages(row: dict, field: str) -> list[dict]:
+def _messages(row: dict, field: str, keep_calls: bool = False) -> list[dict]:
     try:
-        return normalize_messages(row.get(field))
+        return normalize_messages(row.get(field), keep_calls=keep_calls)
     except UsageError as e:
         raise RowError(field, str(e)) from e
+
+
+def _tools(row: dict) -> list[dict]:
+    tools = row["tools"]
+    if not isinstance(tools, list) or not tools:
+        raise RowError("tools", "must be a non-empty list of function definitions")
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or tool.get("type") != "function" or not isinstance(fn.get("name"), str) \
+                or not isinstance(fn.get("parameters", {}), dict):
+            raise RowError(f"tools[{i}]", "must be {\"type\": \"function\", \"function\": {\"name\": ..., "
+                                          "\"parameters\": {JSON schema}}}")
+    return tools
 
 
 def _assistant(row: dict, field: str) -> dict:
@@ -59,10 +74,20 @@ def _text(row: dict) -> dict:
 
 
 def _sft(row: dict) -> dict:
-    messages = _messages(row, "messages")
+    with_tools = "tools" in row
+    messages = _messages(row, "messages", keep_calls=with_tools)
     if not any(m["role"] == "assistant" for m in messages):
         raise RowError("messages", "needs at least one assistant message to train on")
-    return {"messages": messages}
+    if not with_tools:
+        return {"messages": messages}
+    tools = _tools(row)
+    offered = {t["function"]["name"] for t in tools}
+    for i, m in enumerate(messages):
+        for call in m.get("tool_calls", []):
+            if call["function"]["name"] not in offered:
+                raise RowError(f"messages[{i}]", f"calls {call['function']['name']!r}, which the row's tools "
+                                                 "do not offer")
+    return {"messages": messages, "tools": tools}
 
 
 def _pairs(row: dict) -> dict:

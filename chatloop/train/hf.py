@@ -33,6 +33,9 @@ class LoraOptions(BaseModel):
     target_modules: list[str] = Field(
         default=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="Module names that get adapters.")
+    layers_to_transform: list[int] | None = Field(
+        default=None, description="Only these transformer layers (0-based) get adapters, e.g. the top few: "
+        "backward then stops at the lowest of them, which makes a step much cheaper. Default: every layer.")
 
 
 class HFStageConfig(StageConfig):
@@ -85,7 +88,8 @@ def lora_config(cfg: HFStageConfig, task_type: str = "CAUSAL_LM"):
     from peft import LoraConfig
 
     return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules, task_type=task_type)
+                      target_modules=cfg.lora.target_modules, layers_to_transform=cfg.lora.layers_to_transform,
+                      task_type=task_type)
 
 
 def atomic_trainer(base):

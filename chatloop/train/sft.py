@@ -5,6 +5,8 @@
 Every conversation is rendered by the one chat-format function,
 `chatloop.models.chat_format.render_conversation`, and its assistant mask becomes the labels
 (-100 elsewhere), so the loss covers assistant tokens (end-of-turn included) and nothing else.
+Rows with `tools` are rendered with them, each model in its own tool format: its calls are
+assistant tokens (trained on), the tool results are not.
 The tokenized rows go to SFTTrainer with preparation skipped: TRL trains exactly on them.
 Full fine-tuning or LoRA (merged into final/). Checkpoints are atomic (hf.atomic_trainer).
 """
@@ -28,7 +30,7 @@ def tokenize_chats(tokenizer, rows: list[dict], max_length: int) -> list[dict]:
 
     out = []
     for row in rows:
-        r = render_conversation(tokenizer, row["messages"], max_tokens=max_length)
+        r = render_conversation(tokenizer, row["messages"], max_tokens=max_length, tools=row.get("tools"))
         labels = [tok if m else -100 for tok, m in zip(r.ids, r.mask)]
         if any(label != -100 for label in labels):
             out.append({"input_ids": r.ids, "labels": labels})

@@ -1,0 +1,135 @@
+"""Synthetic tool-use conversations: real results, only offered tools, deterministic, and a held-out
+set that shares nothing with training (nor the browser test's prompt)."""
+
+import json
+from collections import Counter
+from fractions import Fraction
+
+import pytest
+
+from chatloop.data import tool_pools as P
+from chatloop.data import tool_synthetic as T
+from chatloop.data.schemas import read_dataset, validate_row
+from chatloop.errors import UsageError
+
+ROWS = list(T.generate(1500, seed=0))
+
+
+def _calls(row):
+    return [c for m in row["messages"] for c in m.get("tool_calls", [])]
+
+
+def test_same_seed_same_rows_and_another_seed_differs():
+    assert list(T.generate(50, seed=0)) == ROWS[:50]
+    assert list(T.generate(50, seed=1)) != ROWS[:50]
+    assert T.heldout() == T.heldout()
+
+
+def test_every_row_is_a_valid_sft_row_that_calls_only_offered_tools():
+    for row in ROWS:
+        checked = validate_row(row, "sft")
+        assert checked["tools"] == row["tools"]
+        offered = {t["function"]["name"] for t in row["tools"]}
+        assert {c["function"]["name"] for c in _calls(row)} <= offered
+        assert row["messages"][-1]["role"] == "assistant" and row["messages"][-1]["content"]
+    assert all(t in T.TOOLS.values() for row in ROWS for t in row["tools"])
+
+
+def test_kinds_languages_and_tool_subsets_are_all_present():
+    called = Counter(c["function"]["name"] for row in ROWS for c in _calls(row))
+    assert all(called[name] > 150 for name in T.TOOLS)
+    no_call = [row for row in ROWS if not _calls(row)]
+    assert 0.2 < len(no_call) / len(ROWS) < 0.45
+    assert Counter(len(row["tools"]) for row in ROWS).keys() == {1, 2, 3}
+    assert any("\u4e00" <= ch <= "\u9fff" for row in ROWS[:20] for ch in row["messages"][-1]["content"])
+    # a needed tool that is not offered: no call, and a direct answer or a "cannot"
+    cannot = {text for kind in P.CANNOT.values() for texts in kind.values() for text in texts}
+    absent = [row for row in no_call if row["messages"][-1]["content"] in cannot]
+    assert absent and all(not _calls(row) for row in absent)
+    assert all("current_time" not in {t["function"]["name"] for t in row["tools"]}
+               for row in absent if "time" in row["messages"][-1]["content"] or "时间" in row["messages"][-1]["content"])
+
+
+def test_tool_results_are_real_and_final_answers_state_them():
+    seen = Counter()
+    for row in ROWS:
+        ms = row["messages"]
+        for i, m in enumerate(ms):
+            for call in m.get("tool_calls", []):
+                name, args = call["function"]["name"], json.loads(call["function"]["arguments"])
+                result, final = ms[i + 1]["content"], ms[i + 2]["content"]
+                assert ms[i + 1]["role"] == "tool"
+                if name == "calculator":
+                    assert result == T.number_text(T.evaluate(args["expression"]))
+                    assert result in final
+                elif name == "current_time":
+                    assert args["timezone"] in result and result[11:16] in final
+                else:
+                    cited = int(final.rsplit("[", 1)[1].rstrip("]"))
+                    snippet = result.splitlines()[cited - 1]
+                    assert snippet.startswith(f"[{cited}] ") and snippet.split('"')[1] in final
+                seen[name] += 1
+    assert len(seen) == 3
+
+
+def test_the_browser_prompt_is_in_neither_set():
+    prompts = {m["content"] for row in T.generate(4000, seed=0) for m in row["messages"] if m["role"] == "user"}
+    assert T.BROWSER_PROMPT not in prompts
+    assert T.BROWSER_PROMPT not in {item["prompt"] for item in T.heldout()}
+    # ...but its shape (eat some, buy more) is taught, with other numbers and wording
+    assert any("吃了" in p and "又买了" in p for p in prompts)
+
+
+def test_heldout_is_balanced_and_disjoint_from_training():
+    items = T.heldout()
+    assert len(items) == 60
+    assert Counter(i["kind"] for i in items) == {"calc": 15, "time": 15, "search": 15, "none": 15}
+    assert Counter(i["lang"] for i in items) == {"en": 30, "zh": 30}
+    train_prompts = {m["content"] for row in ROWS for m in row["messages"] if m["role"] == "user"}
+    assert not train_prompts & {i["prompt"] for i in items}
+    assert not {z for *_, z in P.TRAIN.cities} & {z for *_, z in P.HELDOUT.cities}
+    for lang in ("en", "zh"):
+        assert not set(P.TRAIN.names[lang]) & set(P.HELDOUT.names[lang])
+        assert not {q["q"] for q in P.TRAIN.word[lang]} & {q["q"] for q in P.HELDOUT.word[lang]}
+        assert not set(P.TRAIN.time_q[lang]) & set(P.HELDOUT.time_q[lang])
+    for item in items:
+        offered = {t["function"]["name"] for t in item["tools"]}
+        if item["tool"]:
+            assert item["tool"] in offered
+        if item.get("absent"):
+            assert "calculator" not in offered and item["tool"] is None
+        if item["kind"] == "calc":
+            assert item["expect"] == [item["args"]["value"]] and Fraction(item["args"]["value"]).denominator == 1
+
+
+def test_evaluate_is_exact_and_refuses_anything_but_arithmetic():
+    assert T.evaluate("1/3*3") == 1 and T.number_text(T.evaluate("5-2+4")) == "7"
+    assert T.number_text(T.evaluate("7/2")) == "3.5" and T.number_text(T.evaluate("2/3")) == "0.666667"
+    assert T.evaluate("12×3÷4") == 9
+    for bad in ("__import__('os')", "a+1", "2**0.5", "1/0", "9**999", "", "len([1])"):
+        with pytest.raises(ValueError):
+            T.evaluate(bad)
+
+
+def test_materialize_writes_once_and_checks_the_spec(tmp_path):
+    path = T.materialize("synthetic:tools:30:mix:4", tmp_path)
+    rows = read_dataset(path, "sft")
+    assert len(rows) == 30 and all("tools" in r for r in rows)
+    assert T.materialize("synthetic:tools:30:mix:4", tmp_path) == path
+    for bad in ("synthetic:tools:x", "synthetic:sft:3", "synthetic:tools:3:en"):
+        with pytest.raises(UsageError):
+            T.materialize(bad, tmp_path)
+
+
+def test_sft_schema_refuses_calls_of_tools_not_offered_and_malformed_tools():
+    row = json.loads(json.dumps(next(r for r in ROWS if _calls(r))))
+    name = _calls(row)[0]["function"]["name"]
+    row["tools"] = [t for t in T.TOOLS.values() if t["function"]["name"] != name]
+    with pytest.raises(ValueError, match="do not offer"):
+        validate_row(row, "sft")
+    with pytest.raises(ValueError, match="function"):
+        validate_row({**row, "tools": ["calculator"]}, "sft")
+    with pytest.raises(ValueError, match="non-empty"):
+        validate_row({**row, "tools": []}, "sft")
+    plain = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    assert validate_row(plain, "sft") == plain  # rows without tools are unchanged
