@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 
 from chatloop.config import Settings
 from chatloop.server import errors
-from chatloop.server.api import accounts, conversations, dashboard, feedback, releases, uploads
+from chatloop.server.api import accounts, conversations, dashboard, documents, feedback, releases, uploads
 from chatloop.server.auth import authenticate
 from chatloop.server.deps import Services, services
 from chatloop.server.errors import APIError
@@ -35,6 +35,7 @@ from chatloop.serving.pool import EnginePool
 from chatloop.serving.service import ChatService
 from chatloop.store.db import Database
 from chatloop.tools.config import build_toolbox
+from chatloop.tools.retrieval import MAX_DOCUMENT_BYTES
 
 log = logging.getLogger("chatloop.server")
 WEB_DIST = Path(__file__).resolve().parents[2] / "web" / "dist"
@@ -86,6 +87,7 @@ def create_app(settings: Settings, *, models: list[str], dtype: str = "auto", we
     app.include_router(releases.router)
     app.include_router(dashboard.router)
     app.include_router(uploads.router)
+    app.include_router(documents.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz(request: Request):
@@ -104,7 +106,8 @@ def create_app(settings: Settings, *, models: list[str], dtype: str = "auto", we
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     with_image = settings.max_body_bytes + settings.max_image_bytes * 4 // 3 + 4  # base64 of one full-size image
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
-                       paths={"/v1/chat/completions": with_image, "/api/uploads": settings.max_image_bytes})
+                       paths={"/v1/chat/completions": with_image, "/api/uploads": settings.max_image_bytes,
+                              "/api/documents": MAX_DOCUMENT_BYTES + (64 << 10)})  # + multipart framing
     return app
 
 

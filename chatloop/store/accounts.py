@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from chatloop.errors import AuthenticationFailed, ConflictError, NotFoundError, PermissionDenied, UsageError
 from chatloop.store.models import (
-    ApiKey, AppSetting, Attachment, Comparison, Conversation, Correction, Feedback, Message, UsageRecord, User,
+    ApiKey, AppSetting, Attachment, Comparison, Conversation, Correction, Document, Feedback, Message, UsageRecord, User,
 )
 
 MIN_PASSWORD = 8
@@ -100,8 +100,8 @@ def update_profile(s: Session, user_id: str, changes: dict) -> User:
 
 
 def delete_user_data(s: Session, user_id: str) -> None:
-    """Every conversation, message, upload, feedback and usage row of a user (the account stays)."""
-    for table in (Feedback, Comparison, Correction, UsageRecord, Attachment):
+    """Every conversation, message, upload, document, feedback and usage row of a user (the account stays)."""
+    for table in (Feedback, Comparison, Correction, UsageRecord, Attachment, Document):
         s.execute(delete(table).where(table.user_id == user_id))
     for conv in s.scalars(select(Conversation).where(Conversation.user_id == user_id)):
         s.delete(conv)  # its messages cascade
