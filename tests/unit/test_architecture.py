@@ -16,7 +16,7 @@ ALLOWED = {
     "engine": BASE | {"models"},
     "store": BASE,
     "tools": BASE | {"store"},
-    "data": BASE | {"models", "store"},
+    "data": BASE | {"models", "store", "tools"},
     "train": BASE | {"models", "data"},
     "evals": BASE | {"models", "engine", "train", "tools"},
     "registry": BASE | {"models", "engine", "store", "evals"},
