@@ -20,7 +20,19 @@ Three ways a request may use tools (OpenAI's `tool_choice`):
 - `auto`: tools are described; a well-formed call of a known function in the answer becomes a call
   (`ToolParser`: the same code reads a whole answer and a stream, so both agree);
 - forced (`required`, or one named function): the answer is decoded under `forced_call_schema`,
-  so it is exactly one JSON call object.
+  so it is JSON the grammar guarantees to be well-formed calls (below).
+
+How many calls an answer may hold follows OpenAI's `parallel_tool_calls` (default true):
+- a named `tool_choice` is exactly one call of that function: a single call object;
+- `required` with parallel calls is one or more: the grammar is a JSON array of call objects,
+  `[{"name": ..., "arguments": {...}}, ...]` with `minItems: 1` and `maxItems:
+  MAX_PARALLEL_CALLS` (so a model that never closes the array still ends), each item one of the
+  tools' call schemas (`anyOf`), which every model can write under xgrammar whatever its own call
+  format; `parse_forced` reads it (or a single object) into several calls;
+- `required` without parallel calls is a single call object, as for a named function;
+- `auto` without parallel calls keeps only the first call the model writes: the answer ends there,
+  so content and further calls after it are dropped (whole and streamed alike; content before it
+  stays). Generation itself still runs to its end (a stop or max_tokens): what follows is discarded.
 """
 
 import json
@@ -30,6 +42,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatloop.errors import UsageError
+
+MAX_PARALLEL_CALLS = 8  # calls in one forced answer with parallel_tool_calls
 
 TOOLS_PROMPT = (
     "You can call functions. Their JSON signatures:\n{signatures}\n"
@@ -206,29 +220,41 @@ class ToolParser:
     released when its closing marker arrives (or at the end, for formats whose calls run to it).
     A call body that does not decode as known calls is released as the text it was. Whitespace
     just before a call is dropped, so content is what surrounds the calls. With `forced`, the
-    whole answer is one JSON call object (decoded under its schema), read at the end.
+    whole answer is JSON decoded under `forced_call_schema`, read at the end. With `single`
+    (`parallel_tool_calls` false) the answer ends at its first call: later text is dropped.
     """
 
-    def __init__(self, fmt: ToolFormat, names, forced: bool = False):
-        self.fmt, self.names, self.forced = fmt, frozenset(names), forced
+    def __init__(self, fmt: ToolFormat, names, forced: bool = False, single: bool = False):
+        self.fmt, self.names, self.forced, self.single = fmt, frozenset(names), forced, single
         self.buf = ""  # text not yet decided
         self.space = ""  # trailing whitespace held back: dropped before a call, else released
         self.opened: Opener | None = None  # how the call being read opened
         self.spoke = False  # content other than whitespace was released
         self.calls = 0
 
+    @property
+    def ended(self) -> bool:
+        """A single-call answer has made its call: nothing after it is part of the answer."""
+        return self.single and self.calls > 0
+
     def feed(self, text: str) -> list:
-        self.buf += text
         out: list = []
+        if self.ended:
+            return out
+        self.buf += text
         if not self.forced:
             while self._step(out):
                 pass
+        if self.ended:
+            self.buf = self.space = ""
         return out
 
     def finish(self) -> list:
         out: list = []
+        if self.ended:
+            return out
         if self.forced:
-            calls = parse_forced(self.buf)
+            calls = parse_forced(self.buf)[:1 if self.single else None]
             out.extend(calls or ([self.buf] if self.buf else []))
             self.calls += len(calls)
         elif self.opened is not None:
@@ -272,6 +298,8 @@ class ToolParser:
 
     def _step(self, out: list) -> bool:
         """Decide what can be decided; True if it should be called again."""
+        if self.ended:
+            return False
         if self.opened is None:
             found = self._find_open()
             if found is None:
@@ -294,7 +322,7 @@ class ToolParser:
 
     def _close(self, out: list, body: str, closed: bool) -> None:
         opener, self.opened = self.opened, None
-        calls = decode_calls(body, self.names)
+        calls = decode_calls(body, self.names)[:1 if self.single else None]
         if calls:
             self.space = ""
             out.extend(calls)
@@ -310,19 +338,28 @@ def split_answer(parser: ToolParser, text: str) -> tuple[str, list[ToolCall]]:
     return "".join(p for p in pieces if isinstance(p, str)), calls
 
 
-def forced_call_schema(tools: list[dict]) -> dict:
-    """The JSON schema a forced answer is decoded under: one call object of one of `tools`."""
+def forced_call_schema(tools: list[dict], parallel: bool = False) -> dict:
+    """The JSON schema a forced answer is decoded under: one call object of one of `tools`, or with
+    `parallel` a non-empty JSON array of such objects."""
     schemas = [{"type": "object", "properties": {
         "name": {"const": t["function"]["name"]},
         "arguments": t["function"].get("parameters") or {"type": "object"}},
         "required": ["name", "arguments"], "additionalProperties": False} for t in tools]
-    return schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
+    one = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
+    return {"type": "array", "items": one, "minItems": 1, "maxItems": MAX_PARALLEL_CALLS} if parallel else one
 
 
 def parse_forced(text: str) -> list[ToolCall]:
-    """The call in a forced answer; [] if generation stopped before the JSON was complete."""
+    """The calls in a forced answer (one call object, or a non-empty array of them); [] if
+    generation stopped before the JSON was complete."""
     try:
         payload = json.loads(text)
-        return [ToolCall.new(payload["name"], payload["arguments"])]
-    except (json.JSONDecodeError, RecursionError, KeyError, TypeError):
+    except (json.JSONDecodeError, RecursionError):
         return []
+    payloads = payload if isinstance(payload, list) else [payload]
+    calls = []
+    for p in payloads:
+        if not (isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("arguments"), dict)):
+            return []
+        calls.append(ToolCall.new(p["name"], p["arguments"]))
+    return calls

@@ -56,6 +56,7 @@ class ChatRequest:
     n: int = 1
     tools: list[dict] | None = None  # OpenAI function definitions
     tool_choice: str | None = None  # none | auto | required | the name of one function; None = auto
+    parallel_tool_calls: bool = True  # False: at most one call per answer (models/tool_calls.py)
     response_format: dict | None = None  # {"type": "json_object"} or {"type": "json_schema", "schema": {...}}
     truncate: bool = False  # a conversation drops its oldest turns to fit; the API refuses instead
 
@@ -63,16 +64,23 @@ class ChatRequest:
 @dataclass(frozen=True)
 class ToolUse:
     """How an answer's text becomes tool calls: `none`, `auto` (parse known calls, written in the
-    model's `format`) or `forced`."""
+    model's `format`) or `forced`; `parallel` false: at most one call (the first)."""
 
     mode: str = "none"
     names: frozenset[str] = frozenset()
     definitions: tuple[dict, ...] = ()
     format: ToolFormat = OURS
+    parallel: bool = True
 
     def parser(self) -> ToolParser | None:
         """A parser for one answer as it streams (None: no tools, the text is all content)."""
-        return None if self.mode == "none" else ToolParser(self.format, self.names, forced=self.mode == "forced")
+        if self.mode == "none":
+            return None
+        return ToolParser(self.format, self.names, forced=self.mode == "forced", single=not self.parallel)
+
+    def schema(self) -> dict:
+        """The JSON schema a forced answer is decoded under (an array of calls if parallel)."""
+        return forced_call_schema(list(self.definitions), parallel=self.parallel)
 
     def extract(self, text: str) -> tuple[str | None, list[ToolCall]]:
         """(content, calls) of a finished answer (the stream's parser, fed all at once)."""
@@ -108,13 +116,14 @@ def _tool_use(req: ChatRequest, fmt: ToolFormat) -> ToolUse:
         return ToolUse()
     names = frozenset(t["function"]["name"] for t in req.tools)
     if req.tool_choice in (None, "auto"):
-        return ToolUse("auto", names, tuple(req.tools), fmt)
+        return ToolUse("auto", names, tuple(req.tools), fmt, req.parallel_tool_calls)
     if req.tool_choice == "required":
-        return ToolUse("forced", names, tuple(req.tools), fmt)
+        return ToolUse("forced", names, tuple(req.tools), fmt, req.parallel_tool_calls)
     if req.tool_choice not in names:
         raise UsageError(f"tool_choice names '{req.tool_choice}', which is not in tools", param="tool_choice")
+    # a named function: exactly one call of it, whatever parallel_tool_calls says
     return ToolUse("forced", frozenset([req.tool_choice]),
-                   tuple(t for t in req.tools if t["function"]["name"] == req.tool_choice), fmt)
+                   tuple(t for t in req.tools if t["function"]["name"] == req.tool_choice), fmt, parallel=False)
 
 
 def _grammar(engine, req: ChatRequest, tools: ToolUse):
@@ -123,7 +132,7 @@ def _grammar(engine, req: ChatRequest, tools: ToolUse):
         raise UsageError("a forced tool call and a JSON response_format cannot be combined", param="response_format")
     try:
         if tools.mode == "forced":
-            return engine.grammars.json_schema(forced_call_schema(list(tools.definitions)))
+            return engine.grammars.json_schema(tools.schema())
         if fmt == "json_schema":
             return engine.grammars.json_schema(req.response_format["schema"])
         if fmt == "json_object":

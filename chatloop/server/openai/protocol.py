@@ -1,13 +1,17 @@
 """Pydantic models for /v1/chat/completions, fields ordered like OpenAI's API reference.
 
 Unknown fields are rejected (400 naming the field) rather than silently ignored, so a client
-never believes a parameter took effect when it did not.
+never believes a parameter took effect when it did not. Tools are checked as OpenAI checks them:
+a function name matches ^[a-zA-Z0-9_-]{1,64}$ and is unique, its parameters are a valid JSON
+Schema of type object, and a `tool` message answers (by `tool_call_id`) a call an earlier
+assistant message made. Each failure is a 400 whose `param` is the field's path.
 """
 
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -50,6 +54,21 @@ class FunctionDefinition(Strict):
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
+    @field_validator("parameters")
+    @classmethod
+    def _object_schema(cls, v):
+        if not v:  # absent or {}: a function without parameters
+            return v
+        if v.get("type") != "object":
+            raise ValueError(f"parameters must be a JSON Schema of type 'object', got type {v.get('type')!r}")
+        try:
+            jsonschema.validators.validator_for(v).check_schema(v)
+        except jsonschema.SchemaError as e:
+            where = "/".join(str(p) for p in e.path)
+            raise ValueError(f"parameters is not a valid JSON Schema{' at ' + where if where else ''}: "
+                             f"{e.message}") from None
+        return v
+
 
 class Tool(Strict):
     type: Literal["function"]
@@ -86,15 +105,35 @@ class ChatCompletionRequest(Strict):
     top_p: float | None = Field(default=1.0, gt=0.0, le=1.0)
     user: str | None = None
 
+    @field_validator("messages")
+    @classmethod
+    def _tool_results_answer_calls(cls, v):
+        called: set[str] = set()
+        for i, m in enumerate(v):
+            if m.role == "assistant":
+                called.update(c["id"] for c in m.tool_calls or [] if isinstance(c.get("id"), str))
+            if m.role != "tool":
+                continue
+            if not m.tool_call_id:
+                raise ValueError(f"messages[{i}] has role 'tool' but no tool_call_id")
+            if m.tool_call_id not in called:
+                raise ValueError(f"messages[{i}] with role 'tool' must answer a call of an earlier assistant message's "
+                                 f"tool_calls; no call has id {m.tool_call_id!r}")
+        return v
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_names(cls, v):
+        names = [t.function.name for t in v or []]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"function names must be unique; given more than once: {', '.join(twice)}")
+        return v
+
     @model_validator(mode="after")
     def _check(self):
         if isinstance(self.stop, list) and len(self.stop) > 4:
             raise ValueError("stop: at most 4 sequences")
-        names = {t.function.name for t in self.tools or []}
-        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.get("name") not in names:
-            raise ValueError("tool_choice names a function that is not in tools")
-        if self.tool_choice == "required" and not names:
-            raise ValueError("tool_choice 'required' needs tools")
         return self
 
 

@@ -15,7 +15,13 @@ from chatloop.server.auth import Principal
 from chatloop.server.deps import Services, principal, services
 from chatloop.server.errors import APIError
 from chatloop.server.openai import serving
-from chatloop.server.openai.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
+from chatloop.server.openai.protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ModelCard,
+    ModelList,
+    NamedToolChoice,
+)
 from chatloop.server.sse import EventStreamResponse
 from chatloop.store.models import UsageRecord
 
@@ -36,6 +42,21 @@ def _unsupported(req: ChatCompletionRequest) -> None:
     for failed, param, message in checks:
         if failed:
             raise APIError(400, message, param=param, code="unsupported_parameter")
+
+
+def _check_tool_choice(req: ChatCompletionRequest) -> None:
+    """A forced tool_choice must name something `tools` holds (OpenAI answers 400 otherwise)."""
+    names = {t.function.name for t in req.tools or []}
+    choice = req.tool_choice
+    if isinstance(choice, NamedToolChoice):
+        name = choice.function.get("name")
+        if not name:
+            raise APIError(400, "tool_choice.function.name is required", param="tool_choice", code="invalid_value")
+        if name not in names:
+            raise APIError(400, f"tool_choice names the function {name!r}, which is not in tools",
+                           param="tool_choice", code="invalid_value")
+    elif choice == "required" and not names:
+        raise APIError(400, "tool_choice 'required' needs tools", param="tool_choice", code="invalid_value")
 
 
 def _usage_logger(svc: Services, p: Principal, model: str, started: float):
@@ -59,6 +80,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, p: Prin
                            svc: Services = Depends(services)):
     started = time.perf_counter()
     _unsupported(req)
+    _check_tool_choice(req)
     run = await svc.chat.start(req.model, serving.chat_request(req), key=req.user)  # `user` keeps a canary sticky
     log_usage = _usage_logger(svc, p, run.model_id, started)
     completion_id = serving.new_completion_id()

@@ -5,7 +5,8 @@ It only translates: `chat_request` maps the protocol model onto the chat service
 `data: [DONE]`), `completion` shapes collected results. Both log one usage row per request. With
 tools (`tool_choice` auto) a streamed answer's text arrives as it is decoded, except what may be
 the start of a call; each call arrives once complete, as `tool_calls` deltas (id, type and name,
-then the arguments). A forced call arrives at the end.
+then the arguments). Forced calls arrive at the end. With `parallel_tool_calls: false` an answer
+ends at its first call (models/tool_calls.py says what that drops).
 """
 
 import secrets
@@ -18,6 +19,7 @@ from chatloop.server.openai.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatMessage,
     Choice,
     ChunkChoice,
     Delta,
@@ -35,6 +37,15 @@ from chatloop.serving.run import DONE, sse
 LogUsage = Callable[[list[GenerationResult], int], Awaitable[None]]
 
 
+def message(m: ChatMessage) -> dict:
+    """One request message for the chat service: a tool result keeps the call it answers
+    (`tool_call_id`) and a message its `name`, for templates that render them."""
+    out = {"role": "system" if m.role == "developer" else m.role,
+           "content": m.content if m.content is not None else "", "tool_calls": m.tool_calls}
+    extra = {"tool_call_id": m.tool_call_id, "name": m.name}
+    return out | {k: v for k, v in extra.items() if v is not None}
+
+
 def chat_request(req: ChatCompletionRequest) -> ChatRequest:
     tool_choice = req.tool_choice
     if isinstance(tool_choice, NamedToolChoice):
@@ -44,9 +55,7 @@ def chat_request(req: ChatCompletionRequest) -> ChatRequest:
     if fmt is not None and fmt.type != "text":
         response_format = {"type": fmt.type, **({"schema": fmt.json_schema.schema_} if fmt.json_schema else {})}
     return ChatRequest(
-        messages=[{"role": "system" if m.role == "developer" else m.role,
-                   "content": m.content if m.content is not None else "", "tool_calls": m.tool_calls}
-                  for m in req.messages],
+        messages=[message(m) for m in req.messages],
         max_tokens=req.max_completion_tokens or req.max_tokens,
         temperature=1.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
@@ -57,6 +66,7 @@ def chat_request(req: ChatCompletionRequest) -> ChatRequest:
         n=req.n or 1,
         tools=[t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None,
         tool_choice=tool_choice,
+        parallel_tool_calls=req.parallel_tool_calls is not False,  # OpenAI's default: true
         response_format=response_format,
     )
 
