@@ -7,9 +7,9 @@ The 60 held-out prompts of `chatloop.data.tool_synthetic.heldout()` (15 each: ar
 city, a question about "my document", no tool needed; EN and 中文; each with its own subset of the
 three built-in tools offered) are run through our engine (float32, greedy) as the chat loop runs
 them: the prompt is rendered with the offered tools in the model's own format, every call the model
-makes is executed for real (the calculator exactly, the clock in the named zone, a document search
-over a fixed corpus, `tool_synthetic.HELDOUT_CORPUS`), the result is fed back, and the model answers
-again, for at most three rounds. A call of a tool that was not offered ends the conversation, as it
+makes is executed for real (the built-in calculator and clock of chatloop/tools/builtin.py; a
+document search over a fixed corpus, `tool_pools.HELDOUT_CORPUS`, answered in search_documents'
+format), the result is fed back, and the model answers again, for at most three rounds. A call of a tool that was not offered ends the conversation, as it
 would in the server (whose parser knows only the offered tools).
 
 Figures, each a rate with n and a 95% bootstrap interval (chatloop/evals/stats.py):
@@ -23,17 +23,22 @@ Figures, each a rate with n and a 95% bootstrap interval (chatloop/evals/stats.p
 """
 
 import argparse
+import asyncio
 import json
 import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from zoneinfo import ZoneInfo
 
 from chatloop.data.tool_pools import HELDOUT_CORPUS
-from chatloop.data.tool_synthetic import TOOLS, evaluate, heldout, number_text, snippets, time_result
+from chatloop.data.tool_synthetic import TOOLS, heldout, snippets
 from chatloop.evals.stats import bootstrap, rounded, rounded_ci
+from chatloop.tools.builtin import Builtins
+from chatloop.tools.calculator import CalculatorError, calculate
 
 ROUNDS = 3
 METRICS = ("right_tool", "valid_args", "right_args", "correct_answer", "false_call", "not_offered")
@@ -60,18 +65,27 @@ def search(query: str, top_k: int = 3) -> str:
     return snippets(hits) if hits else "No passages match the query."
 
 
-def execute(name: str, args: dict, now: datetime) -> tuple[str, bool]:
-    """(result text, is_error) of one call, as the built-in tools answer."""
+def execute(builtins, name: str, args: dict) -> tuple[str, datetime | None]:
+    """(what the model reads, the moment a clock was read) for one call: the calculator and the clock
+    are the built-in tools themselves; arguments are checked against the schema first, as the
+    toolbox does, and every failure is an error result."""
+    import jsonschema
+
+    from chatloop.tools.base import CallContext, ToolError
+
+    if name not in TOOLS:
+        return f"error: there is no tool named {name!r}", None
     try:
-        if name == "calculator":
-            return number_text(evaluate(str(args.get("expression", "")))), False
-        if name == "current_time":
-            return time_result(str(args.get("timezone") or "UTC"), now), False
-        if name == "search_documents":
-            return search(str(args.get("query", "")), int(args.get("top_k") or 3)), False
-    except (ValueError, ZeroDivisionError, OverflowError, ZoneInfoNotFoundError) as e:
-        return f"error: {e}", True
-    return f"error: unknown tool {name!r}", True
+        jsonschema.validate(args, TOOLS[name]["function"]["parameters"])
+    except jsonschema.ValidationError as e:
+        return f"error: invalid arguments for {name}: {e.message}", None
+    if name == "search_documents":
+        return search(args["query"], args.get("top_k", 3)), None
+    try:
+        out = asyncio.run(builtins.call(name, args, CallContext()))
+    except ToolError as e:
+        return f"error: {e}", None
+    return out.text, datetime.fromisoformat(out.data["datetime"]) if name == "current_time" else None
 
 
 def _valid(name: str, args) -> bool:
@@ -100,7 +114,7 @@ def stray_calls(content: str) -> list[str]:
 # --- one conversation -------------------------------------------------------------------------------------
 
 
-def converse(engine, item: dict, max_tokens: int) -> dict:
+def converse(engine, builtins, item: dict, max_tokens: int) -> dict:
     """Run one held-out prompt through the tool loop; the transcript with its calls and final answer."""
     from chatloop.engine.sampling import SamplingParams
     from chatloop.models.chat_format import render_prompt
@@ -122,9 +136,8 @@ def converse(engine, item: dict, max_tokens: int) -> dict:
             break
         messages.append({"role": "assistant", "content": content, "tool_calls": [c.as_openai() for c in made]})
         for c in made:
-            now = datetime.now(ZoneInfo("UTC"))
-            times.append(now)
-            text, _ = execute(c.name, json.loads(c.arguments), now)
+            text, moment = execute(builtins, c.name, json.loads(c.arguments))
+            times += [moment] if moment else []
             messages.append({"role": "tool", "tool_call_id": c.id, "content": text})
     return {"id": item["id"], "calls": calls, "final": final, "offered": sorted(offered), "times": times}
 
@@ -159,9 +172,8 @@ def score(item: dict, run: dict) -> dict:
     args_ok = None
     if need == "calculator" and valid:
         try:
-            args_ok = all(number_text(evaluate(c["arguments"]["expression"])) == item["args"]["value"]
-                          for c in run["calls"])
-        except (ValueError, ZeroDivisionError, OverflowError):
+            args_ok = all(calculate(c["arguments"]["expression"]) == item["args"]["value"] for c in run["calls"])
+        except CalculatorError:
             args_ok = False
     elif need == "current_time" and valid:
         args_ok = all(c["arguments"].get("timezone") == item["args"]["timezone"] for c in run["calls"])
@@ -195,12 +207,16 @@ def run_tool_use(model: str = "default", max_tokens: int = 160, concurrency: int
     from chatloop.engine.scheduler import Engine
 
     items = items if items is not None else heldout()
-    engine = Engine.start(model, "float32", max_batch=concurrency)
+    from chatloop.registry.resolve import resolve_ref
+
+    engine = Engine.start(resolve_ref(model), "float32", max_batch=concurrency)
     started = time.perf_counter()
     done = [0]
+    scratch = TemporaryDirectory()
+    builtins = Builtins(scratch_root=Path(scratch.name), enabled={"calculator", "current_time"})
 
     def one(item: dict) -> dict:
-        out = converse(engine, item, max_tokens)
+        out = converse(engine, builtins, item, max_tokens)
         done[0] += 1
         print(f"bench tool-use: {done[0]}/{len(items)} conversations", file=sys.stderr, flush=True)
         return out
@@ -210,6 +226,7 @@ def run_tool_use(model: str = "default", max_tokens: int = 160, concurrency: int
             runs = list(pool.map(one, items))
     finally:
         engine.shutdown()
+        scratch.cleanup()
     scores = [score(i, r) for i, r in zip(items, runs)]
     transcripts = [{"id": r["id"], "calls": r["calls"], "final": r["final"][:300], **s}
                    for r, s in zip(runs, scores)]
@@ -221,10 +238,14 @@ def ask(model: str, prompt: str, tools: list[str], max_tokens: int = 160) -> dic
     """One prompt through the loop with `tools` offered: its calls and final answer."""
     from chatloop.engine.scheduler import Engine
 
-    engine = Engine.start(model, "float32", max_batch=1)
+    from chatloop.registry.resolve import resolve_ref
+
+    engine = Engine.start(resolve_ref(model), "float32", max_batch=1)
     try:
-        item = {"id": "prompt", "prompt": prompt, "tools": [TOOLS[t] for t in tools]}
-        run = converse(engine, item, max_tokens)
+        with TemporaryDirectory() as scratch:
+            builtins = Builtins(scratch_root=Path(scratch), enabled={"calculator", "current_time"})
+            item = {"id": "prompt", "prompt": prompt, "tools": [TOOLS[t] for t in tools]}
+            run = converse(engine, builtins, item, max_tokens)
     finally:
         engine.shutdown()
     return {"calls": run["calls"], "final": run["final"]}

@@ -4,14 +4,16 @@
     python -m chatloop.data.tool_synthetic heldout out.jsonl
     materialize("synthetic:tools:1200:mix:0", Path("run/data"))   # a stage config's data entry
 
-A training row is `{"tools": [OpenAI function definitions], "messages": [...]}`: a user question,
-then either a call (`tool_calls`, arguments as JSON text), the tool's result (a `tool` message, the
-real result: exact arithmetic, a time in the named zone, numbered snippets) and a final answer that
-states it (citing `[n]` for documents), or a direct answer. Kinds: arithmetic (word problems and bare
-expressions) -> `calculator`; the time in a city -> `current_time` with its IANA zone; questions about
-"my document" -> `search_documents`; questions that need no tool (greetings, knowledge, writing,
-translation). Which tools are offered varies (one to all three); a tool that is not offered is
-never called: when the needed one is missing the answer is direct (arithmetic) or says it cannot.
+A training row is `{"tools": [OpenAI function definitions], "messages": [...]}`: one to three
+questions in one language, each followed either by a call (`tool_calls`, arguments as JSON text),
+the tool's real result (a `tool` message written as the built-in tool writes it: the calculator's
+exact value, the time in the named zone, numbered snippets) and a final answer that states it
+(citing `[n]` for documents), or by a direct answer. Kinds: arithmetic (word problems and bare
+expressions) -> `calculator`; the time in a city -> `current_time` with its IANA zone; questions
+about "my document" -> `search_documents`; questions that need no tool (greetings, knowledge,
+writing, translation). The tools are the server's own specs (chatloop/tools/builtin.py,
+retrieval.py); which of them are offered varies (one to all three), and a tool that is not offered
+is never called: when the needed one is missing the answer is direct (arithmetic) or says it cannot.
 
 The held-out set (`heldout()`, 60 prompts, 15 per kind, half in Chinese) is drawn from template,
 name, object and city pools disjoint from training, with its own seed; it is what
@@ -19,9 +21,7 @@ name, object and city pools disjoint from training, with its own seed; it is wha
 """
 
 import argparse
-import ast
 import json
-import operator
 import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -32,71 +32,36 @@ from zoneinfo import ZoneInfo
 from chatloop.data import tool_pools as P
 from chatloop.errors import UsageError
 from chatloop.fsutil import atomic_write_text
+from chatloop.tools.calculator import calculate, evaluate
 
-# The built-in tools' schemas (chatloop/tools/builtin.py and retrieval.py serve the same ones).
-CALCULATOR = {"type": "function", "function": {
-    "name": "calculator", "description": "Evaluate an arithmetic expression exactly: + - * / ** and parentheses.",
-    "parameters": {"type": "object", "properties": {"expression": {"type": "string"}},
-                   "required": ["expression"], "additionalProperties": False}}}
-CURRENT_TIME = {"type": "function", "function": {
-    "name": "current_time", "description": "The current date and time in an IANA time zone (default UTC).",
-    "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}},
-                   "required": [], "additionalProperties": False}}}
-SEARCH_DOCUMENTS = {"type": "function", "function": {
-    "name": "search_documents", "description": "Search the user's uploaded documents; returns numbered snippets.",
-    "parameters": {"type": "object", "properties": {"query": {"type": "string"},
-                                                    "top_k": {"type": "integer", "minimum": 1, "maximum": 10}},
-                   "required": ["query"], "additionalProperties": False}}}
-TOOLS = {t["function"]["name"]: t for t in (CALCULATOR, CURRENT_TIME, SEARCH_DOCUMENTS)}
+def _builtin_tools() -> dict[str, dict]:
+    """The three tools as the server offers them (their specs live with their code)."""
+    from chatloop.tools.builtin import CALCULATOR, CURRENT_TIME
+    from chatloop.tools.retrieval import SPEC as SEARCH_DOCUMENTS
+
+    return {spec.name: spec.openai() for spec in (CALCULATOR, CURRENT_TIME, SEARCH_DOCUMENTS)}
+
+
+TOOLS = _builtin_tools()
 NEEDS = {"calc": "calculator", "time": "current_time", "search": "search_documents", "none": None}
 BROWSER_PROMPT = "小明有5个苹果，吃了2个，又买了4个，现在有几个？"  # the browser test's: never in either set
 
 
-# --- the tools' real results ------------------------------------------------------------------------
-
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-        ast.Pow: operator.pow, ast.USub: operator.neg, ast.UAdd: operator.pos}
-
-
-def evaluate(expression: str) -> Fraction:
-    """An arithmetic expression evaluated exactly (numbers, + - * / **, parentheses); ValueError else."""
-    def walk(node) -> Fraction:
-        if isinstance(node, ast.Expression):
-            return walk(node.body)
-        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            return Fraction(str(node.value))
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            left, right = walk(node.left), walk(node.right)
-            if isinstance(node.op, ast.Pow) and (right.denominator != 1 or abs(right) > 64):
-                raise ValueError("exponents must be whole numbers up to 64")
-            if isinstance(node.op, ast.Div) and right == 0:
-                raise ValueError("division by zero")
-            return _OPS[type(node.op)](left, right)
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](walk(node.operand))
-        raise ValueError(f"not an arithmetic expression: {expression!r}")
-
-    try:
-        tree = ast.parse(expression.replace("×", "*").replace("÷", "/"), mode="eval")
-    except SyntaxError as e:
-        raise ValueError(f"not an arithmetic expression: {expression!r}") from e
-    return walk(tree)
-
-
-def number_text(value: Fraction) -> str:
-    """7, 2.5, 0.333333 (six decimals at most, trailing zeros dropped)."""
-    if value.denominator == 1:
-        return str(value.numerator)
-    return f"{float(value):.6f}".rstrip("0").rstrip(".")
+# --- the tools' real results (as the built-in tools write them) --------------------------------------
 
 
 def time_result(zone: str, when: datetime) -> str:
+    """What `current_time` answers for `zone` at `when` (chatloop/tools/builtin.py's format)."""
     local = when.astimezone(ZoneInfo(zone))
-    return f"{local:%Y-%m-%d %H:%M} ({local:%A}) in {zone}, UTC{local:%z}"
+    return f"{local.isoformat(timespec='seconds')} ({local:%A}, {zone}, UTC{local:%z})"
 
 
 def snippets(hits: list[tuple[str, str]]) -> str:
-    return "\n".join(f'[{i}] {name}: "{text}"' for i, (name, text) in enumerate(hits, 1))
+    """What `search_documents` answers with these (file name, passage) hits, best first."""
+    from chatloop.tools.retrieval import Hit, snippets
+
+    return snippets([Hit(document_id=f"doc{i}", filename=name, chunk_index=0, score=1.0, text=text)
+                     for i, (name, text) in enumerate(hits)])
 
 
 # --- one conversation ------------------------------------------------------------------------------
@@ -134,7 +99,7 @@ def _bare(r: random.Random, pool: P.Pool) -> str:
         shape = r.choice(pool.shapes)
         expression = shape.format(*(_num(r, 2, 999 if i == 0 else 99, not pool.whole)
                                     for i in range(shape.count("{}"))))
-        value = evaluate(expression)
+        value = Fraction(evaluate(expression))
         if value >= 0 and value.denominator <= (1 if pool.whole else 1000) and abs(value) < 10**12:
             return expression
 
@@ -143,7 +108,7 @@ def calc_item(r: random.Random, pool: P.Pool, lang: str) -> dict:
     """An arithmetic question: {prompt, expression, value, answer sentence}."""
     if r.random() < 0.3:
         expression = _bare(r, pool)
-        value = number_text(evaluate(expression))
+        value = calculate(expression)
         ask, say = r.choice(pool.bare[lang])
         return {"prompt": ask.format(e=expression), "expression": expression, "value": value,
                 "answer": say.format(e=expression, v=value)}
@@ -156,31 +121,21 @@ def calc_item(r: random.Random, pool: P.Pool, lang: str) -> dict:
         a = max(a, b + c + r.randint(1, 30))
     slots = {"name": r.choice(pool.names[lang]), "obj": obj, "m": measure, "a": a, "b": b, "c": c}
     expression = template["expr"].format(**slots)
-    value = number_text(evaluate(expression))
+    value = calculate(expression)
     return {"prompt": template["q"].format(**slots), "expression": expression, "value": value,
             "answer": template["a"].format(**slots, v=value)}
 
 
-def gen_row(r: random.Random, pool: P.Pool, when: datetime) -> dict:
-    """One training conversation of a kind drawn by weight."""
-    lang = r.choice(("en", "zh"))
-    kind = r.choices(("calc", "time", "search", "none", "absent"), weights=(30, 20, 20, 20, 10))[0]
-    system = [{"role": "system", "content": r.choice(P.SYSTEMS[lang])}] if r.random() < 0.25 else []
-    if kind == "absent":
-        need = r.choice(("calc", "time", "search"))
-        tools = _offer(r, NEEDS[need], absent=True)
-        if need == "calc":
-            item = calc_item(r, pool, lang)
-            return {"tools": tools, "messages": system + [
-                {"role": "user", "content": item["prompt"]}, {"role": "assistant", "content": item["answer"]}]}
-        question = (_time_question(r, pool, lang)[0] if need == "time" else _search_question(r, pool, lang)[0])
-        return {"tools": tools, "messages": system + [
-            {"role": "user", "content": question}, {"role": "assistant", "content": r.choice(P.CANNOT[need][lang])}]}
-    tools = _offer(r, NEEDS[kind])
+KINDS, WEIGHTS = ("calc", "time", "search", "none"), (35, 22, 22, 21)
+
+
+def exchange(r: random.Random, pool: P.Pool, kind: str, offered: set[str], lang: str, when: datetime) -> list[dict]:
+    """One question and what follows it: a call, its result and the answer when the needed tool is
+    offered; else a direct answer (arithmetic, small talk) or a "cannot" (time, documents)."""
+    need = NEEDS[kind]
     if kind == "none":
         question, answer = r.choice(pool.plain[lang])
-        return {"tools": tools, "messages": system + [{"role": "user", "content": question},
-                                                      {"role": "assistant", "content": answer}]}
+        return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
     if kind == "calc":
         item = calc_item(r, pool, lang)
         user, call = item["prompt"], _call("calculator", {"expression": item["expression"]})
@@ -197,8 +152,30 @@ def gen_row(r: random.Random, pool: P.Pool, when: datetime) -> dict:
         call = _call("search_documents", {"query": query})
         result = snippets(hits)
         answer = r.choice(P.CITE[lang]).format(fact=fact, n=at)
-    return {"tools": tools, "messages": system + [{"role": "user", "content": user}, call, _tool(result),
-                                                  {"role": "assistant", "content": answer}]}
+    if need not in offered:
+        direct = answer if kind == "calc" else r.choice(P.CANNOT[kind][lang])
+        return [{"role": "user", "content": user}, {"role": "assistant", "content": direct}]
+    return [{"role": "user", "content": user}, call, _tool(result), {"role": "assistant", "content": answer}]
+
+
+def gen_row(r: random.Random, pool: P.Pool, when: datetime) -> dict:
+    """One training conversation: a subset of the tools, then one to three exchanges in one language
+    (several exchanges share the tool descriptions, which are most of a short conversation's tokens).
+    The first question's tool is offered nine times in ten; a later question whose tool is not
+    offered is kept three times in ten (else another kind is drawn)."""
+    lang = r.choice(("en", "zh"))
+    first = r.choices(KINDS, weights=WEIGHTS)[0]
+    tools = _offer(r, NEEDS[first], absent=first != "none" and r.random() < 0.1)
+    offered = {t["function"]["name"] for t in tools}
+    kinds = [first]
+    for _ in range(r.choices((0, 1, 2), weights=(40, 35, 25))[0]):
+        kind = r.choices(KINDS, weights=WEIGHTS)[0]
+        while NEEDS[kind] and NEEDS[kind] not in offered and r.random() >= 0.3:
+            kind = r.choices(KINDS, weights=WEIGHTS)[0]
+        kinds.append(kind)
+    system = [{"role": "system", "content": r.choice(P.SYSTEMS[lang])}] if r.random() < 0.25 else []
+    return {"tools": tools, "messages": system + [m for kind in kinds for m in exchange(r, pool, kind, offered, lang,
+                                                                                           when)]}
 
 
 def _time_question(r: random.Random, pool: P.Pool, lang: str) -> tuple[str, str, str]:

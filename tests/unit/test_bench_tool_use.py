@@ -8,6 +8,7 @@ import pytest
 
 from chatloop.bench import tool_use as B
 from chatloop.data.tool_synthetic import heldout
+from chatloop.tools.builtin import Builtins
 
 ITEMS = {item["id"]: item for item in heldout()}
 NOON = datetime(2026, 3, 1, 12, 5, tzinfo=ZoneInfo("UTC"))
@@ -21,19 +22,23 @@ def run(item, calls, final, times=()):
 @pytest.mark.parametrize("item", [i for i in ITEMS.values() if i["kind"] == "search"], ids=lambda i: i["id"])
 def test_search_ranks_the_questions_document_first(item):
     top = B.search(item["prompt"]).splitlines()[0]
-    assert top.startswith(f"[1] {item['args']['document']}: ")
+    assert top.startswith(f"[1] {item['args']['document']} (chunk 1): ")
     assert any(e in top for e in item["expect"])
 
 
-def test_tools_execute_for_real_and_errors_are_results():
-    assert B.execute("calculator", {"expression": "(17+4)*3"}, NOON) == ("63", False)
-    text, error = B.execute("current_time", {"timezone": "Asia/Bangkok"}, NOON)
-    assert not error and "19:05" in text and "Asia/Bangkok" in text
-    assert B.execute("current_time", {}, NOON)[0].startswith("2026-03-01 12:05")
-    assert B.execute("current_time", {"timezone": "Mars/Olympus"}, NOON)[1]
-    assert B.execute("calculator", {"expression": "import os"}, NOON)[1]
-    assert B.execute("get_weather", {}, NOON)[1]
+def test_tools_execute_for_real_and_errors_are_results(tmp_path):
+    builtins = Builtins(scratch_root=tmp_path, enabled={"calculator", "current_time"})
+    assert B.execute(builtins, "calculator", {"expression": "(17+4)*3"}) == ("63", None)
+    text, moment = B.execute(builtins, "current_time", {"timezone": "Asia/Bangkok"})
+    local = moment.astimezone(ZoneInfo("Asia/Bangkok"))
+    assert f"{local:%H:%M}" in text and "Asia/Bangkok" in text
+    assert B.execute(builtins, "current_time", {})[0].endswith("UTC, UTC+0000)")
+    for name, args in (("current_time", {"timezone": "Mars/Olympus"}), ("calculator", {"expression": "import os"}),
+                       ("calculator", {"expr": "1"}), ("get_weather", {})):
+        text, _ = B.execute(builtins, name, args)
+        assert text.startswith("error: ")
     assert B.search("zebra quantum") == "No passages match the query."
+    assert B.execute(builtins, "search_documents", {"query": "Q3 marketing budget"})[0].startswith("[1] budget-q3.txt")
 
 
 def test_stray_calls_name_tools_the_parser_did_not_know():

@@ -1,9 +1,15 @@
 """Synthetic tool-use conversations: real results, only offered tools, deterministic, and a held-out
 set that shares nothing with training (nor the browser test's prompt)."""
 
+import asyncio
 import json
+import re
+import tempfile
 from collections import Counter
+from datetime import datetime
 from fractions import Fraction
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -11,6 +17,8 @@ from chatloop.data import tool_pools as P
 from chatloop.data import tool_synthetic as T
 from chatloop.data.schemas import read_dataset, validate_row
 from chatloop.errors import UsageError
+from chatloop.tools.base import CallContext
+from chatloop.tools.calculator import calculate
 
 ROWS = list(T.generate(1500, seed=0))
 
@@ -35,19 +43,31 @@ def test_every_row_is_a_valid_sft_row_that_calls_only_offered_tools():
     assert all(t in T.TOOLS.values() for row in ROWS for t in row["tools"])
 
 
+def _exchanges(row):
+    """(offered tool names, [messages of one question and what follows it]) per question."""
+    out, offered = [], {t["function"]["name"] for t in row["tools"]}
+    for m in row["messages"]:
+        if m["role"] == "user":
+            out.append([])
+        if out:
+            out[-1].append(m)
+    return [(offered, ex) for ex in out]
+
+
 def test_kinds_languages_and_tool_subsets_are_all_present():
     called = Counter(c["function"]["name"] for row in ROWS for c in _calls(row))
     assert all(called[name] > 150 for name in T.TOOLS)
-    no_call = [row for row in ROWS if not _calls(row)]
-    assert 0.2 < len(no_call) / len(ROWS) < 0.45
+    exchanges = [e for row in ROWS for e in _exchanges(row)]
+    no_call = [(offered, ex) for offered, ex in exchanges if len(ex) == 2]
+    assert 0.2 < len(no_call) / len(exchanges) < 0.45
     assert Counter(len(row["tools"]) for row in ROWS).keys() == {1, 2, 3}
+    assert Counter(len(_exchanges(row)) for row in ROWS).keys() == {1, 2, 3}
     assert any("\u4e00" <= ch <= "\u9fff" for row in ROWS[:20] for ch in row["messages"][-1]["content"])
-    # a needed tool that is not offered: no call, and a direct answer or a "cannot"
-    cannot = {text for kind in P.CANNOT.values() for texts in kind.values() for text in texts}
-    absent = [row for row in no_call if row["messages"][-1]["content"] in cannot]
-    assert absent and all(not _calls(row) for row in absent)
-    assert all("current_time" not in {t["function"]["name"] for t in row["tools"]}
-               for row in absent if "time" in row["messages"][-1]["content"] or "时间" in row["messages"][-1]["content"])
+    # a needed tool that is not offered: no call, and a "cannot" (or, for arithmetic, the answer)
+    cannot = {text: kind for kind, langs in P.CANNOT.items() for texts in langs.values() for text in texts}
+    absent = [(offered, ex) for offered, ex in no_call if ex[1]["content"] in cannot]
+    assert len(absent) > 30
+    assert all(T.NEEDS[cannot[ex[1]["content"]]] not in offered for offered, ex in absent)
 
 
 def test_tool_results_are_real_and_final_answers_state_them():
@@ -60,10 +80,10 @@ def test_tool_results_are_real_and_final_answers_state_them():
                 result, final = ms[i + 1]["content"], ms[i + 2]["content"]
                 assert ms[i + 1]["role"] == "tool"
                 if name == "calculator":
-                    assert result == T.number_text(T.evaluate(args["expression"]))
+                    assert result == calculate(args["expression"])
                     assert result in final
                 elif name == "current_time":
-                    assert args["timezone"] in result and result[11:16] in final
+                    assert f", {args['timezone']}, UTC" in result and result[11:16] in final
                 else:
                     cited = int(final.rsplit("[", 1)[1].rstrip("]"))
                     snippet = result.splitlines()[cited - 1]
@@ -102,13 +122,22 @@ def test_heldout_is_balanced_and_disjoint_from_training():
             assert item["expect"] == [item["args"]["value"]] and Fraction(item["args"]["value"]).denominator == 1
 
 
-def test_evaluate_is_exact_and_refuses_anything_but_arithmetic():
-    assert T.evaluate("1/3*3") == 1 and T.number_text(T.evaluate("5-2+4")) == "7"
-    assert T.number_text(T.evaluate("7/2")) == "3.5" and T.number_text(T.evaluate("2/3")) == "0.666667"
-    assert T.evaluate("12×3÷4") == 9
-    for bad in ("__import__('os')", "a+1", "2**0.5", "1/0", "9**999", "", "len([1])"):
-        with pytest.raises(ValueError):
-            T.evaluate(bad)
+def test_offered_tools_are_the_servers_builtins_and_results_their_format():
+    from chatloop.tools.builtin import Builtins
+    from chatloop.tools.retrieval import SPEC
+
+    assert T.TOOLS["search_documents"] == SPEC.openai()
+    with tempfile.TemporaryDirectory() as scratch:
+        builtins = Builtins(scratch_root=Path(scratch))
+        specs = {s.name: s.openai() for s in asyncio.run(builtins.list_tools())}
+        assert T.TOOLS["calculator"] == specs["calculator"] and T.TOOLS["current_time"] == specs["current_time"]
+        real = asyncio.run(builtins.call("current_time", {"timezone": "Asia/Tokyo"}, CallContext())).text
+    ours = T.time_result("Asia/Tokyo", datetime(2025, 5, 6, 1, 2, 3, tzinfo=ZoneInfo("UTC")))
+    assert ours == "2025-05-06T10:02:03+09:00 (Tuesday, Asia/Tokyo, UTC+0900)"
+    shape = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+09:00 \(\w+, Asia/Tokyo, UTC\+0900\)$")
+    assert shape.match(real) and shape.match(ours)
+    text = T.snippets([("a.txt", "Alpha."), ("b.txt", "Beta.")])
+    assert text.splitlines()[:2] == ['[1] a.txt (chunk 1): "Alpha."', '[2] b.txt (chunk 1): "Beta."']
 
 
 def test_materialize_writes_once_and_checks_the_spec(tmp_path):
