@@ -83,12 +83,15 @@ def normalize_messages(messages: Any, keep_calls: bool = False, specials: tuple[
             raise UsageError(f"messages[{i}].content must be a string")
         content = defuse(content, specials)
         calls = m.get("tool_calls") or []
+        # templates that render tool results may name the call they answer (Mistral requires it)
+        ids = {k: m[k] for k in ("tool_call_id", "name") if keep_calls and isinstance(m.get(k), str)}
         if calls and role == "assistant" and keep_calls:
-            out.append({"role": role, "content": content, "tool_calls": structured_calls(calls, f"messages[{i}]")})
+            out.append({"role": role, "content": content, "tool_calls": structured_calls(calls, f"messages[{i}]"),
+                        **ids})
             continue
         if calls and role == "assistant":
             content += render_calls(calls, f"messages[{i}]")
-        out.append({"role": role, "content": content})
+        out.append({"role": role, "content": content, **ids})
     return out
 
 

@@ -43,12 +43,11 @@ def load_tools_config(path: Path) -> dict:
 
 def config_sources(config: dict) -> list[ToolSource]:
     """The MCP servers and OpenAPI plugins a loaded config describes (not started yet)."""
-    from chatloop.tools.mcp import McpServer
-    from chatloop.tools.openapi import OpenApiPlugin
+    from chatloop.tools.mcp import mcp_sources
+    from chatloop.tools.openapi import plugin_sources
 
-    sources: list[ToolSource] = [McpServer(name, entry) for name, entry in config["mcpServers"].items()]
-    sources += [OpenApiPlugin(name, entry) for name, entry in config["openapiPlugins"].items()]
-    return sources
+    servers = {name: entry for name, entry in config["mcpServers"].items() if not entry.get("disabled")}
+    return [*mcp_sources(servers), *plugin_sources(config["openapiPlugins"])]
 
 
 def build_toolbox(settings: Settings, *, db=None, config_path: Path | None = None) -> Toolbox:

@@ -51,6 +51,9 @@ STDIO_KEYS = {"command", "args", "env", "cwd", "type"}
 # How a broken connection shows in a request (besides MCPError CONNECTION_CLOSED).
 TRANSPORT_ERRORS = (OSError, httpx2.HTTPError, anyio.ClosedResourceError, anyio.BrokenResourceError)
 HTTP_KEYS = {"url", "headers", "type"}
+# Settings other hosts keep in the same file (Claude Desktop, Cline, Cursor): accepted and ignored,
+# except `disabled`, which leaves the server out (tools/config.py).
+OTHER_HOSTS_KEYS = {"disabled", "autoApprove", "alwaysAllow", "timeout", "description", "name"}
 
 
 # --- configuration ----------------------------------------------------------------------------------
@@ -109,10 +112,10 @@ def check_entry(name: Any, entry: Any) -> dict:
         raise UsageError(f"MCP server {name!r}: give either \"command\" (a stdio server) or \"url\" "
                          "(a streamable HTTP server)")
     allowed = STDIO_KEYS if "command" in entry else HTTP_KEYS
-    unknown = sorted(set(entry) - allowed)
-    if unknown:
-        raise bad(unknown[0], f"is not a setting of a {'stdio' if 'command' in entry else 'HTTP'} server "
-                              f"(settings: {', '.join(sorted(allowed - {'type'}))})")
+    unknown = sorted(set(entry) - allowed - OTHER_HOSTS_KEYS)
+    if unknown:  # other hosts' settings, or a typo: the server still runs, the log says what was ignored
+        log.warning("MCP server %r: ignoring %s (settings: %s)", name, ", ".join(unknown),
+                    ", ".join(sorted(allowed - {"type"})))
     if "command" in entry:
         if kind not in (None, "stdio"):
             raise bad("type", f"is {kind!r} but the entry has a \"command\" (a stdio server)")

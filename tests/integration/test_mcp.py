@@ -325,8 +325,8 @@ def test_config_file_is_read_and_checked(tmp_path):
     assert "either \"command\"" in problem('{"mcpServers": {"t": {"args": []}}}')
     assert "\"url\" must be an http" in problem('{"mcpServers": {"t": {"url": "ftp://x"}}}')
     assert "\"headers\"" in problem('{"mcpServers": {"t": {"url": "http://x", "headers": ["a"]}}}')
-    unknown = problem('{"mcpServers": {"t": {"command": "x", "autoApprove": []}}}')
-    assert "\"autoApprove\" is not a setting" in unknown
+    path.write_text('{"mcpServers": {"t": {"command": "x", "autoApprove": [], "disabled": false}}}')
+    assert load_mcp_config(path)["t"]["autoApprove"] == []  # other hosts' settings are ignored, not refused
     assert "SSE is not supported" in problem('{"mcpServers": {"t": {"type": "sse", "url": "http://x"}}}')
     assert "letters, digits" in problem('{"mcpServers": {"my server": {"command": "x"}}}')
     with pytest.raises(UsageError, match="'t': \"command\" must be a non-empty string"):

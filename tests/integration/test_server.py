@@ -341,7 +341,7 @@ def test_json_object_and_bad_schema(oai):
 
 def test_forced_tool_call_returns_tool_calls(oai):
     r = oai.chat.completions.create(**ask(max_tokens=80, tools=[WEATHER], tool_choice="required",
-                                          messages=[{"role": "user", "content": "Weather in Paris?"}]))
+                                          parallel_tool_calls=False, messages=[{"role": "user", "content": "Weather in Paris?"}]))
     choice = r.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     call = choice.message.tool_calls[0]
