@@ -7,8 +7,9 @@ At start it migrates the database, marks answers a crash left `streaming` as `in
 registers the bundled default model when it is served, and loads the configured models (the first
 is `default`), each on its engine's own thread, and starts the tools (built-ins, retrieval, and the
 MCP servers and OpenAPI plugins of `--mcp-config`; one that fails to start is reported by
-GET /api/tools and retried, it does not stop the server). Two tasks run beside the requests: the
-engine pool's idle sweeper and the release watcher (serving/service.py).
+GET /api/tools and retried, it does not stop the server). Three tasks run beside the requests: the
+engine pool's idle sweeper, the release watcher (serving/service.py) and the toolbox's re-listing
+(a tool server that came back is offered again).
 """
 
 import asyncio
@@ -62,7 +63,8 @@ def create_app(settings: Settings, *, models: list[str], dtype: str = "auto", we
         try:
             await chat.open()
             await tools.start()
-            tasks = [asyncio.create_task(pool.run_sweeper()), asyncio.create_task(chat.watch_releases())]
+            tasks = [asyncio.create_task(pool.run_sweeper()), asyncio.create_task(chat.watch_releases()),
+                     asyncio.create_task(tools.watch())]
             app.state.services = Services(settings=settings, db=db, chat=chat,
                                           limiter=RateLimiter(settings.rate_limit_per_minute), metrics=metrics,
                                           tools=tools)

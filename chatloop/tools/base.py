@@ -106,6 +106,16 @@ class ToolSource(Protocol):
 
     async def call(self, name: str, arguments: dict, context: CallContext) -> ToolOutput: ...
 
+    async def watch(self, every_s: float = 30.0) -> None:
+        """Re-list the tools every `every_s` until cancelled: a server that came back (or changed its
+        tools) is offered again without a restart."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.refresh()
+            except Exception:  # noqa: BLE001 - retried at the next tick
+                log.exception("refreshing the tools failed")
+
     async def close(self) -> None: ...
 
 
@@ -134,13 +144,15 @@ class Toolbox:
         self._failed: dict[str, str] = {}  # source -> why it could not start or list
 
     async def start(self) -> None:
-        """Start every source (one that fails is logged and left out; the others still serve)."""
-        for source in self.sources:
+        """Start every source, together (one that fails is logged and left out; the others still serve)."""
+        async def start(source: ToolSource) -> None:
             try:
                 await source.start()
             except Exception as e:  # noqa: BLE001 - a broken server must not keep the others (or the app) down
                 log.warning("tool source %s did not start: %s", source.name or "builtin", e)
                 self._failed[source.name] = str(e) or type(e).__name__
+
+        await asyncio.gather(*(start(source) for source in self.sources))
         await self.refresh()
 
     async def refresh(self) -> None:
