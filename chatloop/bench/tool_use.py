@@ -201,6 +201,11 @@ def summarize(items: list[dict], scores: list[dict]) -> dict:
     }
 
 
+def subset(items: list[dict], per_kind: int | None) -> list[dict]:
+    """The first `per_kind` prompts of each kind (EN and 中文 alternate within a kind)."""
+    return items if per_kind is None else [i for i in items if int(i["id"].rsplit("-", 1)[1]) < per_kind]
+
+
 def run_tool_use(model: str = "default", max_tokens: int = 160, concurrency: int = 8,
                  items: list[dict] | None = None) -> dict:
     """Run the held-out set (or `items`) on `model` (a REF) and score it."""
@@ -266,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="default", help="model REF (registered name, runs:NAME, directory)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (with every transcript)")
     parser.add_argument("--max-tokens", type=int, default=160)
+    parser.add_argument("--per-kind", type=int, help="only the first N prompts of each kind (a quicker, smaller run)")
     parser.add_argument("--prompt", help="ask this one prompt instead of the held-out set")
     parser.add_argument("--tools", default="calculator", help="with --prompt: offered tools, comma-separated")
     args = parser.parse_args(argv)
@@ -276,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"unknown tool(s) {', '.join(unknown)}: choose from {', '.join(TOOLS)}")
         print(json.dumps(ask(args.model, args.prompt, tools, args.max_tokens), ensure_ascii=False))
         return
-    report = run_tool_use(args.model, args.max_tokens)
+    report = run_tool_use(args.model, args.max_tokens, items=subset(heldout(), args.per_kind))
     print(json.dumps(report, ensure_ascii=False) if args.json else _table(report))
 
 

@@ -93,3 +93,10 @@ def test_summary_gives_rates_with_intervals_and_counts():
     low, high = summary["metrics"]["correct_answer"]["ci"]
     assert 0 <= low <= 0.5 <= high <= 1
     assert summary["metrics"]["false_call"]["n"] == 0 and summary["metrics"]["false_call"]["rate"] is None
+
+
+def test_a_subset_keeps_every_kind_and_both_languages():
+    part = B.subset(heldout(), 4)
+    assert len(part) == 16 and {i["kind"] for i in part} == {"calc", "time", "search", "none"}
+    assert {i["lang"] for i in part if i["kind"] == "time"} == {"en", "zh"}
+    assert B.subset(heldout(), None) == heldout()
