@@ -51,13 +51,66 @@ export interface Attachment {
   url: string;
 }
 
+/** A call an assistant message made (OpenAI's shape: `arguments` is JSON text). */
+export interface ToolCall {
+  id: string;
+  type: "function";
+  function: { name: string; arguments: string };
+}
+
+/** What a `tool` message records about the call it answers. */
+export interface ToolRun {
+  name: string;
+  arguments: Record<string, unknown> | null;
+  is_error: boolean;
+  duration_ms: number | null;
+  truncated: boolean;
+  /** The user declined to run the call. */
+  declined?: boolean;
+  /** Structured extras, e.g. retrieval snippets; null for most tools. */
+  data: unknown;
+}
+
+/** One passage `search_documents` found (a `tool` message's `tool.data`). */
+export interface Snippet {
+  n: number;
+  document_id: string;
+  filename: string;
+  chunk_index: number;
+  score: number;
+  text: string;
+}
+
+/** A tool the server offers (GET /api/tools); `source` is `builtin`, `mcp:SERVER` or `openapi:PLUGIN`. */
+export interface ToolInfo {
+  name: string;
+  title: string | null;
+  description: string;
+  read_only: boolean;
+  source: string;
+  parameters: Record<string, unknown>;
+}
+
+/** A document uploaded for retrieval: a conversation's, or the user's library (no conversation). */
+export interface DocumentInfo {
+  id: string;
+  filename: string;
+  mime: string;
+  bytes: number;
+  sha256: string;
+  created_at: string;
+  /** Passages the document was split into for search. */
+  chunks: number;
+  conversation_id: string | null;
+}
+
 export interface Message {
   id: string;
   conversation_id: string;
   parent_id: string | null;
   role: "user" | "assistant" | "system" | "tool";
   content: string;
-  status: "streaming" | "complete" | "stopped" | "error" | "interrupted";
+  status: "streaming" | "complete" | "stopped" | "error" | "interrupted" | "awaiting_approval";
   model: string | null;
   created_at: string;
   finish_reason: string | null;
@@ -68,6 +121,11 @@ export interface Message {
   voted?: boolean | null;
   /** A user message's images, shown before its text. */
   attachments?: Attachment[];
+  /** An assistant message's calls (finish_reason `tool_calls`). */
+  tool_calls?: ToolCall[] | null;
+  /** A `tool` message: the call it answers, and how the call went. */
+  tool_call_id?: string | null;
+  tool?: ToolRun | null;
 }
 
 export interface ConversationSummary {
@@ -76,6 +134,8 @@ export interface ConversationSummary {
   model: string | null;
   archived: boolean;
   current_leaf_id: string | null;
+  /** The tools this conversation offers the model (names from GET /api/tools). */
+  tools?: string[];
   created_at: string;
   updated_at: string;
 }
@@ -89,7 +149,11 @@ export type StreamEvent =
   | { type: "start"; user_message: Message | null; assistant_message: Message; assistant_messages?: Message[] }
   | { type: "delta"; message_id: string; text: string }
   | { type: "done"; message: Message }
-  | { type: "error"; message: Message; error: string };
+  | { type: "error"; message: Message | null; error: string }
+  | { type: "tool_start"; message_id: string; call: { id: string; name: string; arguments: unknown } }
+  | { type: "tool_result"; message: Message }
+  | { type: "assistant_start"; assistant_message: Message }
+  | { type: "approval"; message: Message; calls: { id: string; name: string; arguments: unknown; read_only: boolean }[] };
 
 export class ApiError extends Error {
   constructor(
@@ -166,18 +230,55 @@ export async function uploadImage(file: File): Promise<Attachment> {
   return (await res.json()) as Attachment;
 }
 
-/**
- * POST a message and call `onEvent` for every SSE event until `data: [DONE]`.
- * It is a POST, so EventSource cannot be used: the body is read as a stream and split into
- * events at blank lines; each event's `data:` lines joined by newlines are its payload.
- */
-export async function streamReply(
+/** Upload a document for retrieval (multipart); without a conversation it goes to the user's library. */
+export async function uploadDocument(file: File, conversationId: string | null): Promise<DocumentInfo> {
+  const form = new FormData();
+  form.append("file", file);
+  if (conversationId) form.append("conversation_id", conversationId);
+  const res = await fetch("/api/documents", {
+    method: "POST",
+    headers: { "X-CSRF-Token": csrfToken() }, // the browser writes the multipart Content-Type itself
+    body: form,
+    credentials: "same-origin",
+  }).catch(() => {
+    throw new ApiError(0, t("networkError"));
+  });
+  if (!res.ok) return raiseFor(res);
+  return (await res.json()) as DocumentInfo;
+}
+
+/** Stream a turn: POST a message (or a regenerate) to a conversation. */
+export function streamReply(
   conversationId: string,
   body: Record<string, unknown>,
   signal: AbortSignal,
   onEvent: (event: StreamEvent) => void,
 ): Promise<void> {
-  const res = await request("POST", `/api/conversations/${conversationId}/messages`, body, signal);
+  return streamPost(`/api/conversations/${conversationId}/messages`, body, signal, onEvent);
+}
+
+/** Answer the tool calls an assistant message waits on; the turn continues as the same stream. */
+export function streamApproval(
+  messageId: string,
+  approve: boolean,
+  signal: AbortSignal,
+  onEvent: (event: StreamEvent) => void,
+): Promise<void> {
+  return streamPost(`/api/messages/${messageId}/approval`, { approve }, signal, onEvent);
+}
+
+/**
+ * POST and call `onEvent` for every SSE event until `data: [DONE]`.
+ * It is a POST, so EventSource cannot be used: the body is read as a stream and split into
+ * events at blank lines; each event's `data:` lines joined by newlines are its payload.
+ */
+async function streamPost(
+  path: string,
+  body: Record<string, unknown>,
+  signal: AbortSignal,
+  onEvent: (event: StreamEvent) => void,
+): Promise<void> {
+  const res = await request("POST", path, body, signal);
   if (!res.ok) return raiseFor(res);
   if (!res.body) throw new ApiError(res.status, "empty response stream");
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();

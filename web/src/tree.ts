@@ -1,4 +1,7 @@
-/** The message tree: edits and regenerations are siblings; the shown branch ends at a leaf. */
+/**
+ * The message tree: edits and regenerations are siblings; the shown branch ends at a leaf. A tool
+ * loop is a chain in it: assistant (calls) → tool result(s) → assistant (answer).
+ */
 import type { Message } from "./api";
 
 export class Tree {
@@ -19,13 +22,13 @@ export class Tree {
     return this.children.get(m.parent_id) ?? [m];
   }
 
-  /** Root-to-leaf path ending at `leafId` (system messages are not shown). */
+  /** Root-to-leaf path ending at `leafId` (system messages are not shown; tool results are, as cards). */
   path(leafId: string | null): Message[] {
     const out: Message[] = [];
     for (let m = leafId ? this.byId.get(leafId) : undefined; m; m = m.parent_id ? this.byId.get(m.parent_id) : undefined) {
       out.push(m);
     }
-    return out.reverse().filter((m) => m.role === "user" || m.role === "assistant");
+    return out.reverse().filter((m) => m.role !== "system");
   }
 
   /** The newest root's newest leaf: what to show when no branch was chosen yet. */

@@ -2,18 +2,24 @@
  * One conversation: loads the message tree, shows the current branch, streams replies (send,
  * edit-and-resend, regenerate), switches branches, asks for a comparison after a regenerate, and
  * shows side-by-side votes (two answers to one message; the chat continues from the preferred one).
+ * With tools on, a turn is a loop (answer with calls → results → answer): every step streams through
+ * the same event handler, a reply to an approval request too.
  */
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import {
-  api, ApiError, streamReply, type Attachment, type Conversation, type Message, type Model, type StreamEvent,
+  api, ApiError, streamApproval, streamReply, type Attachment, type Conversation, type Message, type Model,
+  type StreamEvent, type ToolInfo,
 } from "../api";
 import { t } from "../i18n";
 import { navigate } from "../router";
 import { Tree } from "../tree";
 import { Composer } from "./Composer";
+import { DocumentButton, DocumentChips, useDocuments } from "./Documents";
 import { Duel } from "./Duel";
 import { Icon } from "./Icon";
 import { MessageView } from "./MessageView";
+import { ToolCalls } from "./ToolCalls";
+import { ToolsMenu } from "./ToolsMenu";
 
 interface Props {
   conversationId: string | null;
@@ -25,6 +31,11 @@ interface Props {
 
 type Comparison = { newId: string; oldId: string };
 
+/** The tool named so: reads the contents of the user's uploaded documents. */
+const SEARCH_DOCUMENTS = "search_documents";
+
+type Stream = (signal: AbortSignal, onEvent: (event: StreamEvent) => void) => Promise<void>;
+
 export function Chat({ conversationId, title, models, onMenu, onConversationsChanged }: Props) {
   const [conv, setConv] = useState<Conversation | null>(null);
   const [loadError, setLoadError] = useState("");
@@ -35,6 +46,10 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
   const [revealed, setRevealed] = useState<string | null>(null); // the duel voted on just now
   const [voting, setVoting] = useState(false);
   const [toast, setToast] = useState(""); // a rejected image, shown for a few seconds
+  const [tools, setTools] = useState<{ tools: ToolInfo[]; failed: Record<string, string> }>({ tools: [], failed: {} });
+  const [newChatTools, setNewChatTools] = useState<string[]>([]);
+  const [running, setRunning] = useState<Set<string>>(new Set()); // tool calls between tool_start and tool_result
+  const [decided, setDecided] = useState<{ id: string; approve: boolean } | null>(null);
   const scroller = useRef<HTMLDivElement>(null);
   const stickToBottom = useRef(true);
 
@@ -46,6 +61,8 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
     setLoadError("");
     setCompare(null);
     setRevealed(null);
+    setDecided(null);
+    setRunning(new Set());
     stickToBottom.current = true;
     if (!conversationId) return;
     let current = true; // a slower answer for the previous route must not overwrite this one
@@ -58,6 +75,23 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
       current = false;
     };
   }, [conversationId]);
+
+  useEffect(() => {
+    api<{ tools: ToolInfo[]; failed?: Record<string, string> }>("GET", "/api/tools")
+      .then((answer) => setTools({ tools: answer.tools, failed: answer.failed ?? {} }))
+      .catch((e) => {
+        // A server without the tools API (404) just has no tools button.
+        if (!(e instanceof ApiError && e.status === 404)) setToast(e instanceof Error ? e.message : String(e));
+      });
+  }, []);
+
+  const enabledTools = conv ? conv.tools ?? [] : newChatTools;
+  const documents = useDocuments(conv?.id ?? null, setToast, () => {
+    // An uploaded document is read through search_documents: offer it to the model.
+    if (tools.tools.some((tool) => tool.name === SEARCH_DOCUMENTS) && !enabledTools.includes(SEARCH_DOCUMENTS)) {
+      void changeTools([...enabledTools, SEARCH_DOCUMENTS]);
+    }
+  });
 
   useEffect(() => {
     if (!toast) return;
@@ -88,26 +122,59 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
     update((c) => ({ ...c, messages: c.messages.map((x) => (x.id === m.id ? m : x)) }));
   }
 
+  /** Adds messages, or replaces those already there (a continuation may repeat one). */
+  function upsert(c: Conversation, added: Message[], leaf?: string): Conversation {
+    const fresh = new Map(added.map((m) => [m.id, m]));
+    const kept = c.messages.map((m) => fresh.get(m.id) ?? m);
+    const known = new Set(c.messages.map((m) => m.id));
+    return { ...c, messages: [...kept, ...added.filter((m) => !known.has(m.id))], current_leaf_id: leaf ?? c.current_leaf_id };
+  }
+
   function onEvent(ev: StreamEvent, ids: { assistants: string[] }) {
     if (ev.type === "start") {
       // A side-by-side vote lists both answers; the conversation's leaf is the first.
       const answers = ev.assistant_messages?.length ? ev.assistant_messages : [ev.assistant_message];
       ids.assistants = answers.map((a) => a.id);
       const added = ev.user_message ? [ev.user_message, ...answers] : answers;
-      update((c) => ({ ...c, messages: [...c.messages, ...added], current_leaf_id: ev.assistant_message.id }));
+      update((c) => upsert(c, added, ev.assistant_message.id));
     } else if (ev.type === "delta") {
       update((c) => ({
         ...c,
         messages: c.messages.map((m) => (m.id === ev.message_id ? { ...m, content: m.content + ev.text } : m)),
       }));
+    } else if (ev.type === "assistant_start") {
+      ids.assistants.push(ev.assistant_message.id);
+      update((c) => upsert(c, [ev.assistant_message], ev.assistant_message.id));
+    } else if (ev.type === "tool_start") {
+      const { call } = ev;
+      setRunning((r) => new Set(r).add(call.id));
+      // The call is normally on the message already (its `done`); add it if this event came first.
+      update((c) => ({
+        ...c,
+        messages: c.messages.map((m) => (m.id !== ev.message_id || m.tool_calls?.some((x) => x.id === call.id) ? m : {
+          ...m,
+          tool_calls: [...(m.tool_calls ?? []), {
+            id: call.id, type: "function" as const,
+            function: { name: call.name, arguments: typeof call.arguments === "string" ? call.arguments : JSON.stringify(call.arguments) },
+          }],
+        })),
+      }));
+    } else if (ev.type === "tool_result") {
+      setRunning((r) => {
+        const next = new Set(r);
+        next.delete(ev.message.tool_call_id ?? "");
+        return next;
+      });
+      update((c) => upsert(c, [ev.message], ev.message.id));
     } else {
-      replaceMessage(ev.message);
+      const message = ev.message; // null: an error after the stored answers (e.g. no room for the results)
+      if (message) update((c) => upsert(c, [message]));
       if (ev.type === "error") setError(ev.error);
     }
   }
 
   /** Streams one reply; resolves to the new assistant message id and whether it completed. */
-  async function run(id: string, body: Record<string, unknown>): Promise<{ id: string | null; ok: boolean }> {
+  async function run(stream: Stream): Promise<{ id: string | null; ok: boolean }> {
     const controller = new AbortController();
     const ids = { assistants: [] as string[] };
     setStreaming(controller);
@@ -115,7 +182,7 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
     stickToBottom.current = true;
     let ok = false;
     try {
-      await streamReply(id, body, controller.signal, (ev) => onEvent(ev, ids));
+      await stream(controller.signal, (ev) => onEvent(ev, ids));
       ok = true;
     } catch (e) {
       if (controller.signal.aborted) {
@@ -129,6 +196,7 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
       }
     } finally {
       setStreaming(null);
+      setRunning(new Set());
     }
     onConversationsChanged();
     // The server names a new conversation after its first answer; pick the title up shortly after.
@@ -142,7 +210,10 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
     let id = conv?.id;
     if (!id) {
       try {
-        const created = await api<Conversation>("POST", "/api/conversations", newChatModel ? { model: newChatModel } : {});
+        const created = await api<Conversation>("POST", "/api/conversations", {
+          ...(newChatModel ? { model: newChatModel } : {}),
+          ...(newChatTools.length ? { tools: newChatTools } : {}),
+        });
         setConv({ ...created, messages: created.messages ?? [] });
         id = created.id;
         navigate(`/c/${id}`);
@@ -154,15 +225,51 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
     // compare: this UI can show two answers side by side when the server asks for a vote.
     const images = attachments.length ? { attachments: attachments.map((a) => a.id) } : {};
     const text = content || attachments.length === 0 ? { content } : {}; // an image alone is a message
-    await run(id, parentId === undefined ? { ...text, ...images, compare: true }
-      : { ...text, ...images, parent_id: parentId, compare: true });
+    const body = parentId === undefined ? { ...text, ...images, compare: true }
+      : { ...text, ...images, parent_id: parentId, compare: true };
+    const convId = id;
+    await run((signal, on) => streamReply(convId, body, signal, on));
   }
 
+  /** `answer`: the first answer of its turn (a tool loop regenerates from the user's message). */
   async function regenerate(answer: Message) {
     if (!conv || !answer.parent_id) return;
     setCompare(null);
-    const result = await run(conv.id, { regenerate_from: answer.parent_id });
+    const convId = conv.id;
+    const from = answer.parent_id;
+    const result = await run((signal, on) => streamReply(convId, { regenerate_from: from }, signal, on));
     if (result.ok && result.id) setCompare({ newId: result.id, oldId: answer.id });
+  }
+
+  /** Approves or denies the calls `m` waits on; the loop goes on streaming like a turn. */
+  async function decide(m: Message, approve: boolean) {
+    if (!conv || streaming) return;
+    const convId = conv.id;
+    setDecided({ id: m.id, approve });
+    const result = await run((signal, on) => streamApproval(m.id, approve, signal, on));
+    setDecided(null);
+    // The server's record of the loop (statuses, the leaf) is what to show from here on.
+    try {
+      const fresh = await api<Conversation>("GET", `/api/conversations/${convId}`);
+      setConv((c) => (c?.id === convId ? fresh : c));
+    } catch (e) {
+      if (result.ok) setError(e instanceof Error ? e.message : String(e));
+    }
+  }
+
+  /** The tools offered to the model: stored on the conversation, or kept until a new chat is created. */
+  async function changeTools(next: string[]) {
+    if (!conv) return setNewChatTools(next);
+    const convId = conv.id;
+    const before = conv.tools ?? [];
+    update((c) => ({ ...c, tools: next }));
+    try {
+      const updated = await api<Conversation>("PATCH", `/api/conversations/${convId}`, { tools: next });
+      setConv((c) => (c?.id === convId ? { ...c, tools: updated.tools ?? next } : c));
+    } catch (e) {
+      setConv((c) => (c?.id === convId ? { ...c, tools: before } : c));
+      setToast(e instanceof Error ? e.message : String(e));
+    }
   }
 
   function switchTo(target: Message) {
@@ -226,6 +333,26 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
     && tree.siblings(m).filter((s) => s.duel_id === m.duel_id).length === 2;
   // An unanswered side-by-side vote: the chat continues from the answer the user prefers.
   const pendingVote = !busy && !!last && isDuel(last) && !last.voted;
+  // Tool calls waiting for the user: the loop goes on once they are approved or denied.
+  const pendingApproval = !busy && !!last && last.role === "assistant" && last.status === "awaiting_approval";
+
+  // The branch's tool results by call, and each answer's place in its turn (a tool loop is one turn).
+  const results = new Map(branch.filter((m) => m.role === "tool" && m.tool_call_id).map((m) => [m.tool_call_id!, m]));
+  const titles = new Map(tools.tools.map((tool) => [tool.name, tool.title || tool.name]));
+  const turnHead = new Map<string, Message>(); // answer id → its turn's first answer
+  const followed = new Set<string>(); // answers a later answer of the same turn follows
+  let head: Message | null = null;
+  let previous: Message | null = null;
+  for (const m of branch) {
+    if (m.role === "user") {
+      head = previous = null;
+    } else if (m.role === "assistant") {
+      head = head ?? m;
+      turnHead.set(m.id, head);
+      if (previous) followed.add(previous.id);
+      previous = m;
+    }
+  }
 
   return (
     <main class="chat">
@@ -270,7 +397,7 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
           </div>
         )}
         <div class="messages">
-          {branch.map((m) =>
+          {branch.filter((m) => m.role !== "tool").map((m) =>
             isDuel(m) ? (
               <Duel
                 key={m.id}
@@ -284,14 +411,27 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
               <MessageView
                 key={m.id}
                 message={m}
-                siblings={tree.siblings(m)}
+                siblings={tree.siblings(turnHead.get(m.id) ?? m)}
+                branchOf={turnHead.get(m.id)}
                 streaming={busy && m.status === "streaming"}
                 locked={busy}
                 onSwitch={switchTo}
                 onEdit={(content) => send(content, m.parent_id)}
-                onRegenerate={() => regenerate(m)}
+                onRegenerate={() => regenerate(turnHead.get(m.id) ?? m)}
                 onMessage={replaceMessage}
-                compare={compare?.newId === m.id ? answerComparison : null}
+                compare={compare?.newId === (turnHead.get(m.id) ?? m).id && !followed.has(m.id) ? answerComparison : null}
+                step={followed.has(m.id)}
+                tools={m.tool_calls?.length ? (
+                  <ToolCalls
+                    calls={m.tool_calls}
+                    results={results}
+                    running={running}
+                    titles={titles}
+                    awaiting={m.status === "awaiting_approval"}
+                    decided={decided?.id === m.id ? decided.approve : null}
+                    onDecide={busy ? null : (approve) => void decide(m, approve)}
+                  />
+                ) : undefined}
               />
             ),
           )}
@@ -302,9 +442,20 @@ export function Chat({ conversationId, title, models, onMenu, onConversationsCha
           </p>
         )}
       </div>
-      <Composer busy={busy} disabled={!!loadError || pendingVote} placeholder={pendingVote ? t("duelPickToContinue") : undefined}
+      <Composer busy={busy} disabled={!!loadError || pendingVote || pendingApproval}
+        placeholder={pendingVote ? t("duelPickToContinue") : pendingApproval ? t("toolApprovalToContinue") : undefined}
         onSend={(text, attachments) => void send(text, last ? last.id : null, attachments)}
-        onStop={() => streaming?.abort()} onError={setToast} />
+        onStop={() => streaming?.abort()} onError={setToast}
+        above={<DocumentChips documents={documents} />}
+        toolbar={(
+          <>
+            <DocumentButton documents={documents} disabled={!!loadError} />
+            {(tools.tools.length > 0 || Object.keys(tools.failed).length > 0) && (
+              <ToolsMenu tools={tools.tools} failed={tools.failed} enabled={enabledTools} disabled={busy || !!loadError}
+                onChange={(next) => void changeTools(next)} />
+            )}
+          </>
+        )} />
       {toast && (
         <div class="toast error" role="alert" data-testid="toast">
           {toast}

@@ -1,8 +1,10 @@
 /**
  * The message input: Enter sends, Shift+Enter adds a line; Stop aborts the streaming reply. Images
  * (the attach button, or pasted) are uploaded at once and shown as thumbnails until sent; a
- * rejected one is reported through `onError`.
+ * rejected one is reported through `onError`. The toolbar under the input holds the attach button,
+ * what the chat adds (documents, tools) and Send.
  */
+import type { ComponentChildren } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { uploadImage, type Attachment } from "../api";
 import { t } from "../i18n";
@@ -25,11 +27,15 @@ interface Props {
   onSend: (text: string, attachments: Attachment[]) => void;
   onStop: () => void;
   onError: (message: string) => void;
+  /** More buttons for the toolbar, after the image button. */
+  toolbar?: ComponentChildren;
+  /** Shown above the input, beside the images (e.g. document chips). */
+  above?: ComponentChildren;
 }
 
 let nextKey = 0;
 
-export function Composer({ busy, disabled, placeholder, onSend, onStop, onError }: Props) {
+export function Composer({ busy, disabled, placeholder, onSend, onStop, onError, toolbar, above }: Props) {
   const [text, setText] = useState("");
   const [images, setImages] = useState<Pending[]>([]);
   const area = useRef<HTMLTextAreaElement>(null);
@@ -89,6 +95,7 @@ export function Composer({ busy, disabled, placeholder, onSend, onStop, onError 
         submit();
       }}
     >
+      {above}
       {images.length > 0 && (
         <div class="attachments" data-testid="attachments">
           {images.map((p) => (
@@ -109,10 +116,6 @@ export function Composer({ busy, disabled, placeholder, onSend, onStop, onError 
             attach(Array.from(e.currentTarget.files ?? []));
             e.currentTarget.value = "";
           }} />
-        <button type="button" class="icon-button attach-button" data-testid="attach" aria-label={t("attach")}
-          title={t("attach")} disabled={disabled || images.length >= MAX_IMAGES} onClick={() => picker.current?.click()}>
-          <Icon name="clip" />
-        </button>
         <textarea
           ref={area}
           data-testid="composer"
@@ -140,15 +143,25 @@ export function Composer({ busy, disabled, placeholder, onSend, onStop, onError 
             }
           }}
         />
-        {busy ? (
-          <button type="button" class="round-button" data-testid="stop" aria-label={t("stop")} title={t("stop")} onClick={onStop}>
-            <Icon name="stop" />
+        <div class="composer-toolbar">
+          <button type="button" class="icon-button attach-button" data-testid="attach" aria-label={t("attach")}
+            title={t("attach")} disabled={disabled || images.length >= MAX_IMAGES} onClick={() => picker.current?.click()}>
+            <Icon name="clip" />
           </button>
-        ) : (
-          <button type="submit" class="round-button" data-testid="send" aria-label={t("send")} title={t("send")} disabled={!ready}>
-            <Icon name="send" />
-          </button>
-        )}
+          {toolbar}
+          <span class="composer-spacer" />
+          {busy ? (
+            <button type="button" class="round-button" data-testid="stop" aria-label={t("stop")} title={t("stop")}
+              onClick={onStop}>
+              <Icon name="stop" />
+            </button>
+          ) : (
+            <button type="submit" class="round-button" data-testid="send" aria-label={t("send")} title={t("send")}
+              disabled={!ready}>
+              <Icon name="send" />
+            </button>
+          )}
+        </div>
       </div>
       <p class="composer-hint">{t("composerHint")}</p>
     </form>

@@ -1,8 +1,11 @@
 /**
  * One message of the shown branch: Markdown for answers (sanitised), plain text for prompts;
  * branch arrows ‹ 2/3 ›; edit (a user edit resends as a new branch, an answer edit is stored as a
- * correction); copy; thumbs with a reason dialog; regenerate; the post-regenerate comparison.
+ * correction); copy; thumbs with a reason dialog; regenerate; the post-regenerate comparison. An
+ * answer's tool calls are shown under its text (a step of a tool loop that only made calls shows
+ * just them, and no actions: those belong to the loop's final answer).
  */
+import type { ComponentChildren } from "preact";
 import { useMemo, useState } from "preact/hooks";
 import { api, type Feedback, type Message } from "../api";
 import { t } from "../i18n";
@@ -20,6 +23,12 @@ interface Props {
   onRegenerate: () => void;
   onMessage: (m: Message) => void;
   compare: ((choice: "better" | "worse" | "same") => void) | null;
+  /** The tool-call cards of an answer that made calls. */
+  tools?: ComponentChildren;
+  /** A step of a tool loop that a later answer follows: no actions. */
+  step?: boolean;
+  /** Whose versions the branch arrows page through (a loop's first answer); default: this message. */
+  branchOf?: Message;
 }
 
 export function MessageView(props: Props) {
@@ -31,7 +40,8 @@ export function MessageView(props: Props) {
   const isUser = m.role === "user";
   const copyLabel = t("copy");
   const html = useMemo(() => (isUser ? "" : renderMarkdown(m.content, copyLabel)), [m.content, isUser, copyLabel]);
-  const index = siblings.findIndex((s) => s.id === m.id);
+  const index = siblings.findIndex((s) => s.id === (props.branchOf ?? m).id);
+  const callsOnly = !isUser && !m.content && !!m.tool_calls?.length && !streaming;
 
   async function saveEdit() {
     const content = draft.trim();
@@ -54,7 +64,7 @@ export function MessageView(props: Props) {
 
   return (
     <article
-      class={`message ${m.role}`}
+      class={`message ${m.role} ${props.step ? "step" : ""}`}
       data-testid={isUser ? "user-message" : "assistant-message"}
       data-message-id={m.id}
       data-status={m.status}
@@ -84,18 +94,19 @@ export function MessageView(props: Props) {
           )}
           {m.content && <div class="bubble">{m.content}</div>}
         </>
-      ) : (
+      ) : callsOnly ? null : (
         <div
           class={`markdown ${streaming ? "streaming" : ""}`}
           dangerouslySetInnerHTML={{ __html: html }}
           onClick={(e) => handleCopyClick(e, t("copied"))}
         />
       )}
+      {props.tools}
       {!isUser && m.status === "stopped" && <p class="status-note">{t("stopped")}</p>}
       {!isUser && m.status === "error" && <p class="status-note error">{t("errorAnswer")}</p>}
       {!isUser && m.status === "interrupted" && <p class="status-note">{t("interrupted")}</p>}
       {note && <p class="status-note">{note}</p>}
-      {!editing && !streaming && (
+      {!editing && !streaming && !props.step && m.status !== "awaiting_approval" && (
         <div class="message-actions">
           {siblings.length > 1 && (
             <span class="branch-nav" data-testid="branch-nav">
