@@ -286,3 +286,26 @@ def test_a_python_call_waits_for_approval_then_runs(qwen_page):
     messages = api_get(page, f"/api/conversations/{cid}")["messages"]
     first = next(m for m in messages if m["role"] == "tool")
     assert first["tool"]["name"] == "python" and "42" in first["content"], first
+
+
+@pytest.mark.slow
+def test_a_denied_python_call_does_not_run_and_its_card_says_so(qwen_page):
+    from playwright.sync_api import expect
+
+    page = qwen_page
+    sign_up(page)
+    set_tool(page, "python", True)
+    send(page, "Run print(6*7) with the python tool.")
+    expect(page.get_by_test_id("tool-deny")).to_be_visible(timeout=TOOL_LOOP_TIMEOUT)
+    page.get_by_test_id("tool-deny").click()
+    py = card(page, "python").first
+    expect(py).to_have_attribute("data-state", "declined", timeout=TOOL_LOOP_TIMEOUT)
+    expect(py).to_contain_text("You declined Python")
+    py.get_by_test_id("tool-call-toggle").click()
+    expect(py.get_by_test_id("tool-call-result")).to_contain_text("declined")
+    expect(py.get_by_test_id("tool-call-result")).not_to_contain_text("42")
+    stop_loop(page)
+
+    messages = api_get(page, f"/api/conversations/{conversation_id(page)}")["messages"]
+    first = next(m for m in messages if m["role"] == "tool")
+    assert first["tool"]["is_error"] and "42" not in first["content"], first
