@@ -55,7 +55,7 @@ async def run_call(toolbox: Toolbox, db: Database, context: CallContext, parent_
                             is_error=True)
     else:
         result = await toolbox.call(name, arguments, context)
-    meta = result.as_dict()
+    meta = {**result.as_dict(), "declined": declined}
     content = meta.pop("content")
 
     def write() -> Message:

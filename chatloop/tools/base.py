@@ -106,16 +106,6 @@ class ToolSource(Protocol):
 
     async def call(self, name: str, arguments: dict, context: CallContext) -> ToolOutput: ...
 
-    async def watch(self, every_s: float = 30.0) -> None:
-        """Re-list the tools every `every_s` until cancelled: a server that came back (or changed its
-        tools) is offered again without a restart."""
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                await self.refresh()
-            except Exception:  # noqa: BLE001 - retried at the next tick
-                log.exception("refreshing the tools failed")
-
     async def close(self) -> None: ...
 
 
@@ -174,6 +164,16 @@ class Toolbox:
                     continue
                 tools[name] = _Entry(replace(spec, name=name), source, spec.name)
         self._tools = tools
+
+    async def watch(self, every_s: float = 30.0) -> None:
+        """Re-list the tools every `every_s` until cancelled: a server that came back (or changed its
+        tools) is offered again without a restart."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.refresh()
+            except Exception:  # noqa: BLE001 - retried at the next tick
+                log.exception("refreshing the tools failed")
 
     async def close(self) -> None:
         for source in self.sources:

@@ -10,12 +10,14 @@ import pytest
 from server_util import Server, signup, sse_events
 
 pytestmark = pytest.mark.slow
+ROUNDS = 3  # answers per turn; the last is asked without tools
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("toolloop")
-    srv = Server("default", f"sqlite:///{tmp / 'chatloop.db'}", dtype="float32", log=tmp / "server.log").start(300)
+    srv = Server("default", f"sqlite:///{tmp / 'chatloop.db'}", dtype="float32", log=tmp / "server.log",
+                 env={"CHATLOOP_MAX_TOOL_ROUNDS": str(ROUNDS)}).start(300)
     yield srv
     srv.stop()
 
@@ -78,15 +80,22 @@ def test_a_read_only_call_runs_and_the_model_answers_again(client):
     expression = json.loads(first["tool_calls"][0]["function"]["arguments"])["expression"]
     assert result["tool"]["arguments"] == {"expression": expression}
     assert result["content"]  # the value, or the calculator's reason for refusing the expression
-    second = of(events, "assistant_start")[0]["assistant_message"]
-    assert second["parent_id"] == result["id"]
+    # each next answer continues from the result before it; the turn ends in an answer that calls
+    # nothing, at the latest the last of ROUNDS (asked without tools)
+    starts = [e["assistant_message"] for e in of(events, "assistant_start")]
+    results = [e["message"] for e in of(events, "tool_result")]
+    assert 1 <= len(starts) <= ROUNDS - 1
+    for start in starts:
+        assert start["parent_id"] in {r["id"] for r in results}
     final = of(events, "done")[-1]["message"]
-    assert final["id"] == second["id"] and final["status"] == "complete"
-    assert final["prompt_tokens"] > first["prompt_tokens"]  # the result was part of what the model read
+    assert final["id"] == starts[-1]["id"] and final["status"] == "complete"
+    assert final["finish_reason"] != "tool_calls"
+    second = next(e["message"] for e in of(events, "done") if e["message"]["id"] == starts[0]["id"])
+    assert second["prompt_tokens"] > first["prompt_tokens"]  # the result was part of what the model read
 
     stored = client.get(f"/api/conversations/{conv_id}").json()
     chain = [m["role"] for m in stored["messages"]]
-    assert chain[:4] == ["user", "assistant", "tool", "assistant"]
+    assert chain[:4] == ["user", "assistant", "tool", "assistant"] and chain[-1] == "assistant"
     assert stored["current_leaf_id"] == final["id"]
 
 

@@ -205,9 +205,11 @@ class ToolChain:
                 else:
                     parent_id = item.id  # the last result: the next answer continues from it
             try:
+                last = rounds + 1 >= self.svc.settings.max_tool_rounds  # the last answer calls nothing
                 turn = await start_turn(self.svc.chat, self.svc.db, self.user_id, self.conv_id,
-                                        TurnOptions(continue_from=parent_id, temperature=answer.temperature or 0.7,
-                                                    top_p=answer.top_p or 0.9), toolbox=self.svc.tools)
+                                        TurnOptions(continue_from=parent_id, tool_choice="none" if last else None,
+                                                    temperature=0.7 if answer.temperature is None else answer.temperature,
+                                                    top_p=0.9 if answer.top_p is None else answer.top_p), toolbox=self.svc.tools)
             except ChatloopError as e:  # e.g. the results left no room in the context: say so, keep what is stored
                 yield sse({"type": "error", "message": None, "error": str(e)})
                 break
