@@ -99,7 +99,8 @@ def _valid(name: str, args) -> bool:
 
 
 def stray_calls(content: str) -> list[str]:
-    """Names of calls left in the content (tools the parser was not told of; "?" if unreadable)."""
+    """Names of calls left in the content ("?" where unreadable): tagged calls the parser did not
+    take, and an answer that is a bare or fenced JSON call of a tool nobody offered (`multiply`)."""
     names = []
     for body in STRAY.findall(content):
         try:
@@ -108,6 +109,15 @@ def stray_calls(content: str) -> list[str]:
             names.append("?")
             continue
         names.append(payload.get("name", "?") if isinstance(payload, dict) else "?")
+    text = content.strip()
+    if text.startswith("```"):
+        text = text.partition("\n")[2].strip()
+    if text.startswith("{") and '"name"' in text[:100]:
+        try:
+            payload, _ = json.JSONDecoder().raw_decode(text)
+        except json.JSONDecodeError:
+            payload = None
+        names.append(payload["name"] if isinstance(payload, dict) and isinstance(payload.get("name"), str) else "?")
     return names
 
 
@@ -233,7 +243,8 @@ def run_tool_use(model: str = "default", max_tokens: int = 160, concurrency: int
         engine.shutdown()
         scratch.cleanup()
     scores = [score(i, r) for i, r in zip(items, runs)]
-    transcripts = [{"id": r["id"], "calls": r["calls"], "final": r["final"][:300], **s}
+    transcripts = [{"id": r["id"], "calls": r["calls"], "final": r["final"][:300],
+                    "times": [t.isoformat() for t in r["times"]], **s}
                    for r, s in zip(runs, scores)]
     return {"model": model, "model_id": engine.model_id, "dtype": "float32", "temperature": 0, "n": len(items),
             "seconds": round(time.perf_counter() - started, 1), **summarize(items, scores), "items": transcripts}

@@ -45,6 +45,12 @@ def test_stray_calls_name_tools_the_parser_did_not_know():
     assert B.stray_calls('<tool_call>\n{"name": "get_weather", "arguments": {}}\n</tool_call>') == ["get_weather"]
     assert B.stray_calls("<tool_call>{broken") == ["?"]
     assert B.stray_calls("The answer is 7.") == []
+    assert B.stray_calls('{"name": "multiply", "arguments": {"a": 15}}') == ["multiply"]
+    assert B.stray_calls('```json\n{"name": "calculate", "arguments": {"expression": "1"}}\n```') == ["calculate"]
+    assert B.stray_calls('{"name": "search_documents", "arguments": {"query": "x"}} {"name": "calcul') == [
+        "search_documents"]
+    assert B.stray_calls('{"name": "calcul') == ["?"]
+    assert B.stray_calls('Use {"name": ...} to call.') == []
 
 
 def test_scoring_of_a_right_call_and_a_right_answer():
