@@ -373,6 +373,21 @@ def bench_tools(
     _bench(lambda: run_tools_bench(model), as_json, lambda r: Console().print_json(json.dumps(r)))
 
 
+@bench_app.command("tool-use")
+def bench_tool_use(
+    model: ModelOpt = "default",
+    per_kind: Annotated[int | None, typer.Option("--per-kind", min=1, help="Only the first N prompts of each "
+                                                                           "kind (a quicker, smaller run).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (with every transcript).")] = False,
+) -> None:
+    """Tool use through the real loop (float32, greedy) on 60 held-out EN/中文 prompts: right tool,
+    valid and right arguments, correct final answer, needless calls, calls of tools not offered."""
+    from chatloop.bench.tool_use import _table, heldout, run_tool_use, subset
+
+    _bench(lambda: run_tool_use(model, items=subset(heldout(), per_kind)), as_json,
+           lambda r: typer.echo(_table(r)))
+
+
 def _bench(run, as_json: bool, pretty) -> None:
     """Run a benchmark; print one JSON object (--json) or a human-readable report."""
     try:
