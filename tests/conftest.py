@@ -154,6 +154,44 @@ def qwen_ref() -> str:
         db.dispose()
 
 
+TOOL_PRESET = ROOT / "configs" / "tools" / "qwen-sft.yaml"
+
+
+@pytest.fixture(scope="session")
+def tool_model_ref(qwen_ref) -> str:
+    """Qwen tuned to use the built-in tools (docs/tool-model.md): the LoRA preset
+    configs/tools/qwen-sft.yaml trained into the test home (minutes on 2 cores) and registered, once
+    per version of the preset and of the data generator (their hash names the run and the model).
+    CHATLOOP_TEST_TOOL_MODEL names another REF."""
+    import hashlib
+    import subprocess
+    import sys
+
+    wanted = os.environ.get("CHATLOOP_TEST_TOOL_MODEL")
+    if wanted:
+        return wanted
+    from chatloop.registry.resolve import default_database
+    from chatloop.registry.versions import list_versions
+
+    data = ROOT / "chatloop" / "data"
+    sources = [TOOL_PRESET, data / "tool_synthetic.py", data / "tool_pools.py"]
+    key = hashlib.sha256(b"".join(p.read_bytes() for p in sources) + qwen_ref.encode()).hexdigest()[:10]
+    name, run = f"qwen-tools-{key}", f"qwen-tools-sft-{key}"
+    db = default_database()
+    try:
+        with db.session() as s:
+            versions = list_versions(s, name)
+            if versions:
+                return f"{name}:{versions[-1].version}"
+    finally:
+        db.dispose()
+    cli = [sys.executable, "-m", "chatloop"]
+    subprocess.run([*cli, "train", "sft", "--config", str(TOOL_PRESET), "--resume", "--set", f"run_name={run}",
+                    "--set", f"model={qwen_ref}"], check=True, cwd=ROOT)
+    subprocess.run([*cli, "models", "import", f"runs:{run}", "--name", name], check=True, cwd=ROOT)
+    return f"{name}:1"
+
+
 def run_async(coro):
     """asyncio.run on a thread of its own: the browser tests' Playwright (sync API) keeps an event loop
     running on the main thread for the rest of the session, where asyncio.run() refuses to start."""

@@ -117,6 +117,17 @@ def capped(page, max_tokens: int = 24) -> None:
     page.route(re.compile(r".*/api/conversations/[^/]+/messages$"), handle)
 
 
+def greedy_turns(page) -> None:
+    """Every turn the page sends asks for temperature 0: the same answer on every CPU."""
+    import re
+
+    def greedy(route):
+        body = {**json.loads(route.request.post_data or "{}"), "temperature": 0}
+        route.continue_(post_data=json.dumps(body))
+
+    page.route(re.compile(r".*/api/conversations/[^/]+/messages$"), greedy)
+
+
 def sign_up(page, email: str | None = None) -> str:
     email = email or f"user-{secrets.token_hex(4)}@example.com"
     page.goto("/signup")

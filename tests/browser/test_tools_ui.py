@@ -7,12 +7,12 @@ approval, then runs and the answer goes on.
 The Qwen tests are slow (the model answers on CPU, twice per tool loop); the others take seconds.
 """
 
-import json
 import re
 
 import pytest
 from browser_util import (
     ARTIFACTS,
+    greedy_turns,
     api_get,
     build_web,
     capped,
@@ -76,12 +76,7 @@ def page(browser, tiny_server):
 def qwen_page(browser, qwen_server):
     errors: list[str] = []
     pg = open_page(browser, qwen_server, errors)
-
-    def greedy(route):  # the same answer on every CPU
-        body = {**json.loads(route.request.post_data or "{}"), "temperature": 0}
-        route.continue_(post_data=json.dumps(body))
-
-    pg.route(re.compile(r".*/api/conversations/[^/]+/messages$"), greedy)
+    greedy_turns(pg)
     yield pg
     pg.context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
