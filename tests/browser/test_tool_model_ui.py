@@ -34,7 +34,7 @@ def server(browser, tool_model_ref, tmp_path_factory):
     srv.stop()
 
 
-def test_the_tool_tuned_model_answers_a_chinese_word_problem_with_the_calculator(browser, server, tool_model_ref):
+def test_the_tool_tuned_model_answers_a_chinese_word_problem_with_the_calculator(browser, server):
     from playwright.sync_api import expect
 
     errors: list[str] = []
@@ -42,9 +42,8 @@ def test_the_tool_tuned_model_answers_a_chinese_word_problem_with_the_calculator
     greedy_turns(page)
     sign_up(page)
     picker = page.get_by_test_id("model-picker")
-    name = tool_model_ref.split(":")[0]
-    value = next(v for v in picker.locator("option").evaluate_all("els => els.map(e => e.value)") if name in v)
-    picker.select_option(value)
+    values = picker.locator("option").evaluate_all("els => els.map(e => e.value)")
+    picker.select_option(next(v for v in values if v != "default"))  # the server's second model: the tuned one
     page.get_by_test_id("tools-menu").click()
     page.get_by_test_id("tool-toggle-calculator").set_checked(True)
     page.keyboard.press("Escape")
