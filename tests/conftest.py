@@ -160,9 +160,11 @@ TOOL_PRESET = ROOT / "configs" / "tools" / "qwen-sft.yaml"
 @pytest.fixture(scope="session")
 def tool_model_ref(qwen_ref) -> str:
     """Qwen tuned to use the built-in tools (docs/tool-model.md): the LoRA preset
-    configs/tools/qwen-sft.yaml trained into the test home (minutes on 2 cores) and registered, once
-    per version of the preset and of the data generator (their hash names the run and the model).
-    CHATLOOP_TEST_TOOL_MODEL names another REF."""
+    configs/tools/qwen-sft.yaml trained into the test home and registered, once per version of the
+    preset and of the data generator (their hash names the run and the model). Training takes tens
+    of minutes on 2 cores, so it runs only when CHATLOOP_TEST_TRAIN_TOOL_MODEL=1; otherwise a model
+    trained that way earlier is used, or the test is skipped, saying so. CHATLOOP_TEST_TOOL_MODEL
+    names another REF."""
     import hashlib
     import subprocess
     import sys
@@ -185,6 +187,9 @@ def tool_model_ref(qwen_ref) -> str:
                 return f"{name}:{versions[-1].version}"
     finally:
         db.dispose()
+    if os.environ.get("CHATLOOP_TEST_TRAIN_TOOL_MODEL") != "1":
+        pytest.skip(f"no tool-tuned model {name} in the test home: set CHATLOOP_TEST_TRAIN_TOOL_MODEL=1 to train "
+                    "it (tens of minutes), or CHATLOOP_TEST_TOOL_MODEL=REF")
     cli = [sys.executable, "-m", "chatloop"]
     subprocess.run([*cli, "train", "sft", "--config", str(TOOL_PRESET), "--resume", "--set", f"run_name={run}",
                     "--set", f"model={qwen_ref}"], check=True, cwd=ROOT)
