@@ -154,17 +154,17 @@ def qwen_ref() -> str:
         db.dispose()
 
 
-TOOL_PRESET = ROOT / "configs" / "tools" / "qwen-sft.yaml"
+TOOL_PRESET = ROOT / "configs" / "tools" / "default-sft.yaml"
 
 
 @pytest.fixture(scope="session")
-def tool_model_ref(qwen_ref) -> str:
-    """Qwen tuned to use the built-in tools (docs/tool-model.md): the LoRA preset
-    configs/tools/qwen-sft.yaml trained into the test home and registered, once per version of the
-    preset and of the data generator (their hash names the run and the model). Training takes tens
-    of minutes on 2 cores, so it runs only when CHATLOOP_TEST_TRAIN_TOOL_MODEL=1; otherwise a model
-    trained that way earlier is used, or the test is skipped, saying so. CHATLOOP_TEST_TOOL_MODEL
-    names another REF."""
+def tool_model_ref() -> str:
+    """The default model tuned to use the built-in tools (docs/tool-model.md): the LoRA preset
+    configs/tools/default-sft.yaml trained into the test home and registered, once per version of
+    the preset and of the data generator (their hash names the run and the model). Training takes
+    about a quarter of an hour on 2 idle cores, so it runs only when CHATLOOP_TEST_TRAIN_TOOL_MODEL=1;
+    otherwise a model trained that way earlier is used, or the test is skipped, saying so.
+    CHATLOOP_TEST_TOOL_MODEL names another REF."""
     import hashlib
     import subprocess
     import sys
@@ -177,8 +177,8 @@ def tool_model_ref(qwen_ref) -> str:
 
     data = ROOT / "chatloop" / "data"
     sources = [TOOL_PRESET, data / "tool_synthetic.py", data / "tool_pools.py"]
-    key = hashlib.sha256(b"".join(p.read_bytes() for p in sources) + qwen_ref.encode()).hexdigest()[:10]
-    name, run = f"qwen-tools-{key}", f"qwen-tools-sft-{key}"
+    key = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:10]
+    name, run = f"default-tools-{key}", f"default-tools-sft-{key}"
     db = default_database()
     try:
         with db.session() as s:
@@ -189,10 +189,10 @@ def tool_model_ref(qwen_ref) -> str:
         db.dispose()
     if os.environ.get("CHATLOOP_TEST_TRAIN_TOOL_MODEL") != "1":
         pytest.skip(f"no tool-tuned model {name} in the test home: set CHATLOOP_TEST_TRAIN_TOOL_MODEL=1 to train "
-                    "it (tens of minutes), or CHATLOOP_TEST_TOOL_MODEL=REF")
+                    "it (about 15 minutes), or CHATLOOP_TEST_TOOL_MODEL=REF")
     cli = [sys.executable, "-m", "chatloop"]
-    subprocess.run([*cli, "train", "sft", "--config", str(TOOL_PRESET), "--resume", "--set", f"run_name={run}",
-                    "--set", f"model={qwen_ref}"], check=True, cwd=ROOT)
+    subprocess.run([*cli, "train", "sft", "--config", str(TOOL_PRESET), "--resume", "--set", f"run_name={run}"],
+                   check=True, cwd=ROOT)
     subprocess.run([*cli, "models", "import", f"runs:{run}", "--name", name], check=True, cwd=ROOT)
     return f"{name}:1"
 

@@ -182,6 +182,10 @@ def write_jsonl(rows, path: Path) -> Path:
 def materialize(spec: str, dest: Path) -> Path:
     """`synthetic:KIND:N[:LANG[:SEED]]` -> a JSONL file in dest (written once, then reused)."""
     parts = spec.split(":")[1:]
+    if parts[:1] == ["tools"]:  # tool-use conversations (tool_synthetic.py: they need the tools' specs)
+        from chatloop.data import tool_synthetic
+
+        return tool_synthetic.materialize(spec, dest)
     if len(parts) < 2 or len(parts) > 4 or not parts[1].isdigit():
         raise UsageError(f"bad data spec '{spec}': expected synthetic:KIND:N[:LANG[:SEED]]")
     kind, n, lang, seed = parts[0], int(parts[1]), (parts[2:3] or ["mix"])[0], int((parts[3:4] or ["0"])[0])

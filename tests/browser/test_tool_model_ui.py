@@ -1,8 +1,7 @@
 """The tool-tuned model in the web UI (headless Debian chromium, the real server, float32, greedy):
-with the calculator switched on and the tuned Qwen picked, a Chinese word problem that the model
-alone gets wrong (it answers 5) is answered through a calculator call, shown as a card, and the
-answer is 7. The model is trained by the `tool_model_ref` fixture (tests/conftest.py) once per
-version of its preset and data."""
+with the calculator switched on and the tool-tuned default model picked, a Chinese word problem
+(which the pulled Qwen alone answers with 5) is answered through a calculator call, shown as a
+card, and the answer is 7. The model comes from the `tool_model_ref` fixture (tests/conftest.py)."""
 
 import json
 import re

@@ -162,3 +162,13 @@ def test_sft_schema_refuses_calls_of_tools_not_offered_and_malformed_tools():
         validate_row({**row, "tools": []}, "sft")
     plain = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
     assert validate_row(plain, "sft") == plain  # rows without tools are unchanged
+
+
+def test_stage_configs_name_tool_conversations_as_a_synthetic_spec(tmp_path):
+    """`synthetic:tools:N:mix:SEED` in a stage config (configs/tools/*.yaml) writes the tool rows."""
+    from chatloop.train.common import expand_data
+
+    [path] = expand_data(["synthetic:tools:12:mix:3"], tmp_path)
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 12 and all(row["tools"] and row["messages"] for row in rows)
+    assert rows == list(T.generate(12, 3))
