@@ -249,7 +249,8 @@ def openwebui_turn(url: str, key: str, **kw) -> list[tuple[float, dict]]:
 
 def assert_content_streams(events: list[tuple[float, dict]], timed: bool) -> None:
     """Content came as it was decoded: many content chunks, all before the final one; with `timed`
-    (a model slow enough to measure), the first arrived in the first half of the decoding time."""
+    (a model slow enough to measure), spread over the decoding, not in one burst at its end (a held
+    answer arrives within milliseconds; no CPU decodes the default model at 5 ms a token)."""
     content = [(t, e) for t, e in events if e["choices"] and e["choices"][0]["delta"].get("content")]
     final = next(i for i, (_, e) in enumerate(events) if e["choices"] and e["choices"][0]["finish_reason"])
     usage = events[-1][1]["usage"]
@@ -260,8 +261,8 @@ def assert_content_streams(events: list[tuple[float, dict]], timed: bool) -> Non
     assert len(content) >= max(3, usage["completion_tokens"] // 2), (len(content), usage)
     assert all(events.index((t, e)) < final for t, e in content)
     if timed:
-        first, done = content[0][0], events[final][0]
-        assert first < done and first - events[0][0] < 0.5 * (done - events[0][0]), (events[0][0], first, done)
+        first, last = content[0][0], content[-1][0]
+        assert last - first > 0.005 * usage["completion_tokens"], (first, last, usage)
 
 
 def test_openwebui_turn_with_36_tools_streams_content_as_it_is_written(server, key):

@@ -1,7 +1,6 @@
 """Synthetic tool-use conversations: real results, only offered tools, deterministic, and a held-out
 set that shares nothing with training (nor the browser test's prompt)."""
 
-import asyncio
 import json
 import re
 import tempfile
@@ -123,15 +122,17 @@ def test_heldout_is_balanced_and_disjoint_from_training():
 
 
 def test_offered_tools_are_the_servers_builtins_and_results_their_format():
+    from conftest import run_async  # asyncio on a thread of its own (a browser test may hold this thread's loop)
+
     from chatloop.tools.builtin import Builtins
     from chatloop.tools.retrieval import SPEC
 
     assert T.TOOLS["search_documents"] == SPEC.openai()
     with tempfile.TemporaryDirectory() as scratch:
         builtins = Builtins(scratch_root=Path(scratch))
-        specs = {s.name: s.openai() for s in asyncio.run(builtins.list_tools())}
+        specs = {s.name: s.openai() for s in run_async(builtins.list_tools())}
         assert T.TOOLS["calculator"] == specs["calculator"] and T.TOOLS["current_time"] == specs["current_time"]
-        real = asyncio.run(builtins.call("current_time", {"timezone": "Asia/Tokyo"}, CallContext())).text
+        real = run_async(builtins.call("current_time", {"timezone": "Asia/Tokyo"}, CallContext())).text
     ours = T.time_result("Asia/Tokyo", datetime(2025, 5, 6, 1, 2, 3, tzinfo=ZoneInfo("UTC")))
     assert ours == "2025-05-06T10:02:03+09:00 (Tuesday, Asia/Tokyo, UTC+0900)"
     shape = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+09:00 \(\w+, Asia/Tokyo, UTC\+0900\)$")
