@@ -42,12 +42,12 @@ def with_toolbox(config: dict, use, name: str = "todo"):
 
 
 def test_a_manifest_url_gives_one_namespaced_tool_per_operation(service, monkeypatch):
-    monkeypatch.setenv("TODO_TOKEN", TOKEN)
+    monkeypatch.setenv("TASKS_API_TOKEN", TOKEN)
 
     async def use(toolbox):
         return toolbox.failed(), {s.name: s for s in toolbox.specs()}
 
-    failed, specs = with_toolbox(manifest(service, {"type": "bearer", "token_env": "TODO_TOKEN"}), use)
+    failed, specs = with_toolbox(manifest(service, {"type": "bearer", "token_env": "TASKS_API_TOKEN"}), use)
     assert failed == {}
     assert set(specs) == {"todo__listTodos", "todo__getTodo", "todo__createTodo", "todo__deleteTodo", "todo__echo",
                           "todo__exportAll", "todo__oldTodos", "todo__elsewhere"}
