@@ -8,9 +8,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "chatloop"
 MAX_LINES = 500
 
 # Which of chatloop's own packages each one may import (docs/architecture.md, "Layers").
-# errors, config and fsutil are the base every layer may use; the command line (cli.py, and each
+# errors, config, fsutil and hardware are the base every layer may use; the command line (cli.py, and each
 # layer's own cli.py with its commands) may import anything.
-BASE = {"errors", "config", "fsutil"}
+BASE = {"errors", "config", "fsutil", "hardware"}
 ALLOWED = {
     "models": BASE,
     "engine": BASE | {"models"},
