@@ -5,6 +5,8 @@ this project."""
 
 from dataclasses import dataclass
 
+from chatloop.data.tool_plain import PLAIN_EN, PLAIN_ZH
+
 
 @dataclass(frozen=True)
 class Pool:
@@ -128,7 +130,7 @@ TRAIN = Pool(
         ("What is photosynthesis, in one sentence?",
          "Photosynthesis is how plants turn light, water and carbon dioxide into sugar and oxygen."),
         ("Tell me a fun fact about octopuses.", "Octopuses have three hearts and blue blood."),
-    ], "zh": [
+    ] + PLAIN_EN, "zh": [
         ("你好！", "你好！有什么可以帮你的吗？"),
         ("谢谢你的帮助。", "不客气！还有其他问题随时问我。"),
         ("中国的首都是哪里？", "中国的首都是北京。"),
@@ -143,7 +145,7 @@ TRAIN = Pool(
         ("介绍一下熊猫。", "大熊猫是中国特有的动物，主要吃竹子，黑白相间，非常可爱。"),
         ("怎样才能睡得更好？", "保持规律作息，睡前少看手机，卧室保持安静和黑暗。"),
         ("太阳从哪个方向升起？", "太阳从东方升起。"),
-    ]},
+    ] + PLAIN_ZH},
 )
 
 HELDOUT = Pool(

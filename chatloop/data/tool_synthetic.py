@@ -126,7 +126,8 @@ def calc_item(r: random.Random, pool: P.Pool, lang: str) -> dict:
             "answer": template["a"].format(**slots, v=value)}
 
 
-KINDS, WEIGHTS = ("calc", "time", "search", "none"), (35, 22, 22, 21)
+# No-tool questions are a third of all: with fewer, a tuned model learns to call a tool for everything.
+KINDS, WEIGHTS = ("calc", "time", "search", "none"), (30, 18, 18, 34)
 
 
 def exchange(r: random.Random, pool: P.Pool, kind: str, offered: set[str], lang: str, when: datetime) -> list[dict]:
@@ -161,11 +162,11 @@ def exchange(r: random.Random, pool: P.Pool, kind: str, offered: set[str], lang:
 def gen_row(r: random.Random, pool: P.Pool, when: datetime) -> dict:
     """One training conversation: a subset of the tools, then one to three exchanges in one language
     (several exchanges share the tool descriptions, which are most of a short conversation's tokens).
-    The first question's tool is offered nine times in ten; a later question whose tool is not
+    The first question's tool is offered 85 times in 100; a later question whose tool is not
     offered is kept three times in ten (else another kind is drawn)."""
     lang = r.choice(("en", "zh"))
     first = r.choices(KINDS, weights=WEIGHTS)[0]
-    tools = _offer(r, NEEDS[first], absent=first != "none" and r.random() < 0.1)
+    tools = _offer(r, NEEDS[first], absent=first != "none" and r.random() < 0.15)
     offered = {t["function"]["name"] for t in tools}
     kinds = [first]
     for _ in range(r.choices((0, 1, 2), weights=(40, 35, 25))[0]):
