@@ -50,14 +50,15 @@ class DType(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
     int8 = "int8"
+    int4 = "int4"
 
 
 REF_HELP = ("Model REF: default, runs:RUN, hf:ORG/NAME[@REV], NAME:VERSION, NAME, NAME@CHANNEL, or a path to a "
             "Hugging Face model directory or .gguf file.")
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help=REF_HELP)]
 SystemOpt = Annotated[str | None, typer.Option("--system", help="System prompt (default: the model template's).")]
-DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Weights: auto (fastest that keeps quality), float32, "
-                                                         "bfloat16, int8.")]
+DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Weights: auto (the fastest measured on this machine "
+                                                         "that keeps quality), float32, bfloat16, int8, int4.")]
 
 
 def _launch_time() -> float:
@@ -337,12 +338,14 @@ def keys_create(
 def bench_decode(
     model: ModelOpt = "default",
     tokens: Annotated[int, typer.Option("--tokens", min=8, help="Tokens generated per stream.")] = 128,
+    dtype: DTypeOpt = DType.auto,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Decode speed: transformers generate vs our engine, 1/4/8 concurrent streams, startup time."""
+    """Decode speed: transformers generate and llama.cpp vs our engine, 1/4/8 concurrent streams, the
+    kernels chosen, the fraction of the memory-bandwidth roofline, startup time."""
     from chatloop.bench.decode import print_report, run_decode_bench
 
-    _bench(lambda: run_decode_bench(model, tokens), as_json, print_report)
+    _bench(lambda: run_decode_bench(model, tokens, dtype=dtype.value), as_json, print_report)
 
 
 @bench_app.command("serve")

@@ -7,6 +7,7 @@
     CHATLOOP_MAX_LOADED_MODELS, CHATLOOP_MODEL_IDLE_SECONDS                               engine pool
     CHATLOOP_RELEASE_POLL_SECONDS, CHATLOOP_VOTE_SHARE                                    releases
     CHATLOOP_MAX_IMAGE_BYTES, CHATLOOP_MAX_IMAGE_PIXELS, CHATLOOP_MAX_IMAGES, CHATLOOP_OCR_TIMEOUT_SECONDS  images
+    CHATLOOP_KERNEL_PPL_BUDGET       accuracy budget of `--dtype auto`'s measured kernel choice
     CHATLOOP_MCP_CONFIG, CHATLOOP_TOOL_TIMEOUT_SECONDS, CHATLOOP_TOOL_MAX_OUTPUT_CHARS, CHATLOOP_MAX_TOOL_ROUNDS  tools
 
 `chatloop serve` flags (--db, --max-batch) override the matching settings for that server.
@@ -69,6 +70,10 @@ class Settings(BaseSettings):
     max_tool_rounds: int = Field(default=6, ge=1, description="Model answers per conversation turn when tools "
                                                               "are called (each round: calls, results, an answer).")
 
+    kernel_ppl_budget: float = Field(
+        default=0.02, ge=0, description="`--dtype auto` uses a weight format only if its perplexity on a "
+                                        "calibration text is at most this much (relative) above float32's.")
+
     @cached_property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
@@ -76,6 +81,11 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.home_dir / "models"
+
+    @property
+    def kernels_dir(self) -> Path:
+        """`--dtype auto`'s measured kernel choices, per machine and model (engine/kernels.py)."""
+        return self.home_dir / "kernels"
 
     @property
     def runs_dir(self) -> Path:

@@ -4,11 +4,15 @@
 
 Reports (tokens/s are generated tokens over wall time, prefill included):
 - transformers_tok_s: `model.generate` float32 greedy, one stream (the baseline);
-- single_tok_s, ttft_ms: our engine (`--dtype auto`), one stream at a time;
+- single_tok_s, ttft_ms: our engine (`--dtype`, default auto), one stream at a time;
 - aggregate_tok_s {"1","4","8"}: k streams submitted together, total tokens / wall time;
-- llama_cpp_tok_s: the same GGUF in llama.cpp, only if `llama_cpp` is importable;
+- llama_cpp_tok_s: the same GGUF in llama.cpp, when `llama_cpp` is importable (else null);
+- chosen_kernels: the engine's kernel plan (engine/kernels.py: measured on this machine for auto);
+- roofline_fraction: bytes of weights one single-stream step reads x decode tok/s / the measured
+  memory copy bandwidth (1.0 would be a decoder bound only by reading its weights);
+- machine: the CPU and the instruction sets that decide which kernels win;
 - startup: a fresh `chatloop generate` process with the model cache warm, launch to first token;
-- ratios: single vs transformers, 8 streams vs 1.
+- ratios: single vs transformers (and vs llama.cpp), 8 streams vs 1.
 Both baselines run on the engine's own thread (see engine/scheduler.py on thread pools).
 """
 
@@ -67,6 +71,30 @@ def _llama_cpp_tok_s(gguf: str | None, prompt: str, tokens: int) -> float | None
     return out["usage"]["completion_tokens"] / (time.perf_counter() - t)
 
 
+def copy_bandwidth() -> float:
+    """Bytes per second a large tensor copy moves (read + write, STREAM's convention), best of 5."""
+    import torch
+
+    src = torch.ones(64 << 20, dtype=torch.float32)  # 256 MiB: far beyond any cache
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t)
+    return 2 * src.numel() * src.element_size() / best
+
+
+def machine() -> dict:
+    from chatloop.hardware import cpu_flags, cpu_model, native_bf16
+
+    flags = cpu_flags()
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "asimd", "sve") if f in flags]
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "isa": isa, "native_bf16": native_bf16(),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+            "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY")}
+
+
 def _concurrent(engine, prompts: list[list[int]], k: int, tokens: int) -> float:
     params = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
     t = time.perf_counter()
@@ -88,10 +116,10 @@ def _startup(model: str) -> dict:
     return {"process_wall_ms": round(wall * 1000, 1), **report["startup_ms"]}
 
 
-def run_decode_bench(model: str = "default", tokens: int = 128, startup: bool = True) -> dict:
+def run_decode_bench(model: str = "default", tokens: int = 128, startup: bool = True, dtype: str = "auto") -> dict:
     from chatloop.models.refs import resolve
 
-    engine = Engine.start(model, "auto", max_batch=8)
+    engine = Engine.start(model, dtype, max_batch=8)
     try:
         prompts = [render_prompt(engine.tokenizer, [{"role": "user", "content": p}]).ids for p in PROMPTS]
         greedy = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
@@ -102,16 +130,25 @@ def run_decode_bench(model: str = "default", tokens: int = 128, startup: bool = 
         aggregate = {str(k): _concurrent(engine, prompts, k, tokens) for k in (1, 4, 8)}
         src = resolve(model)
         llama_cpp = _llama_cpp_tok_s(str(src.path) if src.kind == "gguf" else None, PROMPTS[0], tokens)
+        single_decode = statistics.median(r.decode_tok_s for r in singles)
+        bandwidth = engine.run_on_engine_thread(copy_bandwidth)
+        step_bytes = engine.runner.weight_bytes(1)
         report = {
             "model": engine.model_id,
             "dtype": engine.loaded.dtype,
             "tokens_per_stream": tokens,
             "transformers_tok_s": round(transformers_tok_s, 2),
             "single_tok_s": round(single_tok_s, 2),
-            "single_decode_tok_s": round(statistics.median(r.decode_tok_s for r in singles), 2),
+            "single_decode_tok_s": round(single_decode, 2),
             "ttft_ms": round(statistics.median(r.ttft_s for r in singles) * 1000, 1),
             "aggregate_tok_s": {k: round(v, 2) for k, v in aggregate.items()},
             "llama_cpp_tok_s": None if llama_cpp is None else round(llama_cpp, 2),
+            "chosen_kernels": {"plan": engine.plan.describe(), **engine.plan.to_json(),
+                               "choice": engine.kernel_choice},
+            "roofline_fraction": round(step_bytes * single_decode / bandwidth, 3),
+            "weight_bytes_per_token": step_bytes,
+            "copy_bandwidth_gb_s": round(bandwidth / 1e9, 2),
+            "machine": machine(),
             "ratios": {
                 "single_vs_transformers": round(single_tok_s / transformers_tok_s, 2),
                 "aggregate_8_vs_single": round(aggregate["8"] / single_tok_s, 2),
@@ -136,6 +173,12 @@ def print_report(report: dict) -> None:
         table.add_row("llama.cpp (same GGUF, 1 stream)", f"{report['llama_cpp_tok_s']} tok/s")
     table.add_row("chatloop engine, 1 stream", f"{report['single_tok_s']} tok/s")
     table.add_row("chatloop engine, time to first token", f"{report['ttft_ms']} ms")
+    table.add_row("kernels", report["chosen_kernels"]["plan"])
+    table.add_row("roofline fraction (weights read x tok/s / copy bandwidth)",
+                  f"{report['roofline_fraction']} ({report['weight_bytes_per_token'] / 1e6:.0f} MB/token, "
+                  f"{report['copy_bandwidth_gb_s']} GB/s)")
+    m = report["machine"]
+    table.add_row("machine", f"{m['cpu']}, {m['cores']} cores, {' '.join(m['isa'])}")
     for k, v in report["aggregate_tok_s"].items():
         table.add_row(f"chatloop engine, {k} concurrent streams", f"{v} tok/s")
     for k, v in report["ratios"].items():

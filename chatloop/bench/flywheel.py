@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from chatloop.config import get_settings
+
 TOPICS = [
     ("the water cycle", "水循环"), ("how bicycles work", "自行车的原理"), ("growing tomatoes", "种西红柿"),
     ("learning a new language", "学习一门新语言"), ("saving money", "存钱"), ("the moon", "月亮"),
@@ -135,7 +137,8 @@ def _cli(env: dict, *args: str, stdin: str | None = None) -> str:
 
 def share_default(home: Path) -> Path:
     """A new CHATLOOP_HOME that reuses this machine's one-time conversion of the default model (a
-    symlink), so registering it there costs hard links, not a second conversion."""
+    symlink), so registering it there costs hard links, not a second conversion, and the measured
+    kernel choices of `--dtype auto`."""
     from chatloop.models.loading import convert_gguf
     from chatloop.models.refs import resolve
 
@@ -144,6 +147,10 @@ def share_default(home: Path) -> Path:
     cache.parent.mkdir(parents=True, exist_ok=True)
     if not cache.exists():
         cache.symlink_to(converted, target_is_directory=True)
+    kernels = get_settings().kernels_dir  # `--dtype auto`'s measurements on this machine, shared too
+    kernels.mkdir(parents=True, exist_ok=True)
+    if not (home / "kernels").exists():
+        (home / "kernels").symlink_to(kernels, target_is_directory=True)
     return home
 
 

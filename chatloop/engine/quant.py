@@ -1,64 +1,173 @@
-"""Packed linear weights for the runner: float32, bfloat16, or int8 weight-only.
+"""Weight formats for the runner's linear layers, and the plan that says which one serves which case.
 
-- float32: plain `F.linear` (the same kernel transformers uses, so outputs match it exactly).
-- bfloat16: weights pre-packed once into oneDNN's blocked layout (`mkldnn._reorder_linear_weight`,
-  what inductor does when freezing a CPU model); on AVX-512-BF16 CPUs this is 2x faster than
-  `F.linear` on bf16 and 3-7x faster than float32 at every batch size we run. Plain `F.linear`
-  where oneDNN lacks bf16 support.
-- int8: symmetric per-output-channel weights run by torch's CPU kernel `_weight_int8pack_mm`
-  (the one gpt-fast uses) with bf16 activations: half of bf16's memory, fast for one row, slower
-  for batches (the kernel does not reuse weights across rows).
-- auto: both of the above; int8 for a single row (decoding is bound by weight traffic: 1 byte
-  per weight beats 2) and packed bf16 for batches and prefill (compute reuse wins). Measured on
-  the default model here: one stream 16 ms/token (int8) vs 20 ms (bf16); 8 streams 25 ms/step
-  (bf16) vs 44 ms (int8).
+Formats (each `y = x @ W.T + b`):
+- float32: plain `F.linear`, the kernel transformers uses, so outputs match it exactly.
+- float32-onednn: float32 weights pre-packed into oneDNN's blocked layout; same precision, different
+  rounding order (not exact), often faster for batches.
+- bfloat16: bf16 weights pre-packed for oneDNN (`mkldnn._reorder_linear_weight`, what inductor does
+  when freezing a CPU model); fast only where the CPU multiplies bf16 natively (AVX-512 BF16, AMX).
+- int8: symmetric per-output-channel weights, torch's CPU kernel `_weight_int8pack_mm` (gpt-fast's):
+  1 byte per weight, fast for one row, slower for batches (it does not reuse weights across rows).
+- int4: asymmetric group-wise (32 weights share a scale and a zero point) in torch's CPU int4 pack
+  (`_weight_int4pack_mm_for_cpu`): half a byte per weight. The default model ships as a 4-bit GGUF
+  (Q4_1, blocks of 32), which this grid represents almost exactly.
+
+Activations are float32 or bfloat16 for the whole model (the KV cache shares them), so a plan has one
+`act` dtype; dense weights must match it, int8 and int4 take either. Which format serves a call
+depends on its number of rows (1 for single-stream decoding, the batch size for batched decoding,
+many for prefill): `KernelPlan.body` and `.head` (the output projection) are lists of
+`(max_rows, format)`. `--dtype` forces a uniform plan; `auto` measures (engine/kernels.py).
 """
+
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
-MODES = ("float32", "bfloat16", "int8", "auto")
+from chatloop.hardware import native_bf16
+
+FORMATS = ("float32", "float32-onednn", "bfloat16", "int8", "int4")
+DENSE = {"float32": ("float32", "float32-onednn"), "bfloat16": ("bfloat16",)}
+INT4_GROUP = 32
+MANY = 1 << 30  # "any number of rows" in a plan
+
+
+def onednn() -> bool:
+    return torch.backends.mkldnn.is_available()
 
 
 def onednn_bf16() -> bool:
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    """oneDNN has bf16 kernels for this CPU (AVX-512 at least; not necessarily native bf16 arithmetic)."""
+    return onednn() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def formats_for(act: str) -> tuple[str, ...]:
+    """The weight formats that run with activations of dtype `act`."""
+    dense = DENSE[act] if onednn() else DENSE[act][:1]
+    return (*dense, "int8", "int4")
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    act: str  # activation (and KV cache) dtype: float32 or bfloat16
+    body: tuple[tuple[int, str], ...]  # (max rows, format) for the transformer layers, rows ascending
+    head: tuple[tuple[int, str], ...]  # the same for the output projection
+
+    @classmethod
+    def uniform(cls, fmt: str, act: str | None = None, head: str | None = None) -> "KernelPlan":
+        """One format everywhere (`--dtype`). int8/int4 compute in bf16 where the CPU has it natively,
+        else float32; their output projection stays dense (shared with the embeddings, and the most
+        quantisation-sensitive matrix) unless `head` says otherwise."""
+        if act is None:
+            act = "float32" if fmt.startswith("float32") else "bfloat16" if fmt == "bfloat16" else (
+                "bfloat16" if native_bf16() else "float32")
+        dense = DENSE[act][0]
+        return cls(act, ((MANY, fmt),), ((MANY, head or (fmt if fmt in DENSE[act] else dense)),))
+
+    def formats(self) -> set[str]:
+        return {f for _, f in self.body} | {f for _, f in self.head}
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "KernelPlan":
+        plan = cls(data["act"], tuple(map(tuple, data["body"])), tuple(map(tuple, data["head"])))
+        for _, fmt in plan.body + plan.head:
+            if fmt not in formats_for(plan.act):
+                raise ValueError(f"format {fmt!r} cannot run with {plan.act} activations")
+        return plan
+
+    def describe(self) -> str:
+        def part(table):
+            return ", ".join(f"{'rows>%d' % lo if hi == MANY else 'rows<=%d' % hi}: {f}"
+                             for lo, (hi, f) in zip([0] + [h for h, _ in table], table))
+        return f"activations {self.act}; layers {part(self.body)}; output {part(self.head)}"
+
+
+def _pick(table: tuple[tuple[int, str], ...], rows: int) -> str:
+    for max_rows, fmt in table:
+        if rows <= max_rows:
+            return fmt
+    return table[-1][1]
+
+
+class _Weights:
+    """One weight matrix in one format, and its matmul."""
+
+    def __init__(self, weight: torch.Tensor, fmt: str, act: torch.dtype):
+        w = weight.detach().float()
+        self.fmt = fmt
+        self.packed = False
+        if fmt == "float32":
+            self.w = w.contiguous()
+        elif fmt == "float32-onednn" or (fmt == "bfloat16" and onednn_bf16()):
+            self.w = torch.ops.mkldnn._reorder_linear_weight(w.to(act).contiguous())
+            self.packed = True
+            self.dense_bytes = w.numel() * (4 if act == torch.float32 else 2)
+        elif fmt == "bfloat16":  # no oneDNN bf16 kernels here: plain bf16 matmuls
+            self.w = w.to(act).contiguous()
+        elif fmt == "int8":
+            scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+            self.q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+            self.scales = scales.to(act)
+        elif fmt == "int4":
+            out, k = w.shape
+            if k % INT4_GROUP:
+                raise ValueError(f"int4 needs an input size divisible by {INT4_GROUP}, got {k}")
+            groups = w.view(out, k // INT4_GROUP, INT4_GROUP)
+            lo, hi = groups.amin(-1), groups.amax(-1)
+            scale = ((hi - lo) / 15).clamp(min=1e-8)
+            q = torch.round((groups - lo[..., None]) / scale[..., None]).clamp(0, 15).to(torch.int32)
+            self.q = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.view(out, k).contiguous(), 8)
+            # torch's grid: w = (q - 8) * scale + zero, per group; [k/group, out, 2]
+            zero = lo + 8 * scale
+            self.scales = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(act)
+        else:
+            raise ValueError(f"unknown weight format {fmt!r}")
+
+    def nbytes(self) -> int:
+        """Bytes read from memory for one product: the weights (and their scales)."""
+        return sum(t.numel() * t.element_size() for t in (getattr(self, n, None) for n in ("w", "q", "scales"))
+                   if isinstance(t, torch.Tensor) and not t.is_mkldnn) + (
+            self.dense_bytes if self.packed else 0)
+
+    def matmul(self, flat: torch.Tensor) -> torch.Tensor:
+        fmt = self.fmt
+        if self.packed:
+            return torch.ops.mkldnn._linear_pointwise(flat, self.w, None, "none", [], "")
+        if fmt in ("float32", "bfloat16"):
+            return F.linear(flat, self.w)
+        if fmt == "int8":
+            return torch.ops.aten._weight_int8pack_mm(flat, self.q, self.scales)
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.q, INT4_GROUP, self.scales)
 
 
 class PackedLinear:
-    """`y = x @ W.T + b` with weights stored as `mode` dictates; callable like nn.Linear."""
+    """`y = x @ W.T + b`, in the format `table` picks for the call's number of rows; callable like nn.Linear."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, mode: str):
-        if mode not in MODES:
-            raise ValueError(f"unknown weight mode {mode!r}")
-        self.mode = mode
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, table, act: str):
+        self.act = torch.float32 if act == "float32" else torch.bfloat16
         self.out_features = weight.shape[0]
-        compute = torch.float32 if mode == "float32" else torch.bfloat16
-        self.bias = None if bias is None else bias.detach().to(compute).contiguous()
-        self.qweight = self.scales = self.packed = self.weight = None
-        if mode in ("int8", "auto"):
-            w = weight.detach().float()
-            scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-            self.qweight = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
-            self.scales = scales.to(torch.bfloat16)
-        if mode != "int8":
-            self.weight = weight.detach().to(compute).contiguous()
-            if mode != "float32" and onednn_bf16():
-                self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight)
-                self.weight = None  # the packed copy is all we need
+        self.table = tuple(table)
+        self.kernels = {fmt: _Weights(weight, fmt, self.act) for fmt in {f for _, f in self.table}}
+        self.only = self.kernels[self.table[0][1]] if len(self.kernels) == 1 else None
+        self.bias = None if bias is None else bias.detach().to(self.act).contiguous()
+
+    def nbytes(self, rows: int) -> int:
+        """Bytes of weights a product with `rows` rows reads."""
+        return self.kernels[_pick(self.table, rows)].nbytes()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
-        if self.qweight is not None and (self.mode == "int8" or rows == 1):
-            flat = x.reshape(rows, x.shape[-1]).contiguous()
-            y = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scales)
-            y = y.view(*x.shape[:-1], self.out_features)
-            return y if self.bias is None else y + self.bias
-        if self.packed is not None:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-        return F.linear(x, self.weight, self.bias)
+        kernel = self.only or self.kernels[_pick(self.table, rows)]
+        if kernel.fmt == "float32":  # F.linear takes any leading shape (and adds the bias as transformers does)
+            return F.linear(x, kernel.w, self.bias)
+        y = kernel.matmul(x.reshape(rows, x.shape[-1])).view(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
 
 
-def fuse(linears: list, mode: str) -> PackedLinear:
+def fuse(linears: list, table, act: str) -> PackedLinear:
     """One PackedLinear computing several projections of the same input (e.g. q, k and v)."""
     weight = torch.cat([lin.weight for lin in linears], dim=0)
     if all(lin.bias is None for lin in linears):
@@ -68,4 +177,4 @@ def fuse(linears: list, mode: str) -> PackedLinear:
             lin.bias if lin.bias is not None else torch.zeros(lin.weight.shape[0], dtype=weight.dtype)
             for lin in linears
         ])
-    return PackedLinear(weight, bias, mode)
+    return PackedLinear(weight, bias, table, act)

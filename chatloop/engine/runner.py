@@ -6,7 +6,7 @@ single batched forward over `n` rows, each at its own position. Prefill writes o
 into the next free slot. Removing a sequence moves the last slot into the hole.
 
 It takes the weights of a Hugging Face Llama-family model, packs them (q/k/v and gate/up fused
-into one matrix each; float32, bfloat16 or int8, see quant.py) and runs the same arithmetic as
+into one matrix each; float32, bfloat16, int8 or int4, per the kernel plan of quant.py) and runs the same arithmetic as
 `transformers` (float32 output is token-for-token equal to `generate(do_sample=False)`), with
 its own attention/cache plumbing, which is where batching lives.
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from chatloop.engine.quant import PackedLinear, fuse
+from chatloop.engine.quant import KernelPlan, PackedLinear, fuse
 
 CACHE_GROWTH = 256  # cache capacity grows in steps of this many positions
 
@@ -35,12 +35,14 @@ class _Layer:
 
 
 class ModelRunner:
-    def __init__(self, model, mode: str, max_slots: int, max_len: int):
-        """mode: 'float32', 'bfloat16', 'int8' or 'auto' (see quant.py); all but float32 compute in bf16."""
+    def __init__(self, model, plan: KernelPlan | str, max_slots: int, max_len: int):
+        """plan: a KernelPlan (quant.py: activation dtype, weight format per number of rows) or one
+        format name for all ('float32' is the exact one)."""
         cfg = model.config.get_text_config()  # a vision-language model's text half
         self.config = cfg
-        self.mode = mode
-        self.dtype = torch.float32 if mode == "float32" else torch.bfloat16
+        self.plan = plan if isinstance(plan, KernelPlan) else KernelPlan.uniform(plan)
+        act = self.plan.act
+        self.dtype = torch.float32 if act == "float32" else torch.bfloat16
         self.n_heads = cfg.num_attention_heads
         self.n_kv = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -52,20 +54,18 @@ class ModelRunner:
         self.rotary = decoder.rotary_emb
         self.embed = decoder.embed_tokens.weight.detach().to(self.dtype)
         self.norm = decoder.norm.weight.detach().to(self.dtype)
-        # The output projection stays bf16 under int8/auto: it is shared with the embeddings and
-        # quantisation-sensitive, and oneDNN bf16 is faster than the int8 kernel for its shape.
-        head_mode = "bfloat16" if mode in ("int8", "auto") else mode
-        self.lm_head = PackedLinear(model.lm_head.weight, getattr(model.lm_head, "bias", None), head_mode)
+        body, head = self.plan.body, self.plan.head
+        self.lm_head = PackedLinear(model.lm_head.weight, getattr(model.lm_head, "bias", None), head, act)
         self.layers = []
         for layer in decoder.layers:
             attn, mlp = layer.self_attn, layer.mlp
             self.layers.append(_Layer(
                 ln1=layer.input_layernorm.weight.detach().to(self.dtype),
-                qkv=fuse([attn.q_proj, attn.k_proj, attn.v_proj], mode),
-                o=PackedLinear(attn.o_proj.weight, attn.o_proj.bias, mode),
+                qkv=fuse([attn.q_proj, attn.k_proj, attn.v_proj], body, act),
+                o=PackedLinear(attn.o_proj.weight, attn.o_proj.bias, body, act),
                 ln2=layer.post_attention_layernorm.weight.detach().to(self.dtype),
-                gate_up=fuse([mlp.gate_proj, mlp.up_proj], mode),
-                down=PackedLinear(mlp.down_proj.weight, mlp.down_proj.bias, mode),
+                gate_up=fuse([mlp.gate_proj, mlp.up_proj], body, act),
+                down=PackedLinear(mlp.down_proj.weight, mlp.down_proj.bias, body, act),
             ))
         self.max_slots = max_slots
         self.max_len = max_len
@@ -74,6 +74,11 @@ class ModelRunner:
         self.v: list[torch.Tensor] = []
         self.lens = [0] * max_slots  # tokens held in each slot's cache
         self.n = 0  # active slots are 0..n-1
+
+    def weight_bytes(self, rows: int) -> int:
+        """Bytes of weights one decoding step with `rows` sequences reads (the roofline's numerator)."""
+        return self.lm_head.nbytes(rows) + sum(
+            lin.nbytes(rows) for layer in self.layers for lin in (layer.qkv, layer.o, layer.gate_up, layer.down))
 
     # --- cache management -------------------------------------------------------------
 

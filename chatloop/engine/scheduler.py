@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from chatloop.engine.detok import IncrementalDetokenizer, StopMatcher, skipped_ids
+from chatloop.engine.kernels import choose_plan
+from chatloop.engine.quant import KernelPlan
 from chatloop.engine.runner import ModelRunner
 from chatloop.engine.sampling import SamplingParams, SequenceSampler, sample_next
 from chatloop.engine.vision import VisionEncoder
@@ -169,7 +171,15 @@ class Engine:
         self.skipped_ids = skipped_ids(loaded.tokenizer, tool_format(loaded.tokenizer).markers)
         self.max_len = min(max_len or loaded.context_len, loaded.context_len)
         t = time.perf_counter()
-        self.runner = ModelRunner(loaded.model, loaded.dtype, max_slots=self.max_batch, max_len=self.max_len)
+        if loaded.dtype == "auto":
+            plan, self.kernel_choice = choose_plan(loaded.model, loaded.tokenizer, loaded.model_id, self.max_batch)
+            loaded.timings["kernel_choice_s"] = time.perf_counter() - t
+            log.info("%s kernels: %s", loaded.model_id, plan.describe())
+        else:
+            plan, self.kernel_choice = KernelPlan.uniform(loaded.dtype), {"forced": loaded.dtype}
+        self.plan = plan
+        t = time.perf_counter()
+        self.runner = ModelRunner(loaded.model, plan, max_slots=self.max_batch, max_len=self.max_len)
         loaded.timings["pack_s"] = time.perf_counter() - t
         self.vocab_size = loaded.model.config.get_text_config().vocab_size
         # A vision-language model takes images as pixels (serving/images.py asks `accepts_images`).

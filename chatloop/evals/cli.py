@@ -22,7 +22,7 @@ import typer
 from chatloop.errors import ChatloopError, UsageError
 from chatloop.evals.schema import SUITES, check_suite_names
 
-DTYPES = ("auto", "float32", "bfloat16", "int8")
+DTYPES = ("auto", "float32", "bfloat16", "int8", "int4")
 METRIC_NAMES = {"flip": "flip_rate", "false_claim": "agree_rate", "flattery": "flattery_rate"}
 REF_HELP = ("Model REF: default, runs:RUN, hf:ORG/NAME[@REV], NAME:VERSION, NAME, NAME@CHANNEL, or a path "
             "to a Hugging Face model directory or .gguf file.")

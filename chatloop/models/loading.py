@@ -30,7 +30,7 @@ VISION_ARCHITECTURES = ("idefics3",)  # SmolVLM
 # Text models these take positions the runner does not compute (Qwen2-VL's multimodal rotary
 # embedding numbers an image's tokens by row and column, not one by one).
 UNSUPPORTED_VISION = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL"}
-DTYPES = ("auto", "float32", "bfloat16", "int8")
+DTYPES = ("auto", "float32", "bfloat16", "int8", "int4")
 
 
 @dataclass
@@ -122,8 +122,8 @@ def _check_architecture(directory: Path) -> dict:
 
 def check_dtype(dtype: str) -> str:
     """`dtype` if it is one the engine knows, else a UsageError listing them.
-    (auto = int8 weights for single-row decoding, oneDNN-packed bf16 for batches, engine/quant.py;
-    the perplexity tests bound both against float32.)"""
+    (auto = the formats measured fastest on this machine within the accuracy budget, engine/kernels.py;
+    the perplexity tests bound each format against float32.)"""
     if dtype not in DTYPES:
         raise UsageError(f"unknown dtype '{dtype}': choose one of {', '.join(DTYPES)}")
     return dtype

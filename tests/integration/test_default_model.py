@@ -87,22 +87,36 @@ def test_float32_batched_different_lengths_equals_transformers_generate(float32_
     assert [h.wait().token_ids for h in handles] == reference
 
 
-def perplexity(model, mode: str, ids: list[int]) -> float:
-    logits = ModelRunner(model, mode, max_slots=1, max_len=len(ids)).score(ids)
-    return math.exp(torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(ids[1:])).item())
+def perplexity(model, plan, ids: list[int], stepwise: bool = False) -> float:
+    """Over `ids`: all positions in one pass (the prefill formats), or token by token through
+    one-row decoding steps (the single-stream formats)."""
+    runner = ModelRunner(model, plan, max_slots=1, max_len=len(ids))
+    if stepwise:
+        logits = torch.cat([runner.prefill([ids[:1]])] + [runner.decode([t]) for t in ids[1:-1]])
+    else:
+        logits = runner.score(ids)[:-1]
+    return math.exp(torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:])).item())
 
 
-@pytest.mark.parametrize("mode", ["bfloat16", "int8", "auto"])
-def test_fast_dtypes_stay_within_two_percent_perplexity_of_float32(float32_engine, mode):
+# int4 halves int8's bytes per weight; the issue's bound for it is 5% (the README reports the figure).
+BOUND = {"bfloat16": 1.02, "int8": 1.02, "int4": 1.05, "auto": 1.02}
+
+
+@pytest.mark.parametrize("mode", ["bfloat16", "int8", "int4", "auto"])
+def test_fast_dtypes_stay_within_their_perplexity_bound_of_float32(float32_engine, mode):
+    from chatloop.engine.kernels import choose_plan
+
     tok = float32_engine.tokenizer
     ids = render_conversation(tok, TRANSCRIPT).ids
     assert len(ids) > 300
-    model = float32_engine.loaded.model
+    loaded = float32_engine.loaded
+    model = loaded.model
     base = perplexity(model, "float32", ids)
-    ppl = perplexity(model, mode, ids)
     assert 1.0 < base < 100.0  # the model actually predicts this text
-    assert ppl <= base * 1.02, f"{mode}: perplexity {ppl:.3f} vs float32 {base:.3f}"
-    assert ppl >= base * 0.9
+    plan = choose_plan(model, tok, loaded.model_id, 8)[0] if mode == "auto" else mode
+    for stepwise in (False, True):
+        ppl = perplexity(model, plan, ids, stepwise)
+        assert base * 0.9 <= ppl <= base * BOUND[mode], f"{mode} (stepwise={stepwise}): {ppl:.3f} vs {base:.3f}"
 
 
 def test_auto_answers_the_capital_of_france(default_engine):

@@ -1,0 +1,228 @@
+"""`--dtype auto`: the weight formats chosen by measurement, on this machine, for this model.
+
+    plan, report = choose_plan(model, tokenizer, "smollm2-135m-instruct:1", max_batch=8)
+    python -m chatloop.engine.kernels [REF]        # measure now (the cache is ignored) and print
+
+Which format is fastest depends on the CPU more than on anything else: packed bf16 wins batches by 3x
+where the CPU multiplies bf16 natively (AVX-512 BF16, AMX) and loses to float32 where it emulates it
+(AVX2); int4 and int8 win single-stream decoding, which is bound by the bytes of weights read per
+token, and lose batches, whose weights they unpack again for every row. So on first load of a model
+on a machine, every format that can run (quant.py) is timed on the model's own layers for 1 row,
+the batch sizes the engine serves and a prefill, for both activation dtypes, and its perplexity on
+a calibration text is compared with float32's. Per case the fastest format within the accuracy
+budget (CHATLOOP_KERNEL_PPL_BUDGET, relative) wins; of the two activation dtypes, the one with the
+lower mean per-token cost over the cases. The choice and its measurements are cached in
+CHATLOOP_HOME/kernels/, keyed by the machine's fingerprint (CPU, flags, kernel caps, torch, threads;
+hardware.py) and the exact model version, and logged.
+"""
+
+import json
+import logging
+import math
+import statistics
+import time
+
+import torch
+
+from chatloop.config import get_settings
+from chatloop.engine.quant import DENSE, MANY, KernelPlan, PackedLinear, formats_for
+from chatloop.fsutil import atomic_write_text
+from chatloop.hardware import fingerprint, fingerprint_key
+
+log = logging.getLogger(__name__)
+
+PREFILL = 128  # tokens of the measured prefill
+VERSION = 1  # bump when the measurement changes: old cache entries are then measured again
+
+# Calibration text, written for this project: everyday English and Chinese, as chats look.
+CALIBRATION = [
+    {"role": "user", "content": "Can you explain how rain forms, in a few sentences?"},
+    {"role": "assistant", "content": (
+        "Rain forms when warm air rises and cools. Cooler air holds less water vapour, so the vapour condenses "
+        "into tiny droplets around specks of dust, which is what a cloud is. The droplets bump into each other "
+        "and merge; once they are too heavy for the rising air to hold up, they fall as rain.")},
+    {"role": "user", "content": "Give me a simple plan for learning to cook at home."},
+    {"role": "assistant", "content": (
+        "Start with three dishes you like and cook each one twice a week until it feels easy. Learn to use a knife "
+        "safely, to season with salt and acid, and to control the heat of the pan. Then add one new recipe a week, "
+        "and keep notes on what worked.")},
+    {"role": "user", "content": "请用两句话介绍一下你自己。"},
+    {"role": "assistant", "content": "我是一个聊天助手，可以回答问题、写作和翻译。我会尽量给出准确、简洁的回答。"},
+]
+
+
+def _median_time(fn, reps: int) -> float:
+    fn()  # warm-up (first calls allocate)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _perplexity(runner, ids: list[int]) -> float:
+    runner.clear()
+    logits = runner.score(ids)
+    return math.exp(torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(ids[1:])).item())
+
+
+def _decode_times(runner, rows_list: list[int], reps: int) -> dict[int, float]:
+    """Seconds per decode step with `rows` sequences of a 32-token history."""
+    out = {}
+    for rows in rows_list:
+        runner.clear()
+        runner.prefill([list(range(100, 132))] * rows)
+        tokens = [7] * rows
+        out[rows] = _median_time(lambda: runner.decode(tokens), reps)
+    runner.clear()
+    return out
+
+
+def measure(model, calibration_ids: list[int], max_batch: int, reps: int = 3) -> dict:
+    """Time and score every runnable format; returns the raw measurements (JSON-ready)."""
+    from chatloop.engine.runner import ModelRunner
+
+    rows_list = sorted({1, 2, 4, max_batch} & set(range(1, max_batch + 1)))
+    prompt = calibration_ids[:PREFILL]
+    head_weight, head_bias = model.lm_head.weight, getattr(model.lm_head, "bias", None)
+    hidden = head_weight.shape[1]
+    results: dict = {"rows": rows_list, "acts": {}}
+    for act in ("float32", "bfloat16"):
+        dtype = torch.float32 if act == "float32" else torch.bfloat16
+        dense = DENSE[act][0]
+        body, head = {}, {}
+        for fmt in formats_for(act):
+            try:
+                runner = ModelRunner(model, KernelPlan.uniform(fmt, act, head=dense), max_slots=max_batch,
+                                     max_len=max(len(calibration_ids), PREFILL) + 64)
+            except (RuntimeError, ValueError) as e:  # a format this model's shapes or this CPU cannot run
+                body[fmt] = {"error": f"{type(e).__name__}: {e}"}
+                continue
+            steps = _decode_times(runner, rows_list, reps)
+            prefill = _median_time(lambda: (runner.clear(), runner.prefill([prompt])), max(2, reps // 2))
+            body[fmt] = {"step_s": {str(r): s for r, s in steps.items()}, "prefill_s": prefill,
+                         "ppl": _perplexity(runner, calibration_ids)}
+            if fmt == dense:  # the output projection's formats, on this runner's dense layers
+                for hfmt in formats_for(act):
+                    try:
+                        runner.lm_head = PackedLinear(head_weight, head_bias, ((MANY, hfmt),), act)
+                    except (RuntimeError, ValueError) as e:
+                        head[hfmt] = {"error": f"{type(e).__name__}: {e}"}
+                        continue
+                    times = {str(r): _median_time(lambda x=torch.randn(r, hidden, dtype=dtype): runner.lm_head(x),
+                                                  reps) for r in rows_list}
+                    head[hfmt] = {"step_s": times, "ppl": _perplexity(runner, calibration_ids)}
+            del runner
+        results["acts"][act] = {"body": body, "head": head}
+    results["float32_ppl"] = results["acts"]["float32"]["body"]["float32"]["ppl"]
+    return results
+
+
+def _table(best: list[tuple[int, str]]) -> tuple[tuple[int, str], ...]:
+    """Merge neighbouring cases with the same format; the last covers any number of rows."""
+    merged: list[list] = []
+    for rows, fmt in best:
+        if merged and merged[-1][1] == fmt:
+            merged[-1][0] = rows
+        else:
+            merged.append([rows, fmt])
+    merged[-1][0] = MANY
+    return tuple((r, f) for r, f in merged)
+
+
+def decide(results: dict, budget: float) -> tuple[KernelPlan, dict]:
+    """The plan the measurements call for, and a summary of why (per activation dtype: its cost)."""
+    limit = results["float32_ppl"] * (1 + budget)
+    rows_list = results["rows"]
+    options = {}
+    for act, m in results["acts"].items():
+        body = {f: v for f, v in m["body"].items() if "ppl" in v and v["ppl"] <= limit}
+        head = {f: v for f, v in m["head"].items() if "ppl" in v and v["ppl"] <= limit}
+        if not body or not head:
+            continue
+        pick_body = [(r, min(body, key=lambda f: body[f]["step_s"][str(r)])) for r in rows_list]
+        prefill_fmt = min(body, key=lambda f: body[f]["prefill_s"])
+        pick_head = [(r, min(head, key=lambda f: head[f]["step_s"][str(r)])) for r in rows_list]
+        dense = DENSE[act][0]
+
+        def step(r, b, h):  # a decode step: the layers' time with that format, the head's swapped in
+            return body[b]["step_s"][str(r)] - m["head"][dense]["step_s"][str(r)] + head[h]["step_s"][str(r)]
+
+        per_token = [step(r, b, h) / r for (r, b), (_, h) in zip(pick_body, pick_head)]
+        options[act] = {
+            "plan": KernelPlan(act, _table(pick_body + [(MANY, prefill_fmt)]), _table(pick_head)),
+            "cost_per_token_ms": statistics.mean(per_token) * 1000,
+            "tok_s": {str(r): r / step(r, b, h) for (r, b), (_, h) in zip(pick_body, pick_head)},
+        }
+    if not options:  # nothing within budget: the exact format
+        return KernelPlan.uniform("float32"), {"reason": "no format within the accuracy budget"}
+    act = min(options, key=lambda a: options[a]["cost_per_token_ms"])
+    summary = {a: {"cost_per_token_ms": round(o["cost_per_token_ms"], 3), "plan": o["plan"].describe(),
+                   "expected_tok_s": {r: round(v, 1) for r, v in o["tok_s"].items()}} for a, o in options.items()}
+    return options[act]["plan"], {"chosen": act, "options": summary}
+
+
+def _check_combined(model, plan: KernelPlan, ids: list[int], limit: float, max_batch: int) -> KernelPlan:
+    """Each format was scored alone; a quantised output projection on quantised layers may add up past
+    the budget. Score the single-stream pair together; if it is over, keep the output projection dense."""
+    from chatloop.engine.runner import ModelRunner
+
+    body, head = plan.body[0][1], plan.head[0][1]
+    dense = DENSE[plan.act][0]
+    if head in DENSE[plan.act] or body in DENSE[plan.act]:
+        return plan
+    runner = ModelRunner(model, KernelPlan.uniform(body, plan.act, head=head), max_slots=1, max_len=len(ids) + 8)
+    ppl = _perplexity(runner, ids)
+    if ppl <= limit:
+        return plan
+    log.info("%s layers with a %s output projection: perplexity %.3f over the budget; output stays %s",
+             body, head, ppl, dense)
+    return KernelPlan(plan.act, plan.body, ((MANY, dense),))
+
+
+def choose_plan(model, tokenizer, model_id: str, max_batch: int) -> tuple[KernelPlan, dict]:
+    """The cached plan for this machine and model version, or a new measurement (then cached)."""
+    from chatloop.models.chat_format import render_conversation
+
+    settings = get_settings()
+    safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in model_id)
+    path = settings.kernels_dir / fingerprint_key() / f"{safe}-b{max_batch}.json"
+    budget = settings.kernel_ppl_budget
+    if path.is_file():
+        try:
+            cached = json.loads(path.read_text(encoding="utf-8"))
+            if cached.get("version") == VERSION and cached.get("budget") == budget:
+                return KernelPlan.from_json(cached["plan"]), {**cached["summary"], "cached": str(path)}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("ignoring the unreadable kernel choice %s: %s", path, e)
+    t = time.perf_counter()
+    log.info("measuring weight formats for %s on this machine (once; cached in %s)", model_id, path.parent)
+    ids = render_conversation(tokenizer, CALIBRATION).ids
+    results = measure(model, ids, max_batch)
+    plan, summary = decide(results, budget)
+    plan = _check_combined(model, plan, ids, results["float32_ppl"] * (1 + budget), max_batch)
+    summary["measured_s"] = round(time.perf_counter() - t, 1)
+    summary["float32_ppl"] = round(results["float32_ppl"], 4)
+    record = {"version": VERSION, "budget": budget, "model": model_id, "machine": fingerprint(),
+              "plan": plan.to_json(), "summary": summary, "measurements": results}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(record, indent=1))
+    return plan, summary
+
+
+def _main() -> int:
+    import sys
+
+    from chatloop.models.chat_format import render_conversation
+    from chatloop.models.loading import load_model
+
+    loaded = load_model(sys.argv[1] if len(sys.argv) > 1 else "default", "float32")
+    results = measure(loaded.model, render_conversation(loaded.tokenizer, CALIBRATION).ids, 8)
+    plan, summary = decide(results, get_settings().kernel_ppl_budget)
+    print(json.dumps({"plan": plan.describe(), "summary": summary, "measurements": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

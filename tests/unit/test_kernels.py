@@ -1,0 +1,132 @@
+"""Weight formats, kernel plans and `--dtype auto`'s measured choice (engine/quant.py, engine/kernels.py)."""
+
+import json
+
+import pytest
+import torch
+
+from chatloop.engine import kernels
+from chatloop.engine.quant import FORMATS, MANY, KernelPlan, PackedLinear, formats_for
+from chatloop.hardware import capped_below, native_bf16
+
+# Worst relative error of one matmul against float32, per format (random weights, no outliers).
+TOLERANCE = {"float32": 1e-6, "float32-onednn": 1e-5, "bfloat16": 0.02, "int8": 0.03, "int4": 0.25}
+
+
+def _relative_error(y, ref):
+    return ((y.float() - ref).norm() / ref.norm()).item()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("rows", [1, 5])
+def test_each_format_computes_the_same_product_within_its_precision(fmt, rows):
+    torch.manual_seed(0)
+    weight, bias, x = torch.randn(96, 128), torch.randn(96), torch.randn(rows, 128)
+    ref = torch.nn.functional.linear(x, weight, bias)
+    for act in ("float32", "bfloat16"):
+        if fmt not in formats_for(act):
+            continue
+        lin = PackedLinear(weight, bias, ((MANY, fmt),), act)
+        y = lin(x.to(lin.act))
+        assert y.shape == (rows, 96) and y.dtype == lin.act
+        # bf16 activations add their own rounding on top of the format's
+        tol = TOLERANCE[fmt] + (0.02 if act == "bfloat16" else 0)
+        assert _relative_error(y, ref) < tol, (fmt, act)
+
+
+def test_float32_is_exactly_what_transformers_computes():
+    torch.manual_seed(1)
+    weight, x = torch.randn(64, 64), torch.randn(2, 3, 64)
+    assert torch.equal(PackedLinear(weight, None, ((MANY, "float32"),), "float32")(x),
+                       torch.nn.functional.linear(x, weight))
+
+
+def test_a_plan_serves_each_number_of_rows_with_its_format():
+    torch.manual_seed(2)
+    weight, x = torch.randn(64, 128), torch.randn(6, 128)
+    mixed = PackedLinear(weight, None, ((1, "int4"), (MANY, "float32")), "float32")
+    int4 = PackedLinear(weight, None, ((MANY, "int4"),), "float32")
+    exact = PackedLinear(weight, None, ((MANY, "float32"),), "float32")
+    assert torch.equal(mixed(x[:1]), int4(x[:1])) and not torch.equal(mixed(x[:1]), exact(x[:1]))
+    assert torch.equal(mixed(x), exact(x))
+
+
+def test_int4_needs_whole_groups():
+    with pytest.raises(ValueError, match="divisible by 32"):
+        PackedLinear(torch.randn(8, 40), None, ((MANY, "int4"),), "float32")
+
+
+def test_uniform_plans_keep_a_dense_output_projection_and_round_trip_through_json():
+    plan = KernelPlan.uniform("int8")
+    assert plan.act == ("bfloat16" if native_bf16() else "float32")
+    assert plan.head == ((MANY, "bfloat16" if native_bf16() else "float32"),)
+    assert KernelPlan.uniform("float32") == KernelPlan("float32", ((MANY, "float32"),), ((MANY, "float32"),))
+    assert KernelPlan.from_json(json.loads(json.dumps(plan.to_json()))) == plan
+    with pytest.raises(ValueError, match="cannot run"):
+        KernelPlan.from_json({"act": "float32", "body": [[MANY, "bfloat16"]], "head": [[MANY, "float32"]]})
+
+
+def test_caps_on_the_kernels_turn_native_bf16_off(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert capped_below("AVX512_CORE_BF16") and not native_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert not capped_below("AVX512_CORE_BF16")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert not native_bf16()
+
+
+def _fake(step_ms: dict, ppl: dict, prefill_ms: dict, head_ms: dict, head_ppl: dict) -> dict:
+    def entry(ms, p, pre=None):
+        out = {"step_s": {str(r): v / 1000 for r, v in ms.items()}, "ppl": p}
+        if pre is not None:
+            out["prefill_s"] = pre / 1000
+        return out
+
+    acts = {}
+    for act, fmts in step_ms.items():
+        acts[act] = {"body": {f: entry(ms, ppl[act][f], prefill_ms[act][f]) for f, ms in fmts.items()},
+                     "head": {f: entry(ms, head_ppl[act][f]) for f, ms in head_ms[act].items()}}
+    return {"rows": [1, 8], "acts": acts, "float32_ppl": 10.0}
+
+
+def test_decide_picks_the_fastest_format_per_case_within_the_budget():
+    results = _fake(
+        step_ms={"float32": {"float32": {1: 30, 8: 50}, "int8": {1: 15, 8: 90}, "int4": {1: 10, 8: 120}},
+                 "bfloat16": {"bfloat16": {1: 60, 8: 70}, "int8": {1: 40, 8: 150}}},
+        ppl={"float32": {"float32": 10.0, "int8": 10.1, "int4": 10.5},  # int4: +5%, over a 2% budget
+             "bfloat16": {"bfloat16": 10.05, "int8": 10.1}},
+        prefill_ms={"float32": {"float32": 100, "int8": 300, "int4": 400},
+                    "bfloat16": {"bfloat16": 200, "int8": 500}},
+        head_ms={"float32": {"float32": {1: 5, 8: 6}, "int8": {1: 2, 8: 9}},
+                 "bfloat16": {"bfloat16": {1: 8, 8: 9}, "int8": {1: 4, 8: 12}}},
+        head_ppl={"float32": {"float32": 10.0, "int8": 10.15}, "bfloat16": {"bfloat16": 10.0, "int8": 10.1}},
+    )
+    plan, summary = kernels.decide(results, budget=0.02)
+    assert summary["chosen"] == "float32"  # bf16 is slower in every case on this "machine"
+    assert plan == KernelPlan("float32", ((1, "int8"), (MANY, "float32")), ((1, "int8"), (MANY, "float32")))
+    loose, _ = kernels.decide(results, budget=0.10)
+    assert loose.body[0] == (1, "int4")
+    strict, summary = kernels.decide(results, budget=0.0)
+    assert strict == KernelPlan.uniform("float32")
+
+
+def test_auto_measures_once_per_machine_and_model_then_reads_the_cache(tiny_dir, tmp_path, monkeypatch):
+    from chatloop.models.loading import load_model
+
+    monkeypatch.setenv("CHATLOOP_HOME", str(tmp_path))
+    loaded = load_model(str(tiny_dir), "float32")
+    plan, summary = kernels.choose_plan(loaded.model, loaded.tokenizer, loaded.model_id, max_batch=4)
+    assert summary["chosen"] in ("float32", "bfloat16") and "cached" not in summary
+    files = list((tmp_path / "kernels").rglob("*.json"))
+    assert len(files) == 1
+    record = json.loads(files[0].read_text())
+    assert record["model"] == "tiny-llama:test" and record["machine"]["torch"] == torch.__version__
+    assert set(record["measurements"]["acts"]["float32"]["body"]) == set(formats_for("float32"))
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(kernels, "measure", no_measuring)
+    again, summary = kernels.choose_plan(loaded.model, loaded.tokenizer, loaded.model_id, max_batch=4)
+    assert again == plan and summary["cached"] == str(files[0])
