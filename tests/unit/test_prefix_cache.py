@@ -188,3 +188,38 @@ def test_concurrent_requests_sharing_a_system_prompt_answer_as_alone(engines):
     results = [h.wait() for h in handles]
     assert [r.token_ids for r in results] == alone
     assert all(r.cached_tokens == 80 for r in results)
+
+
+# --- the default model's chat template makes earlier turns a token prefix --------------------------
+
+
+def test_each_turn_of_a_chat_starts_with_the_last_turns_prompt_and_answer(tokenizer):
+    """What the cache relies on for a chat: turn N+1's prompt is turn N's prompt followed by the tokens
+    of its answer (so the blocks stored when turn N finished are found again), with and without tools
+    (the 36 Open WebUI schemas go first, into the system prompt) and through a tool call and its
+    result (the call re-rendered as the model writes it in our format)."""
+    import json
+
+    from chatloop.bench.prefix import TOOLS
+    from chatloop.models.chat_format import render_prompt
+
+    tools = json.loads(TOOLS.read_text())
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "search_web", "arguments": json.dumps({"query": "capital of France"})}}
+    written = '<tool_call>{"name": "search_web", "arguments": {"query": "capital of France"}}</tool_call>'
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    turns = [  # (what the model wrote, the messages of the next turn after it)
+        ("The capital of France is Paris.", [{"role": "user", "content": "And Spain?"}]),
+        (written, [{"role": "tool", "tool_call_id": "call_1", "content": "Paris is the capital."}]),
+    ]
+    for shown in (None, tools):
+        for answer, then in turns:
+            before = render_prompt(tokenizer, question, tools=shown).ids
+            said = {"role": "assistant", "content": answer} if answer != written else \
+                {"role": "assistant", "content": "", "tool_calls": [call]}
+            after = render_prompt(tokenizer, question + [said] + then, tools=shown).ids
+            answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+            assert after[: len(before) + len(answer_ids)] == before + answer_ids, (answer, shown is not None)
+    shared = [render_prompt(tokenizer, [{"role": "user", "content": q}], tools=tools).ids for q in ("Hi", "Weather?")]
+    common = next(i for i, (a, b) in enumerate(zip(*shared)) if a != b)
+    assert common > 6000  # Open WebUI's tool schemas: one shared prefix of ~6,300 tokens
