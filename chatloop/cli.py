@@ -250,6 +250,12 @@ def serve(
     mcp_config: Annotated[Path | None, typer.Option(
         "--mcp-config", help='Tools config: {"mcpServers": {...}, "openapiPlugins": {...}} (docs/mcp.md); '
                              "their tools join the built-ins in conversations.")] = None,
+    backend: Annotated[str | None, typer.Option(
+        "--backend", help="openai:URL — serve the models of an OpenAI-compatible server (vLLM, llama.cpp's server, "
+                          "another chatloop); --model then names its models ('default': the first it lists). "
+                          "docs/remote-engines.md")] = None,
+    backend_key: Annotated[str | None, typer.Option(
+        "--backend-key", help="API key for --backend (or set CHATLOOP_BACKEND_KEY).")] = None,
 ) -> None:
     """Serve the web UI, the app API (/api) and the OpenAI-compatible API (/v1)."""
     import logging.config
@@ -277,11 +283,22 @@ def serve(
 
             load_tools_config(mcp_config)  # a broken file fails fast with exit code 2
             overrides["mcp_config"] = mcp_config.resolve()
+        if backend:
+            overrides["backend"] = backend
+        if backend_key:
+            overrides["backend_key"] = backend_key
         settings = get_settings().model_copy(update=overrides)
-        database = Database(settings.db_url)
-        for ref in models:
-            resolve_ref(ref, database)  # a bad reference fails fast with exit code 2
-        database.dispose()
+        if settings.backend:
+            from chatloop.engine.remote import RemoteBackend
+
+            remote = RemoteBackend.parse(settings.backend, settings.backend_key)
+            for ref in models:
+                remote.model(ref)  # an unreachable backend or one without models fails fast
+        else:
+            database = Database(settings.db_url)
+            for ref in models:
+                resolve_ref(ref, database)  # a bad reference fails fast with exit code 2
+            database.dispose()
     except ChatloopError as e:
         _fail(e)
     app = create_app(settings, models=models, dtype=dtype.value)
@@ -354,7 +371,8 @@ def bench_serve(
     tokens: Annotated[int, typer.Option("--tokens", min=8, help="Tokens generated per chat.")] = 128,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Serving: 1 vs 8 concurrent streaming chats through HTTP with the openai client."""
+    """Serving: 1 vs 8 concurrent streaming chats through HTTP with the openai client; time to first
+    token on a chat's 1st and 10th turn and on the Open WebUI shape (36 tool schemas) twice."""
     from rich.console import Console
 
     from chatloop.bench.serve import run_serve_bench

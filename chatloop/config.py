@@ -5,12 +5,14 @@
     CHATLOOP_RATE_LIMIT_PER_MINUTE, CHATLOOP_MAX_BODY_BYTES, CHATLOOP_MAX_WAITING, CHATLOOP_MAX_BATCH
     CHATLOOP_DEFAULT_MAX_TOKENS, CHATLOOP_MAX_MESSAGES, CHATLOOP_MAX_GENERATION_SECONDS   request budget
     CHATLOOP_MAX_LOADED_MODELS, CHATLOOP_MODEL_IDLE_SECONDS                               engine pool
+    CHATLOOP_PREFIX_CACHE_MB                                                              prefix cache
+    CHATLOOP_BACKEND, CHATLOOP_BACKEND_KEY                     a remote engine (serve --backend openai:URL)
     CHATLOOP_RELEASE_POLL_SECONDS, CHATLOOP_VOTE_SHARE                                    releases
     CHATLOOP_MAX_IMAGE_BYTES, CHATLOOP_MAX_IMAGE_PIXELS, CHATLOOP_MAX_IMAGES, CHATLOOP_OCR_TIMEOUT_SECONDS  images
     CHATLOOP_KERNEL_PPL_BUDGET       accuracy budget of `--dtype auto`'s measured kernel choice
     CHATLOOP_MCP_CONFIG, CHATLOOP_TOOL_TIMEOUT_SECONDS, CHATLOOP_TOOL_MAX_OUTPUT_CHARS, CHATLOOP_MAX_TOOL_ROUNDS  tools
 
-`chatloop serve` flags (--db, --max-batch) override the matching settings for that server.
+`chatloop serve` flags (--db, --max-batch, --backend, --backend-key) override the matching settings for that server.
 """
 
 from functools import cached_property
@@ -43,6 +45,14 @@ class Settings(BaseSettings):
     model_idle_seconds: float = Field(
         default=600.0, ge=0, description="A loaded version other than the server's default is unloaded after "
                                          "this long without requests.")
+    prefix_cache_mb: int = Field(
+        default=512, ge=0, description="Memory (MiB) per loaded model for KV blocks of earlier prompts and answers, "
+                                       "so a chat's earlier turns and shared system prompts or tool schemas are "
+                                       "not prefilled again; least recently used blocks go first; 0 disables it.")
+    backend: str | None = Field(
+        default=None, description="openai:URL: serve the models of an OpenAI-compatible server (vLLM, llama.cpp's "
+                                  "server, another chatloop) instead of loading them here (docs/remote-engines.md).")
+    backend_key: str | None = Field(default=None, repr=False, description="The API key sent to the backend.")
     release_poll_seconds: float = Field(
         default=1.0, gt=0, description="How often a server checks the database for release actions (promote, "
                                        "canary, rollback) made by the CLI, the admin page or another server.")

@@ -61,3 +61,7 @@ class TimedOut(ChatloopError):
 
 class EngineOverloaded(ChatloopError):
     """The engine's waiting queue is full; the caller should retry later."""
+
+
+class RemoteEngineError(ChatloopError):
+    """A remote engine (`serve --backend openai:URL`) is unreachable, refused our key or failed."""

@@ -119,7 +119,7 @@ def _startup(model: str) -> dict:
 def run_decode_bench(model: str = "default", tokens: int = 128, startup: bool = True, dtype: str = "auto") -> dict:
     from chatloop.models.refs import resolve
 
-    engine = Engine.start(model, dtype, max_batch=8)
+    engine = Engine.start(model, dtype, max_batch=8, prefix_cache_mb=0)  # cold prefills: decoding is measured here
     try:
         prompts = [render_prompt(engine.tokenizer, [{"role": "user", "content": p}]).ids for p in PROMPTS]
         greedy = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)

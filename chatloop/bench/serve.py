@@ -4,7 +4,9 @@
 
 Starts `chatloop serve` (default model, `auto` dtype) on a free port with a throw-away database,
 then measures 1 and 8 concurrent streaming chats in one run: aggregate completion tokens/s (from
-the usage the server reports), time to first token (p50), errors, and the ratio 8 vs 1.
+the usage the server reports), time to first token (p50), errors, and the ratio 8 vs 1; then the
+prefix cache (bench/prefix.py): TTFT on the 1st and the 10th turn of a chat, and of the first and
+the second request of the Open WebUI shape (36 tool schemas, then a short question).
 """
 
 import asyncio
@@ -18,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from chatloop.bench import prefix
 from chatloop.bench.decode import PROMPTS
 
 
@@ -90,9 +93,9 @@ def run_serve_bench(model: str = "default", tokens: int = 128) -> dict:
 
             async def main():
                 await _one_chat(client, "Hi", 8)  # warm-up
-                return {str(k): await _round(client, k, tokens) for k in (1, 8)}
+                return {str(k): await _round(client, k, tokens) for k in (1, 8)}, await prefix.run(client)
 
-            rounds = asyncio.run(main())
+            rounds, cached = asyncio.run(main())
         finally:
             server.terminate()
             server.wait(30)
@@ -103,6 +106,7 @@ def run_serve_bench(model: str = "default", tokens: int = 128) -> dict:
         "ttft_ms_p50": {k: round(v["ttft_p50_ms"], 1) for k, v in rounds.items() if v["ttft_p50_ms"] is not None},
         "errors": sum(v["errors"] for v in rounds.values()),
         "ratios": {"aggregate_8_vs_1": round(rounds["8"]["tok_s"] / rounds["1"]["tok_s"], 2)},
+        **cached,
     }
 
 

@@ -10,6 +10,13 @@ into one matrix each; float32, bfloat16, int8 or int4, per the kernel plan of qu
 `transformers` (float32 output is token-for-token equal to `generate(do_sample=False)`), with
 its own attention/cache plumbing, which is where batching lives.
 
+With a prefix cache (prefix_cache.py) a prompt whose first blocks were seen before (an earlier
+turn of the chat, a shared system prompt, tool schemas) gets them copied into its slot, and only
+the rest is prefilled, at a start offset: those tokens attend over the copied positions and their
+own. A slot's history is stored back into the prefix cache after prefill and when it is removed.
+Image features spliced into a prompt are not part of its token ids, so nothing from the first
+image token on is ever stored or reused.
+
     python -m chatloop.engine.runner   # compares greedy output with transformers generate()
 """
 
@@ -18,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from chatloop.engine.prefix_cache import BLOCK, PrefixCache
 from chatloop.engine.quant import KernelPlan, PackedLinear, fuse
 
 CACHE_GROWTH = 256  # cache capacity grows in steps of this many positions
@@ -35,9 +43,10 @@ class _Layer:
 
 
 class ModelRunner:
-    def __init__(self, model, plan: KernelPlan | str, max_slots: int, max_len: int):
+    def __init__(self, model, plan: KernelPlan | str, max_slots: int, max_len: int, prefix_cache_bytes: int = 0):
         """plan: a KernelPlan (quant.py: activation dtype, weight format per number of rows) or one
-        format name for all ('float32' is the exact one)."""
+        format name for all ('float32' is the exact one). prefix_cache_bytes: the prefix cache's
+        budget (0: no prefix cache)."""
         cfg = model.config.get_text_config()  # a vision-language model's text half
         self.config = cfg
         self.plan = plan if isinstance(plan, KernelPlan) else KernelPlan.uniform(plan)
@@ -74,6 +83,12 @@ class ModelRunner:
         self.v: list[torch.Tensor] = []
         self.lens = [0] * max_slots  # tokens held in each slot's cache
         self.n = 0  # active slots are 0..n-1
+        block_bytes = len(self.layers) * 2 * self.kv_size * BLOCK * self.embed.element_size()
+        self.prefix = PrefixCache(prefix_cache_bytes, block_bytes) if prefix_cache_bytes >= block_bytes else None
+        self.cacheable = [0] * max_slots  # how much of each slot's history may go into the prefix cache
+        self.prefilled_tokens = 0  # prompt tokens run through prefill
+        self.reused_tokens = 0  # prompt tokens copied from the prefix cache instead
+        self.last_reused: list[int] = []  # per prompt of the last prefill
 
     def weight_bytes(self, rows: int) -> int:
         """Bytes of weights one decoding step with `rows` sequences reads (the roofline's numerator)."""
@@ -102,15 +117,19 @@ class ModelRunner:
         self.capacity = new_cap
 
     @torch.inference_mode()
-    def remove(self, slot: int) -> int | None:
-        """Free `slot`; returns the slot index that was moved into it (or None)."""
+    def remove(self, slot: int, history: list[int] | None = None) -> int | None:
+        """Free `slot`; returns the slot index that was moved into it (or None). `history`: the token
+        ids fed into the slot (prompt, then the answer's tokens); its full blocks are kept in the
+        prefix cache first."""
+        if history is not None:
+            self._store(slot, history)
         last = self.n - 1
         moved = None
         if slot != last:
             for k, v in zip(self.k, self.v):
                 k[slot].copy_(k[last])
                 v[slot].copy_(v[last])
-            self.lens[slot] = self.lens[last]
+            self.lens[slot], self.cacheable[slot] = self.lens[last], self.cacheable[last]
             moved = last
         self.lens[last] = 0
         self.n -= 1
@@ -119,6 +138,33 @@ class ModelRunner:
     def clear(self) -> None:
         self.n = 0
         self.lens = [0] * self.max_slots
+
+    def _reuse(self, slot: int, prompt: list[int], limit: int) -> int:
+        """Copy the longest cached block prefix of `prompt[:limit]` into `slot`; returns its length
+        (the last prompt token is always prefilled: its logits pick the first answer token)."""
+        if self.prefix is None:
+            return 0
+        blocks = self.prefix.match(prompt, min(limit, len(prompt) - 1))
+        if not blocks:
+            return 0
+        data = torch.cat(blocks, dim=3)  # [layers, 2, kv, n, d]
+        n = data.shape[3]
+        for i, (k, v) in enumerate(zip(self.k, self.v)):
+            k[slot, :, :n] = data[i, 0]
+            v[slot, :, :n] = data[i, 1]
+        return n
+
+    def _store(self, slot: int, history: list[int]) -> None:
+        if self.prefix is None:
+            return
+        held = history[: min(len(history), self.lens[slot], self.cacheable[slot])]
+        size = self.prefix.block
+
+        def read(b: int) -> torch.Tensor:
+            part = slice(b * size, (b + 1) * size)
+            return torch.stack([torch.stack((k[slot, :, part], v[slot, :, part])) for k, v in zip(self.k, self.v)])
+
+        self.prefix.store(held, read)
 
     # --- forward ------------------------------------------------------------------------
 
@@ -134,11 +180,21 @@ class ModelRunner:
         if self.n + len(prompts) > self.max_slots:
             raise RuntimeError("not enough free cache slots")
         self._ensure_capacity(max(len(p) for p in prompts))
-        packed = torch.tensor([[t for p in prompts for t in p]], dtype=torch.long)
-        logits = self._forward(packed, self.n, [0], lengths=[len(p) for p in prompts], embeds=embeds)
-        for p in prompts:
-            self.lens[self.n] = len(p)
+        embeds = embeds or [None] * len(prompts)
+        # nothing from a prompt's first image token on may be stored or reused: its features are not its ids
+        limits = [self.max_len if e is None or not len(e[0]) else int(e[0].min()) for e in embeds]
+        starts = [self._reuse(self.n + j, p, limit) for j, (p, limit) in enumerate(zip(prompts, limits))]
+        shifted = [None if e is None else (e[0] - s, e[1]) for e, s in zip(embeds, starts)]
+        packed = torch.tensor([[t for p, s in zip(prompts, starts) for t in p[s:]]], dtype=torch.long)
+        logits = self._forward(packed, self.n, starts, lengths=[len(p) - s for p, s in zip(prompts, starts)],
+                               embeds=shifted)
+        for p, limit in zip(prompts, limits):
+            self.lens[self.n], self.cacheable[self.n] = len(p), limit
+            self._store(self.n, p)
             self.n += 1
+        self.prefilled_tokens += packed.shape[1]
+        self.reused_tokens += sum(starts)
+        self.last_reused = starts
         return logits
 
     @torch.inference_mode()
@@ -164,7 +220,7 @@ class ModelRunner:
 
     def _forward(self, input_ids, first_slot: int, starts: list[int], lengths=None, all_logits=False, embeds=None):
         """Decode (t == 1: one token per row, rows = slots first_slot..) or prefill (b == 1: a
-        packed row of `lengths` prompts for slots first_slot.., each from position 0).
+        packed row of `lengths` prompts for slots first_slot.., each from position starts[j]).
         Returns float32 logits: [b, vocab] for decode, [len(lengths), vocab] for prefill, or
         [t, vocab] with all_logits."""
         b, t = input_ids.shape
@@ -174,7 +230,7 @@ class ModelRunner:
         if t == 1:
             position_ids = start[:, None]
         else:
-            position_ids = torch.cat([torch.arange(n) for n in lengths])[None, :]
+            position_ids = torch.cat([torch.arange(s, s + n) for s, n in zip(starts, lengths)])[None, :]
         kv_len = max(starts) + t
         h = F.embedding(input_ids, self.embed)
         at = 0
@@ -192,12 +248,14 @@ class ModelRunner:
             mask = (torch.arange(kv_len)[None, :] <= start[:, None]).view(b, 1, 1, kv_len)
             row_idx = torch.arange(first_slot, first_slot + b)
         else:
-            assert b == 1 and starts[0] == 0 and sum(lengths) == t
+            assert b == 1 and sum(lengths) == t
             offsets = [0]
             for n in lengths:
                 offsets.append(offsets[-1] + n)
             mask = None
-            if len(lengths) > 1:  # block-diagonal causal: each prompt sees only its own past
+            if any(starts):  # some prompts continue a cached prefix: each attends over its slot
+                mask = [torch.arange(s + n)[None, :] <= torch.arange(s, s + n)[:, None] for s, n in zip(starts, lengths)]
+            elif len(lengths) > 1:  # block-diagonal causal: each prompt sees only its own past
                 seq_id = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
                 causal = torch.ones(t, t, dtype=torch.bool).tril_()
                 mask = (causal & (seq_id[:, None] == seq_id[None, :])).view(1, 1, t, t)
@@ -218,12 +276,7 @@ class ModelRunner:
                     attn_mask=mask, scale=self.scale,
                 ).reshape(b, self.n_heads, 1, self.head_dim)
             else:
-                for j, n in enumerate(lengths):
-                    kc[first_slot + j, :, :n] = k[0, :, offsets[j] : offsets[j + 1]]
-                    vc[first_slot + j, :, :n] = v[0, :, offsets[j] : offsets[j + 1]]
-                out = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale, enable_gqa=groups > 1
-                )
+                out = self._prefill_attention(kc, vc, q, k, v, first_slot, starts, offsets, mask)
             h = h + layer.o(out.transpose(1, 2).reshape(b, t, self.q_size))
             gate, up = layer.gate_up(self._rms_norm(h, layer.ln2)).chunk(2, dim=-1)
             h = h + layer.down(F.silu(gate) * up)
@@ -234,6 +287,29 @@ class ModelRunner:
         else:
             h = h[0, [off - 1 for off in offsets[1:]]]
         return self.lm_head(self._rms_norm(h, self.norm)).float()
+
+    def _prefill_attention(self, kc, vc, q, k, v, first_slot, starts, offsets, mask):
+        """Write a packed prefill's keys and values into its slots (prompt j from starts[j]) and
+        attend: each prompt over its own past, which for one continuing a cached prefix includes
+        the positions copied into its slot (`mask` is then one causal mask per prompt)."""
+        groups = self.n_heads // self.n_kv
+        for j, s in enumerate(starts):
+            a, e = offsets[j], offsets[j + 1]
+            kc[first_slot + j, :, s : s + e - a] = k[0, :, a:e]
+            vc[first_slot + j, :, s : s + e - a] = v[0, :, a:e]
+        if not isinstance(mask, list):
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale, enable_gqa=groups > 1
+            )
+        outs = []
+        for j, (s, causal) in enumerate(zip(starts, mask)):
+            a, e = offsets[j], offsets[j + 1]
+            rows = slice(first_slot + j, first_slot + j + 1)
+            outs.append(F.scaled_dot_product_attention(
+                q[:, :, a:e], kc[rows, :, : s + e - a], vc[rows, :, : s + e - a], attn_mask=causal,
+                scale=self.scale, enable_gqa=groups > 1,
+            ))
+        return torch.cat(outs, dim=2)
 
     def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         # Same arithmetic as transformers' LlamaRMSNorm: normalise in float32, scale in model dtype.

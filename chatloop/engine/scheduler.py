@@ -15,6 +15,11 @@ Faults stay with their sequence: if one sequence's sampling step fails (its gram
 say), that sequence ends with finish_reason "error" and the rest of the batch carries on. Only a
 failed forward pass, which every row shares, fails the whole batch.
 
+A prompt that starts like an earlier one (the chat's previous turn and its answer, a shared system
+prompt or tool schemas) is prefilled only from where the prefix cache (prefix_cache.py, budget
+`CHATLOOP_PREFIX_CACHE_MB`) stops knowing it; `stats()` counts prefilled and reused prompt tokens,
+and each result says how many of its prompt tokens came from the cache (`cached_tokens`).
+
 The thread also *loads* the model: all torch work then happens on one thread. (On few cores,
 running the model on a second thread after the main thread has used torch's OpenMP pool costs
 ~50% of decode speed: two thread pools fight for the cores.)
@@ -57,6 +62,7 @@ class GenerationResult:
     latency_s: float
     error: str | None = None
     input_error: bool = False  # the error came from the request (e.g. its grammar), not the engine
+    cached_tokens: int = 0  # prompt tokens taken from the prefix cache instead of prefilled
 
     @property
     def decode_tok_s(self) -> float:
@@ -125,6 +131,7 @@ class _Sequence:
     first_token_at: float | None = None
     last_token: int = -1
     pixels: Pixels | None = None  # the prompt's images (a vision-language model), until prefilled
+    cached_tokens: int = 0
 
 
 class Engine:
@@ -134,9 +141,16 @@ class Engine:
         max_batch: int = 8,
         max_waiting: int = 64,
         max_len: int | None = None,
+        prefix_cache_mb: int | None = None,
     ):
         """Start the engine thread, which calls `loader()`; returns once the model is ready
-        (re-raising the loader's error, e.g. ModelRefError for a bad reference)."""
+        (re-raising the loader's error, e.g. ModelRefError for a bad reference). prefix_cache_mb:
+        the prefix cache's budget (0 disables it; None: the CHATLOOP_PREFIX_CACHE_MB setting)."""
+        if prefix_cache_mb is None:
+            from chatloop.config import get_settings
+
+            prefix_cache_mb = get_settings().prefix_cache_mb
+        self.prefix_cache_mb = prefix_cache_mb
         self.max_batch = max_batch
         self.max_waiting = max_waiting
         self._waiting: deque[_Sequence] = deque()
@@ -156,12 +170,14 @@ class Engine:
             raise self._load_error
 
     @classmethod
-    def start(cls, ref, dtype: str = "auto", *, max_batch: int = 8, max_waiting: int = 64) -> "Engine":
+    def start(cls, ref, dtype: str = "auto", *, max_batch: int = 8, max_waiting: int = 64,
+              prefix_cache_mb: int | None = None) -> "Engine":
         """The one way to start an engine from a model reference (a REF string or a ResolvedRef), for
         the CLI, the server's engine pool and the benchmarks."""
         from chatloop.models.loading import load_model
 
-        return cls(lambda: load_model(ref, dtype), max_batch=max_batch, max_waiting=max_waiting)
+        return cls(lambda: load_model(ref, dtype), max_batch=max_batch, max_waiting=max_waiting,
+                   prefix_cache_mb=prefix_cache_mb)
 
     def _setup(self, loader: Callable[[], LoadedModel], max_len: int | None) -> None:
         loaded = loader()
@@ -179,7 +195,8 @@ class Engine:
             plan, self.kernel_choice = KernelPlan.uniform(loaded.dtype), {"forced": loaded.dtype}
         self.plan = plan
         t = time.perf_counter()
-        self.runner = ModelRunner(loaded.model, plan, max_slots=self.max_batch, max_len=self.max_len)
+        self.runner = ModelRunner(loaded.model, plan, max_slots=self.max_batch, max_len=self.max_len,
+                                  prefix_cache_bytes=self.prefix_cache_mb << 20)
         loaded.timings["pack_s"] = time.perf_counter() - t
         self.vocab_size = loaded.model.config.get_text_config().vocab_size
         # A vision-language model takes images as pixels (serving/images.py asks `accepts_images`).
@@ -256,8 +273,15 @@ class Engine:
         return self.submit(prompt_ids, params).wait()
 
     def stats(self) -> dict[str, int]:
+        """Sequences running and waiting; prompt tokens prefilled and taken from the prefix cache
+        (since start), and what the prefix cache holds."""
+        runner, prefix = self.runner, self.runner.prefix
         with self._cv:
-            return {"active": len(self._active), "waiting": len(self._waiting), "max_batch": self.max_batch}
+            return {"active": len(self._active), "waiting": len(self._waiting), "max_batch": self.max_batch,
+                    "prefill_tokens": runner.prefilled_tokens, "prefix_cached_tokens": runner.reused_tokens,
+                    "prefix_cache_blocks": len(prefix) if prefix else 0,
+                    "prefix_cache_bytes": prefix.bytes if prefix else 0,
+                    "prefix_cache_evictions": prefix.evictions if prefix else 0}
 
     def shutdown(self, timeout: float = 10.0) -> None:
         with self._cv:
@@ -322,6 +346,8 @@ class Engine:
         if not batch:
             return
         logits = self.runner.prefill([seq.prompt_ids for seq in batch], embeds)
+        for seq, reused in zip(batch, self.runner.last_reused):
+            seq.cached_tokens = reused
         first = len(self._active)
         self._active.extend(batch)
         self._advance(logits, first)
@@ -378,8 +404,10 @@ class Engine:
             self._remove(slot)
 
     def _remove(self, slot: int) -> None:
-        """Free a cache slot, mirroring the runner's move of the last slot into the hole."""
-        moved = self.runner.remove(slot)
+        """Free a cache slot (its history goes to the prefix cache), mirroring the runner's move of
+        the last slot into the hole."""
+        seq = self._active[slot]
+        moved = self.runner.remove(slot, history=seq.prompt_ids + seq.output_ids)
         last = self._active.pop()
         if moved is not None:
             self._active[slot] = last
@@ -432,6 +460,7 @@ class Engine:
             latency_s=time.perf_counter() - seq.submitted,
             error=error,
             input_error=input_error,
+            cached_tokens=seq.cached_tokens,
         )
         seq.handle._emit(StreamEvent(text=tail, token_ids=tokens or [], result=result))
 

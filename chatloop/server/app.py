@@ -22,6 +22,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from chatloop.config import Settings
+from chatloop.engine.remote import RemoteBackend
 from chatloop.server import errors
 from chatloop.server.api import accounts, conversations, dashboard, documents, feedback, releases, uploads
 from chatloop.server.auth import authenticate
@@ -54,10 +55,12 @@ def create_app(settings: Settings, *, models: list[str], dtype: str = "auto", we
             log.warning("marked %d answers interrupted by the last shutdown", interrupted)
         pool = EnginePool(dtype=dtype, max_batch=settings.max_batch, max_waiting=settings.max_waiting,
                           max_extra=settings.max_loaded_models,
-                          idle_seconds=settings.model_idle_seconds)
+                          idle_seconds=settings.model_idle_seconds, prefix_cache_mb=settings.prefix_cache_mb)
         chat = ChatService(pool, db, models=models, limits=Limits.from_settings(settings), metrics=metrics,
                            poll_seconds=settings.release_poll_seconds,
-                           images=ImageReader(ImageLimits.from_settings(settings)))
+                           images=ImageReader(ImageLimits.from_settings(settings)),
+                           backend=RemoteBackend.parse(settings.backend, settings.backend_key) if settings.backend
+                           else None)
         tools = build_toolbox(settings, db=db)
         tasks = []
         try:

@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatloop.errors import (
     AuthenticationFailed, ChatloopError, ConflictError, ContextTooLongError, EngineOverloaded, ModelRefError,
-    NotFoundError, PermissionDenied, TimedOut, TooLargeError, UnsupportedMediaError, UsageError,
+    NotFoundError, PermissionDenied, RemoteEngineError, TimedOut, TooLargeError, UnsupportedMediaError, UsageError,
 )
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ TYPES = {
     415: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
+    502: "server_error",
     503: "overloaded_error",
     504: "timeout_error",
 }
@@ -61,6 +62,7 @@ STATUS = [
     (PermissionDenied, 403, None, "forbidden"),
     (AuthenticationFailed, 401, None, "unauthenticated"),
     (TimedOut, 504, None, "timeout"),
+    (RemoteEngineError, 502, None, "remote_engine_error"),
     (ChatloopError, 500, None, "internal_error"),
 ]
 

@@ -20,6 +20,10 @@ class Metrics:
                               buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
         self.tokens = Counter("chatloop_generated_tokens", "Completion tokens generated", registry=r)
         self.prompt_tokens = Counter("chatloop_prompt_tokens", "Prompt tokens processed", registry=r)
+        self.cached_tokens = Counter("chatloop_prompt_cached_tokens",
+                                     "Prompt tokens taken from the prefix cache instead of prefilled", registry=r)
+        self.prefix_bytes = Gauge("chatloop_prefix_cache_bytes", "Bytes of KV blocks held by the prefix caches",
+                                  registry=r)
         self.active_streams = Gauge("chatloop_active_streams", "Responses currently streaming", registry=r)
         self.queue_depth = Gauge("chatloop_engine_queue_depth", "Requests waiting for the engine", registry=r)
         self.batch = Gauge("chatloop_engine_active_sequences", "Sequences in the running batches", registry=r)
@@ -28,6 +32,7 @@ class Metrics:
     def observe_generation(self, result) -> None:
         self.tokens.inc(result.completion_tokens)
         self.prompt_tokens.inc(result.prompt_tokens)
+        self.cached_tokens.inc(result.cached_tokens)
         if result.ttft_s is not None:
             self.ttft.observe(result.ttft_s)
 
@@ -36,6 +41,7 @@ class Metrics:
         self.queue_depth.set(engine_stats["waiting"])
         self.batch.set(engine_stats["active"])
         self.loaded.set(len(engine_stats["loaded"]))
+        self.prefix_bytes.set(engine_stats.get("prefix_cache_bytes", 0))
         return generate_latest(self.registry)
 
 

@@ -8,6 +8,12 @@ each choice (seed + index, stops, the grammar), how tools are used, and the budg
 messages, prompt tokens against the context, completion tokens (the request's, or the server's
 default clipped to the room left) and generation time. A request outside the budget is refused
 here with a UsageError that names the limit, so it never reaches the engine.
+
+A remote engine (engine/remote.py) renders and tokenizes itself: its plan carries the request as
+OpenAI fields (`body`: messages, tools, tool_choice, response_format) instead of token ids, and
+its tool calls come back in our format. The remote enforces its own context; without a
+`max_tokens` the remote's default applies; the generation-time budget is kept here as for a
+local engine.
 """
 
 from dataclasses import dataclass, field
@@ -97,10 +103,11 @@ class RequestPlan:
     model_id: str
     prompt_ids: list[int]
     params: list[SamplingParams]  # one per choice
-    max_tokens: int
+    max_tokens: int | None  # None: a remote engine's own default
     tools: ToolUse = field(default_factory=ToolUse)
     dropped: int = 0  # oldest messages left out to fit the context (conversations)
     pixels: Pixels | None = None  # the prompt's images, for an engine that takes them (models/vision.py)
+    body: dict | None = None  # for a remote engine: the request as OpenAI fields (then prompt_ids is empty)
 
 
 def _render(engine, messages: list[dict], **kw):
@@ -168,9 +175,47 @@ def _budget(engine, req: ChatRequest, limits: Limits, tools: ToolUse):
     return rendered, req.max_tokens or min(limits.default_max_tokens, room)
 
 
+def _sampling(req: ChatRequest, limits: Limits, max_tokens: int | None, grammar=None) -> list[SamplingParams]:
+    return [SamplingParams(
+        max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
+        frequency_penalty=req.frequency_penalty, presence_penalty=req.presence_penalty,
+        seed=None if req.seed is None else (req.seed + i) % 2**63, stop=req.stop, grammar=grammar,
+        max_time_s=limits.max_generation_seconds,
+    ) for i in range(req.n)]
+
+
+def _message_out(m: dict) -> dict:
+    """A message as OpenAI fields (empty tool fields left out: some servers refuse nulls)."""
+    out = {"role": m["role"], "content": m.get("content") if m.get("content") is not None else ""}
+    out |= {k: m[k] for k in ("tool_calls", "tool_call_id", "name") if m.get(k)}
+    return out
+
+
+def _remote_plan(engine, req: ChatRequest, limits: Limits) -> RequestPlan:
+    if len(req.messages) > limits.max_messages:
+        raise UsageError(f"too many messages: {len(req.messages)}; this server accepts at most "
+                         f"{limits.max_messages} per request", param="messages", code="too_many_messages")
+    tools = _tool_use(req, OURS)
+    body: dict = {"messages": [_message_out(m) for m in req.messages]}
+    if tools.mode != "none":
+        body["tools"] = list(req.tools)
+        body["tool_choice"] = ({"type": "function", "function": {"name": req.tool_choice}}
+                               if req.tool_choice not in (None, "auto", "required") else req.tool_choice or "auto")
+        body["parallel_tool_calls"] = req.parallel_tool_calls
+        tools = ToolUse("auto", tools.names, tools.definitions, OURS, tools.parallel)  # the calls arrive whole
+    if req.response_format is not None:
+        fmt = req.response_format
+        body["response_format"] = fmt if fmt["type"] != "json_schema" else {
+            "type": "json_schema", "json_schema": {"name": "response", "schema": fmt["schema"]}}
+    return RequestPlan(engine.model_id, [], _sampling(req, limits, req.max_tokens), req.max_tokens, tools,
+                       body=body)
+
+
 def build_plan(engine, req: ChatRequest, limits: Limits) -> RequestPlan:
     """Render, budget and parameterise `req` for `engine` (which provides the tokenizer, the
     context length and the grammar compiler). Raises UsageError for anything out of bounds."""
+    if getattr(engine, "remote", False):
+        return _remote_plan(engine, req, limits)
     tools = _tool_use(req, tool_format(engine.tokenizer))
     grammar = _grammar(engine, req, tools)
     try:
@@ -178,11 +223,6 @@ def build_plan(engine, req: ChatRequest, limits: Limits) -> RequestPlan:
     except UsageError as e:
         e.param = e.param or "messages"  # what a conversation holds is what failed to render
         raise
-    params = [SamplingParams(
-        max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
-        frequency_penalty=req.frequency_penalty, presence_penalty=req.presence_penalty,
-        seed=None if req.seed is None else (req.seed + i) % 2**63, stop=req.stop, grammar=grammar,
-        max_time_s=limits.max_generation_seconds,
-    ) for i in range(req.n)]
+    params = _sampling(req, limits, max_tokens, grammar)
     return RequestPlan(engine.model_id, rendered.ids, params, max_tokens, tools, rendered.dropped,
                        getattr(rendered, "pixels", None))

@@ -13,6 +13,10 @@ the others (exact versions a client asked for) at most `max_extra` are in memory
 first unloads the least recently used idle one, and answers EngineOverloaded (503) when every
 one of them is busy.
 
+An engine is either our own (engine/scheduler.py) or, for a `RemoteModel` (`serve --backend
+openai:URL`), a remote engine (engine/remote.py) with the same interface: the pool loads, pins and
+unloads both alike, and sums their counters (prefilled and prefix-cached prompt tokens) in `stats`.
+
 All methods but `stats` run on the event loop; loading and unloading happen in worker threads.
 """
 
@@ -21,11 +25,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from chatloop.engine.remote import RemoteEngine
 from chatloop.engine.scheduler import Engine
 from chatloop.errors import EngineOverloaded
 from chatloop.models.refs import ResolvedRef
 
 log = logging.getLogger(__name__)
+
+SUMMED = ("active", "waiting", "prefill_tokens", "prefix_cached_tokens", "prefix_cache_bytes")  # pool totals
 
 
 @dataclass
@@ -56,8 +63,10 @@ class Lease:
 
 
 class EnginePool:
-    def __init__(self, *, dtype: str, max_batch: int, max_waiting: int, max_extra: int, idle_seconds: float):
+    def __init__(self, *, dtype: str, max_batch: int, max_waiting: int, max_extra: int, idle_seconds: float,
+                 prefix_cache_mb: int | None = None):
         self.dtype, self.max_batch, self.max_waiting = dtype, max_batch, max_waiting
+        self.prefix_cache_mb = prefix_cache_mb
         self.max_extra, self.idle_seconds = max_extra, idle_seconds
         self._slots: dict[str, _Slot] = {}
 
@@ -72,8 +81,9 @@ class EnginePool:
             self._slots[ref.model_id] = slot
             slot.users += 1
             try:
-                engine = await asyncio.to_thread(Engine.start, ref, self.dtype, max_batch=self.max_batch,
-                                                 max_waiting=self.max_waiting)
+                kind = RemoteEngine if ref.kind == "remote" else Engine  # a remote engine: engine/remote.py
+                engine = await asyncio.to_thread(kind.start, ref, self.dtype, max_batch=self.max_batch,
+                                                 max_waiting=self.max_waiting, prefix_cache_mb=self.prefix_cache_mb)
             except BaseException as e:
                 del self._slots[ref.model_id]
                 slot.ready.set_exception(e)
@@ -158,8 +168,8 @@ class EnginePool:
     def stats(self) -> dict:
         """Totals over the loaded engines plus one entry per version (safe from any thread)."""
         per = {e.model_id: e.stats() for e in self.engines()}
-        return {"active": sum(s["active"] for s in per.values()), "waiting": sum(s["waiting"] for s in per.values()),
-                "loaded": sorted(per), "engines": per}
+        totals = {k: sum(s.get(k, 0) for s in per.values()) for k in SUMMED}
+        return {**totals, "loaded": sorted(per), "engines": per}
 
     async def close(self) -> None:
         for slot in list(self._slots.values()):

@@ -72,10 +72,14 @@ class Run:
         self.part_of: list[Part] = []  # choice index -> its part
         try:
             for part in parts:
-                for params in part.plan.params:
+                engine, plan = part.lease.engine, part.plan
+                for params in plan.params:
                     on_event = partial(self._deliver, len(self.handles))
-                    self.handles.append(part.lease.engine.submit(part.plan.prompt_ids, params, on_event=on_event,
-                                                                 pixels=part.plan.pixels))
+                    if plan.body is not None:  # a remote engine: the request as OpenAI fields
+                        self.handles.append(engine.submit_chat(plan.body, params, on_event=on_event))
+                    else:
+                        self.handles.append(engine.submit(plan.prompt_ids, params, on_event=on_event,
+                                                          pixels=plan.pixels))
                     self.part_of.append(part)
         except BaseException:
             self.cancel()
@@ -93,6 +97,20 @@ class Run:
     @property
     def model_id(self) -> str:
         return self.parts[0].lease.engine.model_id
+
+    async def opened(self) -> None:
+        """Until every remote sequence is accepted by its engine (a local one is at once); its
+        refusal (overloaded, bad request, unreachable) is raised, with the run cancelled and released."""
+        pending = [asyncio.wrap_future(h.opened) for h in self.handles if hasattr(h, "opened")]
+        for future in pending:  # every outcome is retrieved, so none is reported as never retrieved
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            for future in asyncio.as_completed(pending):
+                await future
+        except BaseException:
+            self.cancel()
+            self.release()
+            raise
 
     def _deliver(self, index: int, event: StreamEvent) -> None:  # called on the engine thread
         try:

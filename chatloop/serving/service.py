@@ -17,6 +17,11 @@ Clients may also name registered names (and NAME@canary), exact registered versi
 — never a filesystem path. `watch_releases` polls the database for release actions (promote,
 canary, rollback, also by another server or the CLI) and switches within seconds: the new version
 is loaded and pinned, the old one finishes what it is answering and is unloaded.
+
+With a remote backend (`serve --backend openai:URL`, engine/remote.py) the configured models are
+the remote's (`default`: the first one it lists), each a fixed version named `MODEL@HOST`; the
+pool lends a remote engine for them, and `start` waits until the remote has accepted the request,
+so its refusals (overload, bad request) are the client's status, not an error inside a stream.
 """
 
 import asyncio
@@ -24,6 +29,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from chatloop.engine.remote import RemoteBackend
 from chatloop.errors import ModelRefError
 from chatloop.models.refs import DEFAULT_NAME, DEFAULT_REF, ResolvedRef, channel_ref, resolve
 from chatloop.registry.catalog import describe
@@ -44,7 +50,7 @@ class Served:
 
     ref: str  # as the operator wrote it
     name: str
-    fixed: ResolvedRef | None = None
+    fixed: ResolvedRef | None = None  # (or a RemoteModel)
     channel: str | None = None  # NAME@canary: always that channel
 
 
@@ -63,11 +69,13 @@ class Target:
 
 class ChatService:
     def __init__(self, pool: EnginePool, db: Database, *, models: list[str], limits: Limits, metrics,
-                 poll_seconds: float = 1.0, images: ImageReader | None = None):
+                 poll_seconds: float = 1.0, images: ImageReader | None = None,
+                 backend: RemoteBackend | None = None):
         if not models:
             raise ValueError("a chat service needs at least one model")
         self.pool, self.db, self.limits, self.metrics = pool, db, limits, metrics
         self.configured, self.poll_seconds = models, poll_seconds
+        self.backend = backend
         self.images = images or ImageReader()  # image parts: validated; OCR text for a text-only model
         self.served: list[Served] = []  # [0] is `default`
         self.table = ReleaseTable()
@@ -82,6 +90,10 @@ class ChatService:
 
     def _configure(self) -> list[Served]:
         """Resolve the operator's references (paths allowed: the operator chose them)."""
+        if self.backend is not None:
+            self.table = self._load_table()
+            remote = [self.backend.model(ref) for ref in self.configured]
+            return [Served(ref, m.name, m) for ref, m in zip(self.configured, remote)]
         if any(ref == DEFAULT_REF or ref == DEFAULT_NAME for ref in self.configured):
             from chatloop.registry.default import ensure_default
 
@@ -255,7 +267,9 @@ class ChatService:
         model) or EngineOverloaded before anything is queued."""
         request = await self.images.validate(request)
         target = await asyncio.to_thread(self.resolve, ref, channel=channel, key=key)
-        return Run([await self._part(target, request)])
+        run = Run([await self._part(target, request)])
+        await run.opened()
+        return run
 
     async def _part(self, target: Target, request: ChatRequest) -> Part:
         lease = await self.pool.acquire(target.ref)
@@ -279,7 +293,9 @@ class ChatService:
             for part in parts:
                 part.lease.release()
             raise
-        return Run(parts)
+        run = Run(parts)
+        await run.opened()
+        return run
 
     def drive(self, run: Run, sink: Sink, receive: Receive | None) -> AsyncIterator[str]:
         return drive(run, sink, receive, self.metrics)

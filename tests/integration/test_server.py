@@ -58,6 +58,18 @@ def test_chat_completion_names_the_version_and_counts_usage(oai):
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
 
+def test_a_shared_prefix_is_taken_from_the_prefix_cache(server, oai):
+    system = {"role": "system", "content": "You are a terse assistant who answers in one line. " * 12}
+    first = oai.chat.completions.create(**ask(messages=[system, {"role": "user", "content": "Say hello"}]))
+    second = oai.chat.completions.create(**ask(messages=[system, {"role": "user", "content": "Say goodbye"}]))
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert cached >= first.usage.prompt_tokens - 24 and cached % 16 == 0  # all but the differing tail
+    metrics = {line.split(" ")[0]: float(line.split(" ")[1]) for line in httpx.get(server.url + "/metrics").text
+               .splitlines() if line.startswith("chatloop_prompt_cached_tokens_total")}
+    assert metrics["chatloop_prompt_cached_tokens_total"] >= cached
+
+
 def test_streaming_equals_non_streaming_greedy(oai):
     whole = oai.chat.completions.create(**ask()).choices[0].message.content
     chunks = list(oai.chat.completions.create(**ask(stream=True, stream_options={"include_usage": True})))
@@ -301,7 +313,8 @@ def test_health_metrics_and_openapi(server, alice):
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok", "model": "tiny-llama:test"}
     text = httpx.get(server.url + "/metrics").text  # localhost may read metrics
     for name in ("chatloop_http_requests_total", "chatloop_time_to_first_token_seconds", "chatloop_generated_tokens",
-                 "chatloop_engine_queue_depth", "chatloop_active_streams"):
+                 "chatloop_engine_queue_depth", "chatloop_active_streams", "chatloop_prompt_cached_tokens_total",
+                 "chatloop_prefix_cache_bytes"):
         assert name in text
     paths = httpx.get(server.url + "/openapi.json").json()["paths"]
     for p in ("/api/auth/signup", "/api/auth/login", "/api/conversations", "/api/conversations/{conv_id}",

@@ -10,7 +10,6 @@ a random model finishes within max_tokens.
 
 import json
 import time
-from pathlib import Path
 
 import httpx
 import jsonschema
@@ -19,9 +18,10 @@ import pytest
 from conftest import make_tiny_model
 from server_util import Server, signup
 
+from chatloop.bench.prefix import TOOLS as OPENWEBUI_TOOLS_FILE
 from chatloop.models.tool_calls import MAX_PARALLEL_CALLS
 
-OPENWEBUI_TOOLS = json.loads((Path(__file__).parents[1] / "data" / "openwebui_tools.json").read_text())
+OPENWEBUI_TOOLS = json.loads(OPENWEBUI_TOOLS_FILE.read_text())
 
 
 def obj(properties: dict, required: list[str] | None = None) -> dict:

@@ -26,6 +26,7 @@ from chatloop.server.openai.protocol import (
     FunctionCall,
     FunctionCallDelta,
     NamedToolChoice,
+    PromptTokensDetails,
     ResponseMessage,
     ToolCall,
     ToolCallDelta,
@@ -75,7 +76,9 @@ def usage(results: list[GenerationResult | None]) -> Usage:
     done = [r for r in results if r is not None]
     prompt = done[0].prompt_tokens if done else 0
     completion = sum(r.completion_tokens for r in done)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+    cached = PromptTokensDetails(cached_tokens=done[0].cached_tokens if done else 0)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                 prompt_tokens_details=cached)
 
 
 def _shape(tools: ToolUse, result: GenerationResult) -> tuple[str | None, list[ToolCall] | None, str]:

@@ -1,0 +1,225 @@
+"""The prefix cache: hash-chained KV blocks, LRU eviction within a budget, prefill at an offset that
+gives the same logits as a full prefill, and the engine not prefilling a cached prefix again
+(counted in prefilled tokens, not timed), with greedy float32 output unchanged."""
+
+import random
+
+import pytest
+import torch
+
+from chatloop.engine.prefix_cache import BLOCK, PrefixCache
+from chatloop.engine.runner import ModelRunner
+from chatloop.engine.sampling import SamplingParams
+from chatloop.engine.scheduler import Engine
+from chatloop.models.loading import load_model
+
+
+def blocks(cache: PrefixCache, tokens: list[int]) -> list[int]:
+    """The first token of each block `match` returns, read from the fake block data below."""
+    return [int(b[0]) for b in cache.match(tokens, len(tokens))]
+
+
+def fake_reader(tokens):
+    return lambda i: torch.tensor([tokens[i * BLOCK]])
+
+
+def test_match_finds_the_longest_cached_block_prefix_only():
+    cache = PrefixCache(budget_bytes=100, block_bytes=1)
+    a = list(range(3 * BLOCK + 5))
+    assert cache.store(a, fake_reader(a)) == 3  # full blocks only
+    assert blocks(cache, a) == [0, BLOCK, 2 * BLOCK]
+    assert blocks(cache, a[: 2 * BLOCK + 3]) == [0, BLOCK]
+    changed = a[:BLOCK] + [999] + a[BLOCK + 1:]
+    assert blocks(cache, changed) == [0]  # a block after a difference is never reused ...
+    shifted = [7] + a[1:]
+    assert blocks(cache, shifted) == []  # ... even if its own tokens are the same: keys chain the prefix
+    assert cache.match(a, 2 * BLOCK - 1) == cache.match(a, BLOCK)  # the limit cuts at block boundaries
+    assert cache.store(a + [1] * BLOCK, fake_reader(a + [1] * BLOCK)) == 1  # only the new block is read
+
+
+def test_lru_eviction_keeps_the_budget_and_shared_roots():
+    cache = PrefixCache(budget_bytes=10 * 64, block_bytes=64)
+    root = list(range(2 * BLOCK))
+    tails = [root + [1000 + i] * (3 * BLOCK) for i in range(6)]
+    for tail in tails:
+        cache.store(tail, fake_reader(tail))
+        assert cache.bytes <= 10 * 64
+    assert len(cache) == 10 and cache.evictions == 2 + 6 * 3 - 10
+    assert blocks(cache, root) == [0, BLOCK]  # the shared root is still there, its oldest tails are gone
+    assert len(cache.match(tails[0], len(tails[0]))) == 2
+    assert len(cache.match(tails[-1], len(tails[-1]))) == 5
+    long = list(range(5000, 5000 + 40 * BLOCK))
+    cache.store(long, fake_reader(long))  # longer than the budget: its head is kept
+    assert len(cache) == 10 and len(cache.match(long, len(long))) == 10
+
+
+# --- the runner: prefill at an offset --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_dir):
+    return load_model(str(tiny_dir), "float32").model
+
+
+def runner(model, budget: int = 64 << 20, slots: int = 4) -> ModelRunner:
+    return ModelRunner(model, "float32", max_slots=slots, max_len=512, prefix_cache_bytes=budget)
+
+
+def ids(n: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randrange(100, 40000) for _ in range(n)]
+
+
+def test_a_cached_prefix_is_not_prefilled_again_and_logits_match(tiny_model):
+    cold, warm = runner(tiny_model, budget=0), runner(tiny_model)
+    assert cold.prefix is None
+    first = ids(70, 1)
+    second = first + ids(30, 2)
+    warm.prefill([first])
+    warm.remove(0, history=first)
+    assert warm.prefilled_tokens == 70 and warm.reused_tokens == 0
+    got = warm.prefill([second])
+    assert warm.last_reused == [64] and warm.reused_tokens == 64  # 4 full blocks of the first prompt
+    assert warm.prefilled_tokens == 70 + 36  # only what the cache did not hold
+    want = cold.prefill([second])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    # and decoding on top of the reused prefix sees the same history
+    torch.testing.assert_close(warm.decode([5]), cold.decode([5]), rtol=1e-4, atol=1e-4)
+
+
+def test_a_whole_cached_prompt_still_prefills_its_last_token(tiny_model):
+    warm = runner(tiny_model)
+    prompt = ids(3 * BLOCK, 3)
+    warm.prefill([prompt])
+    warm.remove(0, history=prompt)
+    warm.prefill([prompt])
+    assert warm.last_reused == [2 * BLOCK]  # the last block holds the token whose logits are needed
+
+
+def test_packed_prefill_mixes_cached_and_new_prompts(tiny_model):
+    cold, warm = runner(tiny_model, budget=0), runner(tiny_model)
+    shared = ids(40, 4)
+    warm.prefill([shared])
+    warm.remove(0, history=shared)
+    prompts = [shared + ids(9, 5), ids(25, 6), shared + ids(20, 7)]
+    got = warm.prefill(prompts)
+    assert warm.last_reused == [32, 0, 32]
+    want = torch.cat([cold.prefill([p]) for p in prompts])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(warm.decode([1, 2, 3]), cold.decode([1, 2, 3]), rtol=1e-4, atol=1e-4)
+
+
+def test_removing_a_slot_stores_its_answer_and_moves_the_rest(tiny_model):
+    warm = runner(tiny_model)
+    a, b = ids(20, 8), ids(20, 9)
+    warm.prefill([a, b])
+    answer = [7 + step for step in range(30)]
+    for token in answer:
+        warm.decode([token, token + 1])
+    assert len(warm.prefix) == 2  # one prompt block each, stored at prefill
+    warm.remove(0, history=a + answer)  # b moves into slot 0
+    assert warm.n == 1 and warm.lens[0] == 50
+    assert len(warm.prefix) == 4  # a's history of 50 tokens holds 3 full blocks, 1 of them known
+    assert len(warm.prefix.match(a + answer, 50)) == 3
+    warm.remove(0, history=b + [t + 1 for t in answer])
+    assert len(warm.prefix) == 6
+
+
+def test_image_features_are_never_served_from_the_cache(tiny_model):
+    cold, warm = runner(tiny_model, budget=0), runner(tiny_model)
+    prompt = ids(60, 10)
+    positions = torch.arange(20, 30)  # "image tokens": their embeddings are replaced by features
+    hidden = tiny_model.config.hidden_size
+    first, second = torch.randn(10, hidden), torch.randn(10, hidden)
+    warm.prefill([prompt], embeds=[(positions, first)])
+    warm.remove(0, history=prompt)
+    assert len(warm.prefix) == 1  # only the block before the first image token
+    got = warm.prefill([prompt], embeds=[(positions, second)])  # same ids, another image
+    assert warm.last_reused == [16]
+    want = cold.prefill([prompt], embeds=[(positions, second)])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+# --- the engine ----------------------------------------------------------------------------------
+
+
+def greedy(n: int) -> SamplingParams:
+    return SamplingParams(max_tokens=n, temperature=0, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_dir):
+    pair = [Engine(lambda: load_model(str(tiny_dir), "float32"), max_batch=4, prefix_cache_mb=mb) for mb in (0, 64)]
+    yield pair
+    for engine in pair:
+        engine.shutdown()
+
+
+def test_a_chat_is_prefilled_once_and_answers_the_same_with_and_without_the_cache(engines):
+    cold, warm = engines
+    prompt = ids(50, 11)
+    before = warm.stats()
+    for turn in range(6):
+        a, b = cold.generate(prompt, greedy(12)), warm.generate(prompt, greedy(12))
+        assert b.token_ids == a.token_ids, f"turn {turn}"
+        assert a.cached_tokens == 0
+        # this turn's prompt is the last one plus its answer: everything but the last partial block,
+        # and the answer's last token (sampled, never fed), came from the cache
+        history = len(prompt) - 12 - 9 + 11 if turn else 0
+        assert b.cached_tokens == (history // BLOCK * BLOCK if turn else 0), f"turn {turn}"
+        prompt = prompt + b.token_ids + ids(9, 100 + turn)  # the next user message
+    stats = warm.stats()
+    prefilled = stats["prefill_tokens"] - before["prefill_tokens"]
+    cached = stats["prefix_cached_tokens"] - before["prefix_cached_tokens"]
+    total = sum(50 + t * 21 for t in range(6))
+    assert prefilled + cached == total
+    assert prefilled < 50 + 5 * (21 + BLOCK)  # each later turn prefilled only its new tokens (and a partial block)
+    assert stats["prefix_cache_blocks"] > 0 and stats["prefix_cache_bytes"] > 0
+    assert cold.stats()["prefix_cached_tokens"] == 0
+
+
+def test_concurrent_requests_sharing_a_system_prompt_answer_as_alone(engines):
+    cold, warm = engines
+    system = ids(80, 12)
+    prompts = [system + ids(5 + i, 200 + i) for i in range(4)]
+    alone = [cold.generate(p, greedy(10)).token_ids for p in prompts]
+    warm.generate(system + ids(3, 300), greedy(2))  # someone used the system prompt before
+    handles = [warm.submit(p, greedy(10)) for p in prompts]
+    results = [h.wait() for h in handles]
+    assert [r.token_ids for r in results] == alone
+    assert all(r.cached_tokens == 80 for r in results)
+
+
+# --- the default model's chat template makes earlier turns a token prefix --------------------------
+
+
+def test_each_turn_of_a_chat_starts_with_the_last_turns_prompt_and_answer(tokenizer):
+    """What the cache relies on for a chat: turn N+1's prompt is turn N's prompt followed by the tokens
+    of its answer (so the blocks stored when turn N finished are found again), with and without tools
+    (the 36 Open WebUI schemas go first, into the system prompt) and through a tool call and its
+    result (the call re-rendered as the model writes it in our format)."""
+    import json
+
+    from chatloop.bench.prefix import TOOLS
+    from chatloop.models.chat_format import render_prompt
+
+    tools = json.loads(TOOLS.read_text())
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "search_web", "arguments": json.dumps({"query": "capital of France"})}}
+    written = '<tool_call>{"name": "search_web", "arguments": {"query": "capital of France"}}</tool_call>'
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    turns = [  # (what the model wrote, the messages of the next turn after it)
+        ("The capital of France is Paris.", [{"role": "user", "content": "And Spain?"}]),
+        (written, [{"role": "tool", "tool_call_id": "call_1", "content": "Paris is the capital."}]),
+    ]
+    for shown in (None, tools):
+        for answer, then in turns:
+            before = render_prompt(tokenizer, question, tools=shown).ids
+            said = {"role": "assistant", "content": answer} if answer != written else \
+                {"role": "assistant", "content": "", "tool_calls": [call]}
+            after = render_prompt(tokenizer, question + [said] + then, tools=shown).ids
+            answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+            assert after[: len(before) + len(answer_ids)] == before + answer_ids, (answer, shown is not None)
+    shared = [render_prompt(tokenizer, [{"role": "user", "content": q}], tools=tools).ids for q in ("Hi", "Weather?")]
+    common = next(i for i, (a, b) in enumerate(zip(*shared)) if a != b)
+    assert common > 6000  # Open WebUI's tool schemas: one shared prefix of ~6,300 tokens
