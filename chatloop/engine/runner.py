@@ -43,10 +43,13 @@ class _Layer:
 
 
 class ModelRunner:
-    def __init__(self, model, plan: KernelPlan | str, max_slots: int, max_len: int, prefix_cache_bytes: int = 0):
+    def __init__(self, model, plan: KernelPlan | str, max_slots: int, max_len: int, prefix_cache_bytes: int = 0,
+                 device: str = "cpu"):
         """plan: a KernelPlan (quant.py: activation dtype, weight format per number of rows) or one
         format name for all ('float32' is the exact one). prefix_cache_bytes: the prefix cache's
-        budget (0: no prefix cache)."""
+        budget (0: no prefix cache). device: where weights, cache and compute live ('cpu', 'cuda');
+        the model itself stays on the CPU, the runner copies what it needs."""
+        self.device = dev = torch.device(device)
         cfg = model.config.get_text_config()  # a vision-language model's text half
         self.config = cfg
         self.plan = plan if isinstance(plan, KernelPlan) else KernelPlan.uniform(plan)
@@ -61,20 +64,30 @@ class ModelRunner:
         self.scale = self.head_dim**-0.5
         decoder = getattr(model.model, "text_model", model.model)
         self.rotary = decoder.rotary_emb
-        self.embed = decoder.embed_tokens.weight.detach().to(self.dtype)
-        self.norm = decoder.norm.weight.detach().to(self.dtype)
+        self.embed = decoder.embed_tokens.weight.detach().to(device=dev, dtype=self.dtype)
+        self.norm = decoder.norm.weight.detach().to(device=dev, dtype=self.dtype)
+        # float32 everywhere through F.linear is the exact plan: transformers' arithmetic, op for op.
+        # Any other plan takes the fused path (fewer, larger ops per layer; see _forward).
+        self.exact = self.plan == KernelPlan.uniform("float32")
+        self._rope_table = None
+        if getattr(self.rotary, "rope_type", "default") in ("default", "linear", "llama3"):
+            # These do not depend on the sequence length: cos/sin of every position, computed once
+            # by the model's own module (the same values it computes per call), then just indexed.
+            positions = torch.arange(max_len)[None, :]
+            cos, sin = self.rotary(torch.zeros(1, dtype=torch.float32), positions)
+            self._rope_table = (cos[0].to(device=dev, dtype=self.dtype), sin[0].to(device=dev, dtype=self.dtype))
         body, head = self.plan.body, self.plan.head
-        self.lm_head = PackedLinear(model.lm_head.weight, getattr(model.lm_head, "bias", None), head, act)
+        self.lm_head = PackedLinear(model.lm_head.weight, getattr(model.lm_head, "bias", None), head, act, dev)
         self.layers = []
         for layer in decoder.layers:
             attn, mlp = layer.self_attn, layer.mlp
             self.layers.append(_Layer(
-                ln1=layer.input_layernorm.weight.detach().to(self.dtype),
-                qkv=fuse([attn.q_proj, attn.k_proj, attn.v_proj], body, act),
-                o=PackedLinear(attn.o_proj.weight, attn.o_proj.bias, body, act),
-                ln2=layer.post_attention_layernorm.weight.detach().to(self.dtype),
-                gate_up=fuse([mlp.gate_proj, mlp.up_proj], body, act),
-                down=PackedLinear(mlp.down_proj.weight, mlp.down_proj.bias, body, act),
+                ln1=layer.input_layernorm.weight.detach().to(device=dev, dtype=self.dtype),
+                qkv=fuse([attn.q_proj, attn.k_proj, attn.v_proj], body, act, dev),
+                o=PackedLinear(attn.o_proj.weight, attn.o_proj.bias, body, act, dev),
+                ln2=layer.post_attention_layernorm.weight.detach().to(device=dev, dtype=self.dtype),
+                gate_up=fuse([mlp.gate_proj, mlp.up_proj], body, act, dev),
+                down=PackedLinear(mlp.down_proj.weight, mlp.down_proj.bias, body, act, dev),
             ))
         self.max_slots = max_slots
         self.max_len = max_len
@@ -105,8 +118,8 @@ class ModelRunner:
         new_cap = min(self.max_len, -(-needed // CACHE_GROWTH) * CACHE_GROWTH)
         shape = (self.max_slots, self.n_kv, new_cap, self.head_dim)
         for i in range(len(self.layers)):
-            k = torch.zeros(shape, dtype=self.dtype)
-            v = torch.zeros(shape, dtype=self.dtype)
+            k = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            v = torch.zeros(shape, dtype=self.dtype, device=self.device)
             if self.capacity:
                 k[:, :, : self.capacity] = self.k[i]
                 v[:, :, : self.capacity] = self.v[i]
@@ -185,7 +198,8 @@ class ModelRunner:
         limits = [self.max_len if e is None or not len(e[0]) else int(e[0].min()) for e in embeds]
         starts = [self._reuse(self.n + j, p, limit) for j, (p, limit) in enumerate(zip(prompts, limits))]
         shifted = [None if e is None else (e[0] - s, e[1]) for e, s in zip(embeds, starts)]
-        packed = torch.tensor([[t for p, s in zip(prompts, starts) for t in p[s:]]], dtype=torch.long)
+        packed = torch.tensor([[t for p, s in zip(prompts, starts) for t in p[s:]]], dtype=torch.long,
+                              device=self.device)
         logits = self._forward(packed, self.n, starts, lengths=[len(p) - s for p, s in zip(prompts, starts)],
                                embeds=shifted)
         for p, limit in zip(prompts, limits):
@@ -203,7 +217,7 @@ class ModelRunner:
         if self.n >= self.max_slots:
             raise RuntimeError("no free cache slot")
         self._ensure_capacity(len(ids))
-        return self._forward(torch.tensor([ids], dtype=torch.long), self.n, [0], all_logits=True)
+        return self._forward(torch.tensor([ids], dtype=torch.long, device=self.device), self.n, [0], all_logits=True)
 
     @torch.inference_mode()
     def decode(self, tokens: list[int]) -> torch.Tensor:
@@ -212,7 +226,7 @@ class ModelRunner:
         assert len(tokens) == n
         positions = self.lens[:n]
         self._ensure_capacity(max(positions) + 1)
-        input_ids = torch.tensor(tokens, dtype=torch.long).view(n, 1)
+        input_ids = torch.tensor(tokens, dtype=torch.long, device=self.device).view(n, 1)
         logits = self._forward(input_ids, 0, positions)
         for i in range(n):
             self.lens[i] += 1
@@ -225,28 +239,32 @@ class ModelRunner:
         [t, vocab] with all_logits."""
         b, t = input_ids.shape
         rows = slice(first_slot, first_slot + b)
-        start = torch.tensor(starts, dtype=torch.long)
+        dev = self.device
+        start = torch.tensor(starts, dtype=torch.long, device=dev)
         lengths = lengths or [t]
         if t == 1:
             position_ids = start[:, None]
         else:
-            position_ids = torch.cat([torch.arange(s, s + n) for s, n in zip(starts, lengths)])[None, :]
+            position_ids = torch.cat([torch.arange(s, s + n, device=dev) for s, n in zip(starts, lengths)])[None, :]
         kv_len = max(starts) + t
         h = F.embedding(input_ids, self.embed)
         at = 0
         for n, spliced in zip(lengths, embeds or ()):
             if spliced is not None:
                 positions, vectors = spliced
-                h[0, at + positions] = vectors.to(h.dtype)
+                h[0, at + positions.to(dev)] = vectors.to(device=dev, dtype=h.dtype)
             at += n
-        cos, sin = self.rotary(h, position_ids)
+        if self._rope_table is not None:
+            cos, sin = self._rope_table[0][position_ids], self._rope_table[1][position_ids]
+        else:
+            cos, sin = self.rotary(h, position_ids)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         groups = self.n_heads // self.n_kv
         if t == 1:
             # Decode: each row sees its own history only. Query heads are grouped onto their
             # key/value head ([b, kv, groups, d]) so GQA needs no repeated keys.
-            mask = (torch.arange(kv_len)[None, :] <= start[:, None]).view(b, 1, 1, kv_len)
-            row_idx = torch.arange(first_slot, first_slot + b)
+            mask = (torch.arange(kv_len, device=dev)[None, :] <= start[:, None]).view(b, 1, 1, kv_len)
+            row_idx = torch.arange(first_slot, first_slot + b, device=dev)
         else:
             assert b == 1 and sum(lengths) == t
             offsets = [0]
@@ -254,18 +272,27 @@ class ModelRunner:
                 offsets.append(offsets[-1] + n)
             mask = None
             if any(starts):  # some prompts continue a cached prefix: each attends over its slot
-                mask = [torch.arange(s + n)[None, :] <= torch.arange(s, s + n)[:, None] for s, n in zip(starts, lengths)]
+                mask = [torch.arange(s + n, device=dev)[None, :] <= torch.arange(s, s + n, device=dev)[:, None]
+                        for s, n in zip(starts, lengths)]
             elif len(lengths) > 1:  # block-diagonal causal: each prompt sees only its own past
-                seq_id = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
-                causal = torch.ones(t, t, dtype=torch.bool).tril_()
+                seq_id = torch.repeat_interleave(torch.arange(len(lengths), device=dev),
+                                                 torch.tensor(lengths, device=dev))
+                causal = torch.ones(t, t, dtype=torch.bool, device=dev).tril_()
                 mask = (causal & (seq_id[:, None] == seq_id[None, :])).view(1, 1, t, t)
+        norm = self._rms_norm if self.exact else self._fused_rms_norm
+        heads, qk_size = self.n_heads + self.n_kv, self.q_size + self.kv_size
         for i, layer in enumerate(self.layers):
-            x = self._rms_norm(h, layer.ln1)
-            q, k, v = layer.qkv(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-            q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-            k = k.view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
-            v = v.view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            x = norm(h, layer.ln1)
+            qkv = layer.qkv(x)
+            if self.exact:
+                q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+                q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+                k = k.view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+                q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            else:  # q and k rotated together: half the ops
+                qk = _rotate_fused(qkv[..., :qk_size].view(b, t, heads, self.head_dim).transpose(1, 2), cos, sin)
+                q, k = qk[:, : self.n_heads], qk[:, self.n_heads :]
+            v = qkv[..., qk_size:].view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
             kc, vc = self.k[i], self.v[i]
             if t == 1:
                 kc[row_idx, :, start] = k[:, :, 0]
@@ -278,7 +305,7 @@ class ModelRunner:
             else:
                 out = self._prefill_attention(kc, vc, q, k, v, first_slot, starts, offsets, mask)
             h = h + layer.o(out.transpose(1, 2).reshape(b, t, self.q_size))
-            gate, up = layer.gate_up(self._rms_norm(h, layer.ln2)).chunk(2, dim=-1)
+            gate, up = layer.gate_up(norm(h, layer.ln2)).chunk(2, dim=-1)
             h = h + layer.down(F.silu(gate) * up)
         if all_logits:
             h = h[0]
@@ -286,7 +313,7 @@ class ModelRunner:
             h = h[:, 0]
         else:
             h = h[0, [off - 1 for off in offsets[1:]]]
-        return self.lm_head(self._rms_norm(h, self.norm)).float()
+        return self.lm_head(norm(h, self.norm)).float().cpu()  # sampling runs on the CPU
 
     def _prefill_attention(self, kc, vc, q, k, v, first_slot, starts, offsets, mask):
         """Write a packed prefill's keys and values into its slots (prompt j from starts[j]) and
@@ -316,6 +343,17 @@ class ModelRunner:
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return weight * xf.to(x.dtype)
+
+
+    def _fused_rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, weight.shape, weight, self.eps)
+
+
+def _rotate_fused(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """`_rotate` in three ops: x * cos + rotate_half(x) * sin."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((x[..., half:].neg(), x[..., :half]), dim=-1)
+    return torch.addcmul(x * cos, rotated, sin)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
