@@ -53,6 +53,8 @@ class DType(str, Enum):
     int4 = "int4"
 
 
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu or cuda (bf16, SDPA attention); default: "
+                                                              "CHATLOOP_DEVICE, else cpu.")]
 REF_HELP = ("Model REF: default, runs:RUN, hf:ORG/NAME[@REV], NAME:VERSION, NAME, NAME@CHANNEL, or a path to a "
             "Hugging Face model directory or .gguf file.")
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help=REF_HELP)]
@@ -88,6 +90,7 @@ def generate(
     system: SystemOpt = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Most tokens to generate.")] = 256,
     dtype: DTypeOpt = DType.auto,
+    device: DeviceOpt = None,
     temperature: Annotated[float, typer.Option(help="0 = greedy (deterministic).")] = 0.7,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")] = 0.9,
     seed: Annotated[int | None, typer.Option(help="Same seed, same text.")] = None,
@@ -105,7 +108,7 @@ def generate(
         t0 = time.time()
         target = resolve_ref(model)
         t_resolved = time.time()
-        engine = Engine.start(target, dtype.value, max_batch=1)
+        engine = Engine.start(target, dtype.value, max_batch=1, device=device)
         t_loaded = time.time()
         rendered = render_prompt(engine.tokenizer, _messages(system, prompt), max_tokens=engine.max_len - max_tokens)
         first_token_at = None
@@ -157,6 +160,7 @@ def chat(
     model: ModelOpt = "default",
     system: SystemOpt = None,
     dtype: DTypeOpt = DType.auto,
+    device: DeviceOpt = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Most tokens per answer.")] = 512,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.7,
 ) -> None:
@@ -173,7 +177,7 @@ def chat(
 
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=0.9)
         with console.status(f"loading {model} ..."):
-            engine = Engine.start(resolve_ref(model), dtype.value, max_batch=1)
+            engine = Engine.start(resolve_ref(model), dtype.value, max_batch=1, device=device)
     except ChatloopError as e:
         _fail(e)
     console.print(f"chatloop · {engine.model_id} ({engine.loaded.dtype}). {CHAT_HELP}", style="dim", markup=False)
@@ -245,6 +249,7 @@ def serve(
         "--model", "-m", help=REF_HELP + " Repeat to serve several; the first is 'default'.")] = None,
     db: DbOpt = None,
     dtype: DTypeOpt = DType.auto,
+    device: DeviceOpt = None,
     max_batch: Annotated[int | None, typer.Option("--max-batch", min=1, help="Sequences decoded together.")] = None,
     log_format: Annotated[str, typer.Option("--log-format", help="text or json (one object per line).")] = "text",
     mcp_config: Annotated[Path | None, typer.Option(
@@ -287,6 +292,10 @@ def serve(
             overrides["backend"] = backend
         if backend_key:
             overrides["backend_key"] = backend_key
+        if device:
+            from chatloop.engine.scheduler import check_device
+
+            overrides["device"] = check_device(device)
         settings = get_settings().model_copy(update=overrides)
         if settings.backend:
             from chatloop.engine.remote import RemoteBackend
@@ -356,13 +365,14 @@ def bench_decode(
     model: ModelOpt = "default",
     tokens: Annotated[int, typer.Option("--tokens", min=8, help="Tokens generated per stream.")] = 128,
     dtype: DTypeOpt = DType.auto,
+    device: DeviceOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Decode speed: transformers generate and llama.cpp vs our engine, 1/4/8 concurrent streams, the
     kernels chosen, the fraction of the memory-bandwidth roofline, startup time."""
     from chatloop.bench.decode import print_report, run_decode_bench
 
-    _bench(lambda: run_decode_bench(model, tokens, dtype=dtype.value), as_json, print_report)
+    _bench(lambda: run_decode_bench(model, tokens, dtype=dtype.value, device=device), as_json, print_report)
 
 
 @bench_app.command("serve")

@@ -9,6 +9,7 @@
     CHATLOOP_BACKEND, CHATLOOP_BACKEND_KEY                     a remote engine (serve --backend openai:URL)
     CHATLOOP_RELEASE_POLL_SECONDS, CHATLOOP_VOTE_SHARE                                    releases
     CHATLOOP_MAX_IMAGE_BYTES, CHATLOOP_MAX_IMAGE_PIXELS, CHATLOOP_MAX_IMAGES, CHATLOOP_OCR_TIMEOUT_SECONDS  images
+    CHATLOOP_DEVICE                  cpu or cuda (the engines' device; --device)
     CHATLOOP_KERNEL_PPL_BUDGET       accuracy budget of `--dtype auto`'s measured kernel choice
     CHATLOOP_MCP_CONFIG, CHATLOOP_TOOL_TIMEOUT_SECONDS, CHATLOOP_TOOL_MAX_OUTPUT_CHARS, CHATLOOP_MAX_TOOL_ROUNDS  tools
 
@@ -80,6 +81,8 @@ class Settings(BaseSettings):
     max_tool_rounds: int = Field(default=6, ge=1, description="Model answers per conversation turn when tools "
                                                               "are called (each round: calls, results, an answer).")
 
+    device: str = Field(default="cpu", description="Where engines run: cpu, or cuda (bf16, SDPA attention); "
+                                                   "`--device` sets it per command.")
     kernel_ppl_budget: float = Field(
         default=0.02, ge=0, description="`--dtype auto` uses a weight format only if its perplexity on a "
                                         "calibration text is at most this much (relative) above float32's.")

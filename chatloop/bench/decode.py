@@ -71,16 +71,19 @@ def _llama_cpp_tok_s(gguf: str | None, prompt: str, tokens: int) -> float | None
     return out["usage"]["completion_tokens"] / (time.perf_counter() - t)
 
 
-def copy_bandwidth() -> float:
+def copy_bandwidth(device: str = "cpu") -> float:
     """Bytes per second a large tensor copy moves (read + write, STREAM's convention), best of 5."""
     import torch
 
-    src = torch.ones(64 << 20, dtype=torch.float32)  # 256 MiB: far beyond any cache
+    src = torch.ones(64 << 20, dtype=torch.float32, device=device)  # 256 MiB: far beyond any cache
     dst = torch.empty_like(src)
+    sync = torch.cuda.synchronize if src.is_cuda else (lambda: None)
     best = float("inf")
     for _ in range(5):
+        sync()
         t = time.perf_counter()
         dst.copy_(src)
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * src.numel() * src.element_size() / best
 
@@ -116,10 +119,11 @@ def _startup(model: str) -> dict:
     return {"process_wall_ms": round(wall * 1000, 1), **report["startup_ms"]}
 
 
-def run_decode_bench(model: str = "default", tokens: int = 128, startup: bool = True, dtype: str = "auto") -> dict:
+def run_decode_bench(model: str = "default", tokens: int = 128, startup: bool = True, dtype: str = "auto",
+                     device: str | None = None) -> dict:
     from chatloop.models.refs import resolve
 
-    engine = Engine.start(model, dtype, max_batch=8, prefix_cache_mb=0)  # cold prefills: decoding is measured here
+    engine = Engine.start(model, dtype, max_batch=8, prefix_cache_mb=0, device=device)  # cold prefills: decoding is measured here
     try:
         prompts = [render_prompt(engine.tokenizer, [{"role": "user", "content": p}]).ids for p in PROMPTS]
         greedy = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
@@ -131,11 +135,12 @@ def run_decode_bench(model: str = "default", tokens: int = 128, startup: bool = 
         src = resolve(model)
         llama_cpp = _llama_cpp_tok_s(str(src.path) if src.kind == "gguf" else None, PROMPTS[0], tokens)
         single_decode = statistics.median(r.decode_tok_s for r in singles)
-        bandwidth = engine.run_on_engine_thread(copy_bandwidth)
+        bandwidth = engine.run_on_engine_thread(lambda: copy_bandwidth(engine.device))
         step_bytes = engine.runner.weight_bytes(1)
         report = {
             "model": engine.model_id,
             "dtype": engine.loaded.dtype,
+            "device": engine.device,
             "tokens_per_stream": tokens,
             "transformers_tok_s": round(transformers_tok_s, 2),
             "single_tok_s": round(single_tok_s, 2),

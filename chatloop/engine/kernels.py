@@ -1,6 +1,6 @@
 """`--dtype auto`: the weight formats chosen by measurement, on this machine, for this model.
 
-    plan, report = choose_plan(model, tokenizer, "smollm2-135m-instruct:1", max_batch=8)
+    plan, report = choose_plan(model, tokenizer, "smollm2-135m-instruct:1")
     python -m chatloop.engine.kernels [REF]        # measure now (the cache is ignored) and print
 
 Which format is fastest depends on the CPU more than on anything else: packed bf16 wins batches by 3x
@@ -32,6 +32,7 @@ from chatloop.hardware import fingerprint, fingerprint_key
 log = logging.getLogger(__name__)
 
 PREFILL = 128  # tokens of the measured prefill
+ROWS = (1, 2, 4, 8)  # decoding batch sizes measured; more rows than the last take the prefill's format
 VERSION = 1  # bump when the measurement changes: old cache entries are then measured again
 
 # Calibration text, written for this project: everyday English and Chinese, as chats look.
@@ -79,11 +80,11 @@ def _decode_times(runner, rows_list: list[int], reps: int) -> dict[int, float]:
     return out
 
 
-def measure(model, calibration_ids: list[int], max_batch: int, reps: int = 3) -> dict:
+def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) -> dict:
     """Time and score every runnable format; returns the raw measurements (JSON-ready)."""
     from chatloop.engine.runner import ModelRunner
 
-    rows_list = sorted({1, 2, 4, max_batch} & set(range(1, max_batch + 1)))
+    max_batch = max(rows_list)
     prompt = calibration_ids[:PREFILL]
     head_weight, head_bias = model.lm_head.weight, getattr(model.lm_head, "bias", None)
     hidden = head_weight.shape[1]
@@ -163,7 +164,7 @@ def decide(results: dict, budget: float) -> tuple[KernelPlan, dict]:
     return options[act]["plan"], {"chosen": act, "options": summary}
 
 
-def _check_combined(model, plan: KernelPlan, ids: list[int], limit: float, max_batch: int) -> KernelPlan:
+def _check_combined(model, plan: KernelPlan, ids: list[int], limit: float) -> KernelPlan:
     """Each format was scored alone; a quantised output projection on quantised layers may add up past
     the budget. Score the single-stream pair together; if it is over, keep the output projection dense."""
     from chatloop.engine.runner import ModelRunner
@@ -181,13 +182,13 @@ def _check_combined(model, plan: KernelPlan, ids: list[int], limit: float, max_b
     return KernelPlan(plan.act, plan.body, ((MANY, dense),))
 
 
-def choose_plan(model, tokenizer, model_id: str, max_batch: int) -> tuple[KernelPlan, dict]:
+def choose_plan(model, tokenizer, model_id: str) -> tuple[KernelPlan, dict]:
     """The cached plan for this machine and model version, or a new measurement (then cached)."""
     from chatloop.models.chat_format import render_conversation
 
     settings = get_settings()
     safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in model_id)
-    path = settings.kernels_dir / fingerprint_key() / f"{safe}-b{max_batch}.json"
+    path = settings.kernels_dir / fingerprint_key() / f"{safe}.json"
     budget = settings.kernel_ppl_budget
     if path.is_file():
         try:
@@ -199,9 +200,9 @@ def choose_plan(model, tokenizer, model_id: str, max_batch: int) -> tuple[Kernel
     t = time.perf_counter()
     log.info("measuring weight formats for %s on this machine (once; cached in %s)", model_id, path.parent)
     ids = render_conversation(tokenizer, CALIBRATION).ids
-    results = measure(model, ids, max_batch)
+    results = measure(model, ids)
     plan, summary = decide(results, budget)
-    plan = _check_combined(model, plan, ids, results["float32_ppl"] * (1 + budget), max_batch)
+    plan = _check_combined(model, plan, ids, results["float32_ppl"] * (1 + budget))
     summary["measured_s"] = round(time.perf_counter() - t, 1)
     summary["float32_ppl"] = round(results["float32_ppl"], 4)
     record = {"version": VERSION, "budget": budget, "model": model_id, "machine": fingerprint(),
@@ -218,7 +219,7 @@ def _main() -> int:
     from chatloop.models.loading import load_model
 
     loaded = load_model(sys.argv[1] if len(sys.argv) > 1 else "default", "float32")
-    results = measure(loaded.model, render_conversation(loaded.tokenizer, CALIBRATION).ids, 8)
+    results = measure(loaded.model, render_conversation(loaded.tokenizer, CALIBRATION).ids)
     plan, summary = decide(results, get_settings().kernel_ppl_budget)
     print(json.dumps({"plan": plan.describe(), "summary": summary, "measurements": results}, indent=1))
     return 0

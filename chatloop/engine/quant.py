@@ -95,11 +95,16 @@ def _pick(table: tuple[tuple[int, str], ...], rows: int) -> str:
 class _Weights:
     """One weight matrix in one format, and its matmul."""
 
-    def __init__(self, weight: torch.Tensor, fmt: str, act: torch.dtype):
+    def __init__(self, weight: torch.Tensor, fmt: str, act: torch.dtype, device: torch.device):
         w = weight.detach().float()
         self.fmt = fmt
         self.packed = False
-        if fmt == "float32":
+        if device.type != "cpu":
+            # On a GPU, plain F.linear is the fast kernel (cuBLAS); the packings below are CPU kernels.
+            if fmt not in ("float32", "bfloat16"):
+                raise ValueError(f"{fmt} weights run on the CPU only; on {device.type} use bfloat16 or float32")
+            self.w = w.to(device=device, dtype=act).contiguous()
+        elif fmt == "float32":
             self.w = w.contiguous()
         elif fmt == "float32-onednn" or (fmt == "bfloat16" and onednn_bf16()):
             self.w = torch.ops.mkldnn._reorder_linear_weight(w.to(act).contiguous())
@@ -146,13 +151,14 @@ class _Weights:
 class PackedLinear:
     """`y = x @ W.T + b`, in the format `table` picks for the call's number of rows; callable like nn.Linear."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, table, act: str):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, table, act: str, device="cpu"):
         self.act = torch.float32 if act == "float32" else torch.bfloat16
+        device = torch.device(device)
         self.out_features = weight.shape[0]
         self.table = tuple(table)
-        self.kernels = {fmt: _Weights(weight, fmt, self.act) for fmt in {f for _, f in self.table}}
+        self.kernels = {fmt: _Weights(weight, fmt, self.act, device) for fmt in {f for _, f in self.table}}
         self.only = self.kernels[self.table[0][1]] if len(self.kernels) == 1 else None
-        self.bias = None if bias is None else bias.detach().to(self.act).contiguous()
+        self.bias = None if bias is None else bias.detach().to(device=device, dtype=self.act).contiguous()
 
     def nbytes(self, rows: int) -> int:
         """Bytes of weights a product with `rows` rows reads."""
@@ -167,7 +173,7 @@ class PackedLinear:
         return y if self.bias is None else y + self.bias
 
 
-def fuse(linears: list, table, act: str) -> PackedLinear:
+def fuse(linears: list, table, act: str, device="cpu") -> PackedLinear:
     """One PackedLinear computing several projections of the same input (e.g. q, k and v)."""
     weight = torch.cat([lin.weight for lin in linears], dim=0)
     if all(lin.bias is None for lin in linears):
@@ -177,4 +183,4 @@ def fuse(linears: list, table, act: str) -> PackedLinear:
             lin.bias if lin.bias is not None else torch.zeros(lin.weight.shape[0], dtype=weight.dtype)
             for lin in linears
         ])
-    return PackedLinear(weight, bias, table, act)
+    return PackedLinear(weight, bias, table, act, device)

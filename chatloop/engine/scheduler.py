@@ -134,6 +134,19 @@ class _Sequence:
     cached_tokens: int = 0
 
 
+def check_device(device: str) -> str:
+    """`device` if this machine has it, else a UsageError saying what it has."""
+    import torch
+
+    if device == "cpu":
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: no CUDA GPU is visible to torch here ({torch.__version__})")
+        return device
+    raise UsageError(f"unknown device '{device}': choose cpu or cuda")
+
+
 class Engine:
     def __init__(
         self,
@@ -142,15 +155,17 @@ class Engine:
         max_waiting: int = 64,
         max_len: int | None = None,
         prefix_cache_mb: int | None = None,
+        device: str | None = None,
     ):
         """Start the engine thread, which calls `loader()`; returns once the model is ready
         (re-raising the loader's error, e.g. ModelRefError for a bad reference). prefix_cache_mb:
-        the prefix cache's budget (0 disables it; None: the CHATLOOP_PREFIX_CACHE_MB setting)."""
-        if prefix_cache_mb is None:
-            from chatloop.config import get_settings
+        the prefix cache's budget (0 disables it; None: the CHATLOOP_PREFIX_CACHE_MB setting).
+        device: cpu or cuda (None: the CHATLOOP_DEVICE setting)."""
+        from chatloop.config import get_settings
 
-            prefix_cache_mb = get_settings().prefix_cache_mb
-        self.prefix_cache_mb = prefix_cache_mb
+        settings = get_settings()
+        self.prefix_cache_mb = settings.prefix_cache_mb if prefix_cache_mb is None else prefix_cache_mb
+        self.device = check_device(device or settings.device)
         self.max_batch = max_batch
         self.max_waiting = max_waiting
         self._waiting: deque[_Sequence] = deque()
@@ -171,13 +186,13 @@ class Engine:
 
     @classmethod
     def start(cls, ref, dtype: str = "auto", *, max_batch: int = 8, max_waiting: int = 64,
-              prefix_cache_mb: int | None = None) -> "Engine":
+              prefix_cache_mb: int | None = None, device: str | None = None) -> "Engine":
         """The one way to start an engine from a model reference (a REF string or a ResolvedRef), for
         the CLI, the server's engine pool and the benchmarks."""
         from chatloop.models.loading import load_model
 
         return cls(lambda: load_model(ref, dtype), max_batch=max_batch, max_waiting=max_waiting,
-                   prefix_cache_mb=prefix_cache_mb)
+                   prefix_cache_mb=prefix_cache_mb, device=device)
 
     def _setup(self, loader: Callable[[], LoadedModel], max_len: int | None) -> None:
         loaded = loader()
@@ -187,16 +202,24 @@ class Engine:
         self.skipped_ids = skipped_ids(loaded.tokenizer, tool_format(loaded.tokenizer).markers)
         self.max_len = min(max_len or loaded.context_len, loaded.context_len)
         t = time.perf_counter()
-        if loaded.dtype == "auto":
-            plan, self.kernel_choice = choose_plan(loaded.model, loaded.tokenizer, loaded.model_id, self.max_batch)
+        if self.device != "cpu":
+            # A GPU has one fast format for every case (bf16 through cuBLAS); the measured choice and
+            # the int8/int4 packings are CPU kernels.
+            if loaded.dtype not in ("auto", "float32", "bfloat16"):
+                raise UsageError(f"--dtype {loaded.dtype} runs on the CPU only; on {self.device} use auto "
+                                 "(bfloat16), bfloat16 or float32")
+            plan = KernelPlan.uniform("float32" if loaded.dtype == "float32" else "bfloat16")
+            self.kernel_choice = {"device": self.device, "forced": loaded.dtype}
+        elif loaded.dtype == "auto":
+            plan, self.kernel_choice = choose_plan(loaded.model, loaded.tokenizer, loaded.model_id)
             loaded.timings["kernel_choice_s"] = time.perf_counter() - t
-            log.info("%s kernels: %s", loaded.model_id, plan.describe())
         else:
             plan, self.kernel_choice = KernelPlan.uniform(loaded.dtype), {"forced": loaded.dtype}
+        log.info("%s on %s, kernels: %s", loaded.model_id, self.device, plan.describe())
         self.plan = plan
         t = time.perf_counter()
         self.runner = ModelRunner(loaded.model, plan, max_slots=self.max_batch, max_len=self.max_len,
-                                  prefix_cache_bytes=self.prefix_cache_mb << 20)
+                                  prefix_cache_bytes=self.prefix_cache_mb << 20, device=self.device)
         loaded.timings["pack_s"] = time.perf_counter() - t
         self.vocab_size = loaded.model.config.get_text_config().vocab_size
         # A vision-language model takes images as pixels (serving/images.py asks `accepts_images`).

@@ -55,7 +55,8 @@ def create_app(settings: Settings, *, models: list[str], dtype: str = "auto", we
             log.warning("marked %d answers interrupted by the last shutdown", interrupted)
         pool = EnginePool(dtype=dtype, max_batch=settings.max_batch, max_waiting=settings.max_waiting,
                           max_extra=settings.max_loaded_models,
-                          idle_seconds=settings.model_idle_seconds, prefix_cache_mb=settings.prefix_cache_mb)
+                          idle_seconds=settings.model_idle_seconds, prefix_cache_mb=settings.prefix_cache_mb,
+                          device=settings.device)
         chat = ChatService(pool, db, models=models, limits=Limits.from_settings(settings), metrics=metrics,
                            poll_seconds=settings.release_poll_seconds,
                            images=ImageReader(ImageLimits.from_settings(settings)),

@@ -64,8 +64,8 @@ class Lease:
 
 class EnginePool:
     def __init__(self, *, dtype: str, max_batch: int, max_waiting: int, max_extra: int, idle_seconds: float,
-                 prefix_cache_mb: int | None = None):
-        self.dtype, self.max_batch, self.max_waiting = dtype, max_batch, max_waiting
+                 prefix_cache_mb: int | None = None, device: str = "cpu"):
+        self.dtype, self.max_batch, self.max_waiting, self.device = dtype, max_batch, max_waiting, device
         self.prefix_cache_mb = prefix_cache_mb
         self.max_extra, self.idle_seconds = max_extra, idle_seconds
         self._slots: dict[str, _Slot] = {}
@@ -82,8 +82,10 @@ class EnginePool:
             slot.users += 1
             try:
                 kind = RemoteEngine if ref.kind == "remote" else Engine  # a remote engine: engine/remote.py
+                where = {} if kind is RemoteEngine else {"device": self.device}
                 engine = await asyncio.to_thread(kind.start, ref, self.dtype, max_batch=self.max_batch,
-                                                 max_waiting=self.max_waiting, prefix_cache_mb=self.prefix_cache_mb)
+                                                 max_waiting=self.max_waiting, prefix_cache_mb=self.prefix_cache_mb,
+                                                 **where)
             except BaseException as e:
                 del self._slots[ref.model_id]
                 slot.ready.set_exception(e)

@@ -113,7 +113,7 @@ def test_fast_dtypes_stay_within_their_perplexity_bound_of_float32(float32_engin
     model = loaded.model
     base = perplexity(model, "float32", ids)
     assert 1.0 < base < 100.0  # the model actually predicts this text
-    plan = choose_plan(model, tok, loaded.model_id, 8)[0] if mode == "auto" else mode
+    plan = choose_plan(model, tok, loaded.model_id)[0] if mode == "auto" else mode
     for stepwise in (False, True):
         ppl = perplexity(model, plan, ids, stepwise)
         assert base * 0.9 <= ppl <= base * BOUND[mode], f"{mode} (stepwise={stepwise}): {ppl:.3f} vs {base:.3f}"

@@ -116,7 +116,7 @@ def test_auto_measures_once_per_machine_and_model_then_reads_the_cache(tiny_dir,
 
     monkeypatch.setenv("CHATLOOP_HOME", str(tmp_path))
     loaded = load_model(str(tiny_dir), "float32")
-    plan, summary = kernels.choose_plan(loaded.model, loaded.tokenizer, loaded.model_id, max_batch=4)
+    plan, summary = kernels.choose_plan(loaded.model, loaded.tokenizer, loaded.model_id)
     assert summary["chosen"] in ("float32", "bfloat16") and "cached" not in summary
     files = list((tmp_path / "kernels").rglob("*.json"))
     assert len(files) == 1
@@ -128,5 +128,5 @@ def test_auto_measures_once_per_machine_and_model_then_reads_the_cache(tiny_dir,
         raise AssertionError("measured again")
 
     monkeypatch.setattr(kernels, "measure", no_measuring)
-    again, summary = kernels.choose_plan(loaded.model, loaded.tokenizer, loaded.model_id, max_batch=4)
+    again, summary = kernels.choose_plan(loaded.model, loaded.tokenizer, loaded.model_id)
     assert again == plan and summary["cached"] == str(files[0])
