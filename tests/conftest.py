@@ -176,7 +176,7 @@ def tool_model_ref() -> str:
     from chatloop.registry.versions import list_versions
 
     data = ROOT / "chatloop" / "data"
-    sources = [TOOL_PRESET, data / "tool_synthetic.py", data / "tool_pools.py"]
+    sources = [TOOL_PRESET, data / "tool_synthetic.py", data / "tool_pools.py", data / "tool_plain.py"]
     key = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:10]
     name, run = f"default-tools-{key}", f"default-tools-sft-{key}"
     db = default_database()

@@ -4,7 +4,7 @@
     python -m chatloop.data.tool_synthetic heldout out.jsonl
     materialize("synthetic:tools:1200:mix:0", Path("run/data"))   # a stage config's data entry
 
-A training row is `{"tools": [OpenAI function definitions], "messages": [...]}`: one to three
+A training row is `{"tools": [OpenAI function definitions], "messages": [...]}`: one to four
 questions in one language, each followed either by a call (`tool_calls`, arguments as JSON text),
 the tool's real result (a `tool` message written as the built-in tool writes it: the calculator's
 exact value, the time in the named zone, numbered snippets) and a final answer that states it
@@ -160,7 +160,7 @@ def exchange(r: random.Random, pool: P.Pool, kind: str, offered: set[str], lang:
 
 
 def gen_row(r: random.Random, pool: P.Pool, when: datetime) -> dict:
-    """One training conversation: a subset of the tools, then one to three exchanges in one language
+    """One training conversation: a subset of the tools, then one to four exchanges in one language
     (several exchanges share the tool descriptions, which are most of a short conversation's tokens).
     The first question's tool is offered 85 times in 100; a later question whose tool is not
     offered is kept three times in ten (else another kind is drawn)."""
@@ -169,7 +169,7 @@ def gen_row(r: random.Random, pool: P.Pool, when: datetime) -> dict:
     tools = _offer(r, NEEDS[first], absent=first != "none" and r.random() < 0.15)
     offered = {t["function"]["name"] for t in tools}
     kinds = [first]
-    for _ in range(r.choices((0, 1, 2), weights=(40, 35, 25))[0]):
+    for _ in range(r.choices((0, 1, 2, 3), weights=(15, 30, 30, 25))[0]):
         kind = r.choices(KINDS, weights=WEIGHTS)[0]
         while NEEDS[kind] and NEEDS[kind] not in offered and r.random() >= 0.3:
             kind = r.choices(KINDS, weights=WEIGHTS)[0]

@@ -60,7 +60,7 @@ def test_kinds_languages_and_tool_subsets_are_all_present():
     no_call = [(offered, ex) for offered, ex in exchanges if len(ex) == 2]
     assert 0.4 < len(no_call) / len(exchanges) < 0.6  # about half the questions need no call (WEIGHTS)
     assert Counter(len(row["tools"]) for row in ROWS).keys() == {1, 2, 3}
-    assert Counter(len(_exchanges(row)) for row in ROWS).keys() == {1, 2, 3}
+    assert Counter(len(_exchanges(row)) for row in ROWS).keys() == {1, 2, 3, 4}
     assert any("\u4e00" <= ch <= "\u9fff" for row in ROWS[:20] for ch in row["messages"][-1]["content"])
     # a needed tool that is not offered: no call, and a "cannot" (or, for arithmetic, the answer)
     cannot = {text: kind for kind, langs in P.CANNOT.items() for texts in langs.values() for text in texts}
