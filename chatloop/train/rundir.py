@@ -63,6 +63,8 @@ class RunDir:
         if writer:
             path.mkdir(parents=True, exist_ok=True)
             clean_staging(self.checkpoints)
+            for stray in path.glob(f".{self.final.name}.tmp-*"):  # a final/ whose publishing was killed
+                shutil.rmtree(stray)
             atomic_write_text(saved, config_text)
 
     def log(self, record: dict) -> None:
@@ -72,7 +74,8 @@ class RunDir:
             f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
 
     def rewind_metrics(self, step: int) -> None:
-        """On resume, drop records of steps after the checkpoint: they are about to be redone."""
+        """On resume, drop records of steps after the checkpoint, and the run's summary record
+        (`"summary": true`): they are about to be redone."""
         if not self.writer or not self.metrics_path.exists():
             return
         kept = []
@@ -81,7 +84,7 @@ class RunDir:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by kill -9; it belongs to a step being redone
-            if record.get("step", 0) <= step:
+            if record.get("step", 0) <= step and not record.get("summary"):
                 kept.append(line + "\n")
         atomic_write_text(self.metrics_path, "".join(kept))
 
