@@ -95,11 +95,14 @@ def resumable_trainer():
             s = super()._get_train_sampler(dataset)
             return EpochSampler(s.data_source, s.mini_repeat_count, s.batch_size, s.repeat_count, s.shuffle, s.seed)
 
+        extra_state_required = True
+
         def extra_state(self) -> dict:
             # _step decides when to sample again; the buffer holds the completions not used up yet.
-            return {"step": self._step, "buffered_inputs": self._buffered_inputs}
+            return {**(super().extra_state() or {}), "step": self._step, "buffered_inputs": self._buffered_inputs}
 
         def load_extra_state(self, state: dict) -> None:
+            super().load_extra_state(state)
             self._step = state["step"]
             self._buffered_inputs = state["buffered_inputs"]
 

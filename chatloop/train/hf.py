@@ -107,13 +107,20 @@ def atomic_trainer(base):
     class Atomic(base):
         chatloop_run: RunDir
 
+        # Whether resuming without the extra state would change the weights (else only metrics).
+        extra_state_required = False
+
         def extra_state(self) -> dict | None:
             """What this trainer carries from step to step beyond HF's checkpoint (tensors, lists,
-            numbers); None when nothing."""
+            numbers); None when nothing. TRL's token counter feeds the `num_tokens` metric."""
+            if hasattr(self, "_total_train_tokens"):
+                return {"total_train_tokens": self._total_train_tokens}
             return None
 
         def load_extra_state(self, state: dict) -> None:
             """Restore what `extra_state` returned when the checkpoint was written."""
+            if "total_train_tokens" in state:
+                self._total_train_tokens = state["total_train_tokens"]
 
         def restore_extra_state(self, checkpoint: Path) -> None:
             import torch
@@ -121,11 +128,14 @@ def atomic_trainer(base):
             if self.extra_state() is None:
                 return
             path = checkpoint / extra_state_file()
-            if not path.is_file():
+            if path.is_file():
+                self.load_extra_state(torch.load(path, weights_only=True))
+            elif self.extra_state_required:
                 raise CheckpointError(
                     f"checkpoint {checkpoint} has no {path.name}: it was written without this stage's "
                     "training state, so resuming would not reproduce the run; start it again without --resume")
-            self.load_extra_state(torch.load(path, weights_only=True))
+            else:
+                note(f"{checkpoint} has no {path.name}: the num_tokens metric restarts from 0")
 
         def _save_checkpoint(self, model, trial):
             import torch
@@ -250,11 +260,11 @@ def train_and_publish(trainer, run: RunDir, resume: bool, tokenizer, *, parent: 
         run.rewind_metrics(start)
         if ckpt:
             note(f"resuming from {ckpt} (step {start})")
+    if ckpt:
+        trainer.restore_extra_state(ckpt)
     if ckpt and start >= trainer.args.max_steps:
         finish_from(trainer, ckpt)
     else:
-        if ckpt:
-            trainer.restore_extra_state(ckpt)
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     metrics = {"step": trainer.state.global_step, "train_loss": run_loss(trainer.state.log_history)}
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]

@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from chatloop.errors import UsageError
-from chatloop.fsutil import atomic_write_text, publish_dir, sha256_file, staging_dir
+from chatloop.fsutil import atomic_write_text, publish_dir, reporting_full_disk, sha256_file, staging_dir
 from chatloop.models.manifest import write_manifest
 from chatloop.train.checkpoints import clean_staging
 from chatloop.train.config import dump_config
@@ -91,26 +91,29 @@ class RunDir:
     def publish_final(
         self, write: Callable[[Path], None], *, parent: str | None, data: list[Path], metrics: dict, step: int
     ) -> Path:
-        tmp = staging_dir(self.final)
+        tmp = None
         try:
-            write(tmp)
-            atomic_write_text(tmp / "training_config.yaml", dump_config(self.cfg))
-            write_manifest(
-                tmp,
-                name=self.path.name,
-                version=f"{self.stage}-step{step}",
-                stage=self.stage,
-                parent=parent,
-                data_sha256=data_snapshot_hash(data),
-                data_files=[str(p) for p in data],
-                config=self.cfg.model_dump(mode="json"),
-                metrics=metrics,
-            )
-            if self.final.exists():
-                shutil.rmtree(self.final)
-            publish_dir(tmp, self.final)
+            with reporting_full_disk(self.path, f"writing {self.final}",
+                                     "the checkpoints are intact: free some space, then rerun with --resume"):
+                tmp = staging_dir(self.final)
+                write(tmp)
+                atomic_write_text(tmp / "training_config.yaml", dump_config(self.cfg))
+                write_manifest(
+                    tmp,
+                    name=self.path.name,
+                    version=f"{self.stage}-step{step}",
+                    stage=self.stage,
+                    parent=parent,
+                    data_sha256=data_snapshot_hash(data),
+                    data_files=[str(p) for p in data],
+                    config=self.cfg.model_dump(mode="json"),
+                    metrics=metrics,
+                )
+                if self.final.exists():
+                    shutil.rmtree(self.final)
+                publish_dir(tmp, self.final)
         finally:
-            if tmp.exists():
+            if tmp is not None and tmp.exists():
                 shutil.rmtree(tmp)
         return self.final
 
