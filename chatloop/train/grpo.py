@@ -72,30 +72,34 @@ class RewardModelScore:
                 for p, c in zip(prompts, completions)]
 
 
-def resumable_trainer():
-    """GRPOTrainer (atomic checkpoints) that saves and restores what TRL keeps between steps."""
-    from trl import GRPOTrainer
+def epoch_seeded(sampler):
+    """TRL's RepeatSampler draws each epoch's order from one generator that advances per pass, so a
+    process resumed in epoch N would replay epoch 0's order. This returns the same sampler whose
+    `set_epoch(N)` (called by the HF loop before each pass) rewinds the generator to where epoch N
+    starts: the same orders as TRL's, but a function of (seed, epoch)."""
+    import torch
     from trl.trainer.utils import RepeatSampler
 
     class EpochSampler(RepeatSampler):
-        """TRL's sampler draws each epoch's order from one generator that advances per pass, so a
-        process resumed in epoch N would replay epoch 0's order; here `set_epoch` (called by the
-        HF loop before each pass) rewinds it to where epoch N starts."""
-
         def set_epoch(self, epoch: int) -> None:
-            import torch
-
             if self.shuffle:
                 self.generator.manual_seed(self.seed)
                 for _ in range(epoch):
                     torch.randperm(self.num_samples, generator=self.generator)
 
-    class ResumableGRPOTrainer(atomic_trainer(GRPOTrainer)):
-        def _get_train_sampler(self, dataset=None):
-            s = super()._get_train_sampler(dataset)
-            return EpochSampler(s.data_source, s.mini_repeat_count, s.batch_size, s.repeat_count, s.shuffle, s.seed)
+    s = sampler
+    return EpochSampler(s.data_source, s.mini_repeat_count, s.batch_size, s.repeat_count, s.shuffle, s.seed)
 
+
+def resumable_trainer():
+    """GRPOTrainer (atomic checkpoints) that saves and restores what TRL keeps between steps."""
+    from trl import GRPOTrainer
+
+    class ResumableGRPOTrainer(atomic_trainer(GRPOTrainer)):
         extra_state_required = True
+
+        def _get_train_sampler(self, dataset=None):
+            return epoch_seeded(super()._get_train_sampler(dataset))
 
         def extra_state(self) -> dict:
             # _step decides when to sample again; the buffer holds the completions not used up yet.

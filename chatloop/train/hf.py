@@ -110,17 +110,26 @@ def atomic_trainer(base):
         # Whether resuming without the extra state would change the weights (else only metrics).
         extra_state_required = False
 
+        def _synced_ref(self):
+            """The reference model when `sync_ref_model` moves it towards the policy during training."""
+            return getattr(self, "ref_model", None) if getattr(self.args, "sync_ref_model", False) else None
+
         def extra_state(self) -> dict | None:
             """What this trainer carries from step to step beyond HF's checkpoint (tensors, lists,
             numbers); None when nothing. TRL's token counter feeds the `num_tokens` metric."""
+            state = {}
             if hasattr(self, "_total_train_tokens"):
-                return {"total_train_tokens": self._total_train_tokens}
-            return None
+                state["total_train_tokens"] = self._total_train_tokens
+            if (ref := self._synced_ref()) is not None:
+                state["ref_model"] = ref.state_dict()
+            return state or None
 
         def load_extra_state(self, state: dict) -> None:
             """Restore what `extra_state` returned when the checkpoint was written."""
             if "total_train_tokens" in state:
                 self._total_train_tokens = state["total_train_tokens"]
+            if (ref := self._synced_ref()) is not None:
+                ref.load_state_dict(state["ref_model"])
 
         def restore_extra_state(self, checkpoint: Path) -> None:
             import torch
@@ -130,7 +139,7 @@ def atomic_trainer(base):
             path = checkpoint / extra_state_file()
             if path.is_file():
                 self.load_extra_state(torch.load(path, weights_only=True))
-            elif self.extra_state_required:
+            elif self.extra_state_required or self._synced_ref() is not None:
                 raise CheckpointError(
                     f"checkpoint {checkpoint} has no {path.name}: it was written without this stage's "
                     "training state, so resuming would not reproduce the run; start it again without --resume")

@@ -72,7 +72,7 @@ def kill_repeatedly(stage: str, config: Path, out: Path, kills: int = 3, seed: i
         if final_turn and any(out.glob(".final.tmp-*")):
             killed_during_final = True
     final = subprocess.run(cli(stage, config, out, "--resume"), env=env(), capture_output=True, text=True,
-                           timeout=600)
+                           timeout=600, check=False)
     return {"kills": done_kills, "killed_during_save": killed_during_save, "killed_during_final": killed_during_final,
             "returncode": final.returncode, "stderr": final.stderr, "seed": seed,
             "stray_staging": any(ckpts.glob(".step-*.tmp-*")) or any(out.glob(".final.tmp-*"))}

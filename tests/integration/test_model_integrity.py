@@ -13,13 +13,13 @@ import sys
 
 import pytest
 import yaml
+from conftest import make_tiny_model
 from safetensors.torch import load_file
 
 from chatloop.errors import ModelRefError
 from chatloop.models.loading import load_model
 from chatloop.models.manifest import MANIFEST, write_manifest
 from chatloop.train.checkpoints import CheckpointError, complete_checkpoints
-from conftest import make_tiny_model
 
 
 def chatloop(*args: str, home) -> subprocess.CompletedProcess:

@@ -22,7 +22,8 @@ def small_disk(tmp_path):
     """(mount point, resize(mib)): a tmpfs that starts at 1 MiB."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True, text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True, text=True,
+                          check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs for the disk-full test (needs root): {done.stderr.strip()}")
 
@@ -56,7 +57,8 @@ def test_disk_full_during_a_checkpoint_save_is_one_clear_error_and_resume_works(
     disk, resize = small_disk
     resize((rest + checkpoint * 3 // 2) // MIB + 2)  # room for the first checkpoint, not for the second
     out = disk / "run"
-    failed = subprocess.run(cli("reward", config, out), env=env(), capture_output=True, text=True, timeout=600)
+    failed = subprocess.run(cli("reward", config, out), env=env(), capture_output=True, text=True, timeout=600,
+                            check=False)
     assert failed.returncode == 1, failed.stderr[-3000:]
     reason = failed.stderr.strip().splitlines()[-1]
     second = out / "checkpoints" / "step-00000004"
@@ -70,7 +72,7 @@ def test_disk_full_during_a_checkpoint_save_is_one_clear_error_and_resume_works(
 
     resize((rest + checkpoint * 4 + tree_size(reference / "final")) // MIB + 8)  # space is back
     resumed = subprocess.run(cli("reward", config, out, "--resume"), env=env(), capture_output=True, text=True,
-                             timeout=600)
+                             timeout=600, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr and "step-00000002" in resumed.stderr
     ours, theirs = load_file(out / "final" / "model.safetensors"), load_file(reference / "final" / "model.safetensors")

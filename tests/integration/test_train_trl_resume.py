@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 CASES = {
     # 40 pairs, 4 held out, batches of 4: 9 steps an epoch, so 24 steps cross two epoch boundaries
     "reward": {"data": ["synthetic:pairs:40:mix"], "max_steps": 24, "save_every": 3, "eval_fraction": 0.1},
-    "dpo": {"data": ["synthetic:pairs:40:mix"], "max_steps": 16, "save_every": 2,
+    "dpo": {"data": ["synthetic:pairs:40:mix"], "max_steps": 12, "save_every": 2,
             "lora": {"enabled": True, "r": 8, "alpha": 16, "dropout": 0.1}},
     "kto": {"data": ["synthetic:kto:40:mix"], "max_steps": 12, "save_every": 2, "grad_accum": 2},
     # 6 prompts x 4 completions, one prompt a step, one generation for two steps: 6 steps an epoch
@@ -57,7 +57,7 @@ def final_metrics(run_dir) -> dict:
 def test_resume_after_kill_matches_uninterrupted(stage, tmp_path, tiny_dir):
     config = write_config(tmp_path, stage, tiny_dir)
     ref = subprocess.run(cli(stage, config, tmp_path / "ref", "--json"), env=env(), capture_output=True, text=True,
-                         timeout=600)
+                         timeout=600, check=False)
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "killed"
     report = kill_repeatedly(stage, config, out, kills=3, seed=SEEDS[stage], during_final=True)
@@ -79,3 +79,30 @@ def test_resume_after_kill_matches_uninterrupted(stage, tmp_path, tiny_dir):
     assert losses(out) == losses(tmp_path / "ref")
     assert final_metrics(out) == final_metrics(tmp_path / "ref")
     assert json.loads(ref.stdout)["step"] == CASES[stage]["max_steps"]
+
+
+def test_dpo_with_a_synced_reference_model_resumes_exactly(tmp_path, tiny_dir):
+    """`sync_ref_model` moves the reference model towards the policy every few steps; HF's checkpoint
+    does not hold it, ours does: resuming between two syncs must not fall back to the parent."""
+    import shutil
+
+    from chatloop.train.config import load_config
+    from chatloop.train.dpo import DPOStageConfig, run
+
+    config = tmp_path / "dpo.yaml"
+    config.write_text(yaml.safe_dump({
+        "run_name": "dpo-sync", "seed": 5, "model": str(tiny_dir), "data": ["synthetic:pairs:40:mix"],
+        "max_steps": 5, "save_every": 1, "keep_checkpoints": 10, "batch_size": 4, "lr": 1e-3, "warmup_steps": 1,
+        "max_length": 64, "eval_fraction": 0.0, "threads": 1,
+        "trl": {"sync_ref_model": True, "ref_model_sync_steps": 2, "ref_model_mixup_alpha": 0.5},
+    }))
+    cfg = load_config(DPOStageConfig, config)
+    run(cfg, tmp_path / "ref", resume=False)
+    resumed = shutil.copytree(tmp_path / "ref", tmp_path / "resumed")
+    shutil.rmtree(resumed / "final")
+    for later in ("step-00000004", "step-00000005"):  # as if killed during step 4, after the sync at 2
+        shutil.rmtree(resumed / "checkpoints" / later)
+    run(cfg, resumed, resume=True)
+    ours = load_file(resumed / "final" / "model.safetensors")
+    theirs = load_file(tmp_path / "ref" / "final" / "model.safetensors")
+    assert all(ours[k].equal(theirs[k]) for k in theirs), "the resumed run trained against another reference model"
