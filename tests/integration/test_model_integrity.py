@@ -80,6 +80,7 @@ def test_a_manifest_listing_files_outside_its_directory_is_refused(model, path):
         load_model(str(model), "float32")
 
 
+@pytest.mark.slow  # a fresh home: the CLI sets up its registry first
 def test_a_corrupted_registry_version_is_refused_by_the_cli(tmp_path, tiny_dir):
     home = tmp_path / "home"
     done = chatloop("models", "import", str(tiny_dir), "--name", "tiny", home=home)
