@@ -55,6 +55,10 @@ class AuthenticationFailed(ChatloopError):
     """Wrong credentials, or none."""
 
 
+class StorageFull(ChatloopError):
+    """A write failed because the filesystem is full (or over quota); freeing space and retrying helps."""
+
+
 class TimedOut(ChatloopError):
     """Work on the request's input took longer than its budget (reading an image's text)."""
 

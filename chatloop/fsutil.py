@@ -4,17 +4,26 @@ Writes go to a temporary sibling, are fsynced, then atomically renamed, so that 
 cache, a training checkpoint or a run's `final/` never sees a half-written directory: it either
 does not exist yet or is complete. `digest_tree` and `verify_digests` are the one implementation of
 the `{relative path: sha256}` maps behind model manifests and checkpoint completion markers.
+`reporting_full_disk` turns a write that failed on a full filesystem into one clear StorageFull.
 """
 
+import contextlib
+import errno
 import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chatloop.errors import ChatloopError, StorageFull
+
 HASH_WORKERS = 4
+# Writers that hide the errno (torch.save reports "unexpected pos ..."): a failure with less than
+# this left on the filesystem is taken to be the disk filling up.
+NEARLY_FULL = 1 << 20
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -118,3 +127,41 @@ def publish_dir(tmp: Path, final: Path) -> bool:
         raise
     fsync_dir(final.parent)
     return True
+
+
+def out_of_space(exc: BaseException, path: Path) -> bool:
+    """Whether `exc`, raised while writing under `path`, means that its filesystem is full: ENOSPC or
+    EDQUOT anywhere in the exception's chain, or almost no space left there now."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(seen) or "os error 28" in str(seen):  # safetensors' Rust errors
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return free_bytes(path) < NEARLY_FULL
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes available on the filesystem holding `path` (its nearest existing ancestor)."""
+    for candidate in (path, *path.parents):
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(candidate).free
+    return 0
+
+
+@contextlib.contextmanager
+def reporting_full_disk(path: Path, doing: str, hint: str = "free some space and try again") -> Iterator[None]:
+    """Re-raise a failure inside the block that came from the filesystem under `path` filling up as
+    StorageFull: "no space left on device while DOING (N MiB free on PATH's filesystem); HINT"."""
+    try:
+        yield
+    except ChatloopError:
+        raise
+    except Exception as e:
+        if not out_of_space(e, path):
+            raise
+        free = free_bytes(path) / (1 << 20)
+        raise StorageFull(
+            f"no space left on device while {doing} ({free:.1f} MiB free on the filesystem of {path}); {hint}"
+        ) from e

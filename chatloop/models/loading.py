@@ -8,6 +8,7 @@ so later starts only read safetensors. Every directory with a manifest is verifi
 import json
 import logging
 import shutil
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +67,7 @@ def gguf_to_dir(gguf: Path, final: Path, *, name: str, version: str, **lineage) 
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
-    except (ValueError, KeyError, OSError, RuntimeError) as e:
+    except (ValueError, KeyError, OSError, RuntimeError, struct.error) as e:  # struct: a file cut short
         raise ModelRefError(f"cannot load GGUF file {gguf}: {e}") from e
     config = quantized.config
     if hasattr(config, "quantization_config"):

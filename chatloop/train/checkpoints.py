@@ -4,8 +4,11 @@ A checkpoint is written into a temporary sibling directory, sealed with a comple
 lists the sha256 of every file (written last), fsynced, then atomically renamed to
 `checkpoints/step-NNNNNNNN/`. A `kill -9` at any instant therefore leaves either the previous
 checkpoints untouched or a new complete one, plus at most a stray `.step-*.tmp-*` directory that the
-next run deletes. Resuming picks the newest complete checkpoint and verifies every digest; a
-mismatch (a tampered or corrupted file) is refused with a message naming the files.
+next run deletes. A save that fills the disk removes its staging directory and raises StorageFull
+(exit 1) naming the checkpoint; the older checkpoints are untouched, so `--resume` continues from
+the newest of them once there is space again. Resuming picks the newest complete checkpoint and
+verifies every digest; a mismatch (a tampered or corrupted file) is refused with a message naming
+the files and the older checkpoint that still verifies, if any.
 
     path = save_checkpoint(root, step, lambda tmp: write_files_into(tmp), keep=2)
     path = latest_checkpoint(root)      # verified, or None when there is none
@@ -18,7 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chatloop.errors import UsageError
-from chatloop.fsutil import atomic_write_text, digest_tree, publish_dir, staging_dir, verify_digests
+from chatloop.fsutil import (
+    atomic_write_text, digest_tree, publish_dir, reporting_full_disk, staging_dir, verify_digests,
+)
 
 MARKER = "COMPLETE.json"
 _NAME = re.compile(r"^step-(\d{8})$")
@@ -49,14 +54,19 @@ def clean_staging(root: Path) -> None:
 def save_checkpoint(root: Path, step: int, write: Callable[[Path], None], keep: int) -> Path:
     """Call `write(tmp)` to fill a staging directory, seal it, publish it atomically, prune old ones."""
     final = root / checkpoint_name(step)
-    tmp = staging_dir(final)
+    previous = complete_checkpoints(root)
+    hint = (f"the previous checkpoint {previous[-1]} is intact: free some space, then rerun with --resume"
+            if previous else "there is no earlier checkpoint: free some space, then rerun with --resume")
+    tmp = None
     try:
-        write(tmp)
-        seal(tmp, step)
-        if not publish_dir(tmp, final):
-            raise CheckpointError(f"checkpoint {final} already exists; another process writes to this run")
+        with reporting_full_disk(root, f"saving checkpoint {final}", hint):
+            tmp = staging_dir(final)
+            write(tmp)
+            seal(tmp, step)
+            if not publish_dir(tmp, final):
+                raise CheckpointError(f"checkpoint {final} already exists; another process writes to this run")
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp)
     prune(root, keep)
     return final
@@ -98,16 +108,31 @@ def verify_checkpoint(path: Path) -> dict:
             ("unexpected files", problems.unexpected)) if names]
         raise CheckpointError(
             f"refusing to resume from {path}: it fails verification ({'; '.join(found)}); the files were "
-            "modified after the checkpoint was sealed. Delete this checkpoint to resume from an older one, "
-            "or start the run again without --resume"
+            "modified after the checkpoint was sealed"
         )
     return marker
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete checkpoint, verified; None when the run has none yet."""
+    """The newest complete checkpoint, verified; None when the run has none yet. A newest one that
+    fails verification is refused rather than skipped (a corrupted or tampered checkpoint is worth a
+    look before work is thrown away); the message names the older checkpoint that still verifies."""
     found = complete_checkpoints(root)
     if not found:
         return None
-    verify_checkpoint(found[-1])
+    try:
+        verify_checkpoint(found[-1])
+    except CheckpointError as e:
+        older = next((c for c in reversed(found[:-1]) if _verifies(c)), None)
+        advice = (f"{older.name} still verifies: delete {found[-1]} to resume from it" if older
+                  else "no older checkpoint verifies") + ", or start the run again without --resume"
+        raise CheckpointError(f"{e}; {advice}") from None
     return found[-1]
+
+
+def _verifies(path: Path) -> bool:
+    try:
+        verify_checkpoint(path)
+        return True
+    except CheckpointError:
+        return False

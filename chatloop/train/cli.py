@@ -44,6 +44,7 @@ def train(
 ) -> None:
     """Train one stage of the pipeline (tokenizer, pretrain, sft, reward, dpo, kto, grpo)."""
     from chatloop.config import get_settings
+    from chatloop.fsutil import reporting_full_disk
     from chatloop.train.config import describe, load_config
 
     module_name, class_name = STAGES[stage.value]
@@ -58,7 +59,8 @@ def train(
         cfg = pin_registry_refs(load_config(config_cls, config, overrides or []))
         run_dir = out or get_settings().runs_dir / cfg.run_name
         # Trainers print progress dicts on stdout; keep stdout for the summary (one JSON object with --json).
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), reporting_full_disk(
+                run_dir, f"training into {run_dir}", "free some space, then rerun with --resume"):
             summary = module.run(cfg, run_dir, resume)
         if register:
             summary["registered"] = _register(run_dir / "final", register, run_dir.name)

@@ -7,6 +7,12 @@ Data: `prompts` JSONL ({"prompt": [...], "answer": "42"}). For each prompt the p
 number equals `answer`) and/or a trained reward model (`reward_model: runs:tiny-reward`), and the
 advantage is each reward relative to its group. `beta` > 0 adds the KL penalty to the reference
 (the parent model), logged as `kl`.
+
+Resume is exact (docs/training.md): besides HF's checkpoint, each one holds the trainer's step
+counter and its buffer of sampled, scored completions (with `steps_per_generation` or
+`num_iterations` > 1 a checkpoint can fall between a generation and the last step that uses it), and
+the prompt order of every epoch depends only on (seed, epoch), not on how many epochs this process
+has iterated.
 """
 
 import re
@@ -66,10 +72,51 @@ class RewardModelScore:
                 for p, c in zip(prompts, completions)]
 
 
+def epoch_seeded(sampler):
+    """TRL's RepeatSampler draws each epoch's order from one generator that advances per pass, so a
+    process resumed in epoch N would replay epoch 0's order. This returns the same sampler whose
+    `set_epoch(N)` (called by the HF loop before each pass) rewinds the generator to where epoch N
+    starts: the same orders as TRL's, but a function of (seed, epoch)."""
+    import torch
+    from trl.trainer.utils import RepeatSampler
+
+    class EpochSampler(RepeatSampler):
+        def set_epoch(self, epoch: int) -> None:
+            if self.shuffle:
+                self.generator.manual_seed(self.seed)
+                for _ in range(epoch):
+                    torch.randperm(self.num_samples, generator=self.generator)
+
+    s = sampler
+    return EpochSampler(s.data_source, s.mini_repeat_count, s.batch_size, s.repeat_count, s.shuffle, s.seed)
+
+
+def resumable_trainer():
+    """GRPOTrainer (atomic checkpoints) that saves and restores what TRL keeps between steps."""
+    from trl import GRPOTrainer
+
+    class ResumableGRPOTrainer(atomic_trainer(GRPOTrainer)):
+        extra_state_required = True
+
+        def _get_train_sampler(self, dataset=None):
+            return epoch_seeded(super()._get_train_sampler(dataset))
+
+        def extra_state(self) -> dict:
+            # _step decides when to sample again; the buffer holds the completions not used up yet.
+            return {**(super().extra_state() or {}), "step": self._step, "buffered_inputs": self._buffered_inputs}
+
+        def load_extra_state(self, state: dict) -> None:
+            super().load_extra_state(state)
+            self._step = state["step"]
+            self._buffered_inputs = state["buffered_inputs"]
+
+    return ResumableGRPOTrainer
+
+
 def run(cfg: GRPOStageConfig, run_dir: Path, resume: bool) -> dict:
     setup_torch(cfg)
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
 
     funcs, weights = [], []
     if cfg.exact_answer_weight > 0:
@@ -86,7 +133,7 @@ def run(cfg: GRPOStageConfig, run_dir: Path, resume: bool) -> dict:
     args = trl_args(cfg, GRPOConfig, run_dir, num_generations=cfg.num_generations,
                     max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, beta=cfg.beta,
                     reward_weights=weights)
-    trainer = atomic_trainer(GRPOTrainer)(
+    trainer = resumable_trainer()(
         model=model, reward_funcs=funcs, args=args, processing_class=tokenizer,
         train_dataset=Dataset.from_list(train), peft_config=lora_config(cfg),
     )

@@ -5,8 +5,13 @@
 - `atomic_trainer(cls)`: a subclass of a TRL trainer whose checkpoints go through
   checkpoints.save_checkpoint: the HF `checkpoint-N` folder is written inside a staging directory,
   sealed with the sha256 marker and renamed to `checkpoints/step-N` (HF's own folders are not atomic).
+  HF's checkpoint holds the weights (or LoRA adapters), optimizer, scheduler, RNG states (python,
+  numpy, torch) and trainer state (step, log history); the data position follows from the step and
+  the epoch-seeded sampler. A stage trainer that keeps more state between steps (GRPO's buffer of
+  sampled completions) returns it from `extra_state()`; it is saved beside, one file per process.
 - `MetricsCallback`: every HF log line -> metrics.jsonl, with tokens/s.
 - `train_and_publish`: resume from the newest verified checkpoint, train, merge LoRA, write final/.
+  A checkpoint at max_steps (a run killed after its last step) is loaded, not trained on.
 """
 
 import os
@@ -18,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chatloop.errors import UsageError
 from chatloop.hardware import native_bf16
-from chatloop.train.checkpoints import latest_checkpoint, save_checkpoint
+from chatloop.train.checkpoints import CheckpointError, latest_checkpoint, save_checkpoint
 from chatloop.train.common import load_pretrained
 from chatloop.train.config import StageConfig, dump_config
 from chatloop.train.rundir import RunDir, note
@@ -101,13 +106,57 @@ def lora_config(cfg: HFStageConfig, task_type: str = "CAUSAL_LM"):
                       task_type=task_type)
 
 
+def extra_state_file() -> str:
+    return f"chatloop_state_rank{rank_and_world()[0]}.pt"
+
+
 def atomic_trainer(base):
     """`base` (a TRL trainer class) with checkpoints written atomically and sealed."""
 
     class Atomic(base):
         chatloop_run: RunDir
 
+        # Whether resuming without the extra state would change the weights (else only metrics).
+        extra_state_required = False
+
+        def _synced_ref(self):
+            """The reference model when `sync_ref_model` moves it towards the policy during training."""
+            return getattr(self, "ref_model", None) if getattr(self.args, "sync_ref_model", False) else None
+
+        def extra_state(self) -> dict | None:
+            """What this trainer carries from step to step beyond HF's checkpoint (tensors, lists,
+            numbers); None when nothing. TRL's token counter feeds the `num_tokens` metric."""
+            state = {}
+            if hasattr(self, "_total_train_tokens"):
+                state["total_train_tokens"] = self._total_train_tokens
+            if (ref := self._synced_ref()) is not None:
+                state["ref_model"] = ref.state_dict()
+            return state or None
+
+        def load_extra_state(self, state: dict) -> None:
+            """Restore what `extra_state` returned when the checkpoint was written."""
+            if "total_train_tokens" in state:
+                self._total_train_tokens = state["total_train_tokens"]
+            if (ref := self._synced_ref()) is not None:
+                ref.load_state_dict(state["ref_model"])
+
+        def restore_extra_state(self, checkpoint: Path) -> None:
+            import torch
+
+            if self.extra_state() is None:
+                return
+            path = checkpoint / extra_state_file()
+            if path.is_file():
+                self.load_extra_state(torch.load(path, weights_only=True))
+            elif self.extra_state_required or self._synced_ref() is not None:
+                raise CheckpointError(
+                    f"checkpoint {checkpoint} has no {path.name}: it was written without this stage's "
+                    "training state, so resuming would not reproduce the run; start it again without --resume")
+            else:
+                note(f"{checkpoint} has no {path.name}: the num_tokens metric restarts from 0")
+
         def _save_checkpoint(self, model, trial):
+            import torch
             import torch.distributed as dist
 
             step = self.state.global_step
@@ -121,6 +170,8 @@ def atomic_trainer(base):
                     parent_save(model, trial)
                 finally:
                     self.args.output_dir = original
+                if (state := self.extra_state()) is not None:
+                    torch.save(state, tmp / f"checkpoint-{step}" / extra_state_file())
 
             def share(tmp: Path | None) -> Path:
                 """Distributed: all ranks write their files (rng_state_N.pth) into rank 0's staging dir."""
@@ -193,6 +244,28 @@ def split(rows: list, fraction: float, seed: int) -> tuple[list, list]:
     return [rows[i] for i in order[n:]], [rows[i] for i in order[:n]]
 
 
+def run_loss(log_history: list[dict]) -> float | None:
+    """The mean training loss of the whole run, from the logged records (each weighted by the steps
+    it covers), so that a resumed run reports the same figure as an uninterrupted one (HF's
+    `training_loss` only covers the steps of the last `train()` call)."""
+    total, steps, last = 0.0, 0, 0
+    for record in log_history:
+        if "loss" in record and "step" in record:
+            total += record["loss"] * (record["step"] - last)
+            steps += record["step"] - last
+            last = record["step"]
+    return total / steps if steps else None
+
+
+def finish_from(trainer, checkpoint: Path) -> None:
+    """Load a checkpoint written at max_steps without training: HF's loop would take one step more
+    before it noticed that the run is over."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(checkpoint))  # what train() calls to load weights / adapters
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+
+
 def train_and_publish(trainer, run: RunDir, resume: bool, tokenizer, *, parent: str, data: list[Path],
                       extra_metrics=None) -> dict:
     """Run `trainer` (resuming if asked), evaluate, merge LoRA, publish final/; returns metrics.
@@ -200,13 +273,18 @@ def train_and_publish(trainer, run: RunDir, resume: bool, tokenizer, *, parent: 
     trainer.chatloop_run = run
     trainer.add_callback(metrics_callback(run))
     ckpt = latest_checkpoint(run.checkpoints) if resume else None
+    start = int(ckpt.name.split("-")[1]) if ckpt else 0
     if resume:
-        start = int(ckpt.name.split("-")[1]) if ckpt else 0
         run.rewind_metrics(start)
         if ckpt:
             note(f"resuming from {ckpt} (step {start})")
-    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-    metrics = {"step": trainer.state.global_step, "train_loss": result.training_loss,
+    if ckpt:
+        trainer.restore_extra_state(ckpt)
+    if ckpt and start >= trainer.args.max_steps:
+        finish_from(trainer, ckpt)
+    else:
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    metrics = {"step": trainer.state.global_step, "train_loss": run_loss(trainer.state.log_history),
                "precision": "bfloat16" if trainer.args.bf16 else "float32"}
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     if losses:
@@ -217,7 +295,7 @@ def train_and_publish(trainer, run: RunDir, resume: bool, tokenizer, *, parent: 
             metrics.update({f"first_{key}": series[0], f"last_{key}": series[-1]})
     if trainer.eval_dataset is not None:
         metrics.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
-    run.log({"step": trainer.state.global_step, **{k: v for k, v in metrics.items() if k != "step"}})
+    run.log({"step": trainer.state.global_step, "summary": True, **{k: v for k, v in metrics.items() if k != "step"}})
     if not run.writer:  # distributed, rank > 0: rank 0 publishes final/
         return {"rank": rank_and_world()[0], **metrics}
     model = trainer.model

@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from chatloop.errors import UsageError
-from chatloop.fsutil import atomic_write_text, publish_dir, sha256_file, staging_dir
+from chatloop.fsutil import atomic_write_text, publish_dir, reporting_full_disk, sha256_file, staging_dir
 from chatloop.models.manifest import write_manifest
 from chatloop.train.checkpoints import clean_staging
 from chatloop.train.config import dump_config
@@ -63,6 +63,8 @@ class RunDir:
         if writer:
             path.mkdir(parents=True, exist_ok=True)
             clean_staging(self.checkpoints)
+            for stray in path.glob(f".{self.final.name}.tmp-*"):  # a final/ whose publishing was killed
+                shutil.rmtree(stray)
             atomic_write_text(saved, config_text)
 
     def log(self, record: dict) -> None:
@@ -72,7 +74,8 @@ class RunDir:
             f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
 
     def rewind_metrics(self, step: int) -> None:
-        """On resume, drop records of steps after the checkpoint: they are about to be redone."""
+        """On resume, drop records of steps after the checkpoint, and the run's summary record
+        (`"summary": true`): they are about to be redone."""
         if not self.writer or not self.metrics_path.exists():
             return
         kept = []
@@ -81,33 +84,36 @@ class RunDir:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by kill -9; it belongs to a step being redone
-            if record.get("step", 0) <= step:
+            if record.get("step", 0) <= step and not record.get("summary"):
                 kept.append(line + "\n")
         atomic_write_text(self.metrics_path, "".join(kept))
 
     def publish_final(
         self, write: Callable[[Path], None], *, parent: str | None, data: list[Path], metrics: dict, step: int
     ) -> Path:
-        tmp = staging_dir(self.final)
+        tmp = None
         try:
-            write(tmp)
-            atomic_write_text(tmp / "training_config.yaml", dump_config(self.cfg))
-            write_manifest(
-                tmp,
-                name=self.path.name,
-                version=f"{self.stage}-step{step}",
-                stage=self.stage,
-                parent=parent,
-                data_sha256=data_snapshot_hash(data),
-                data_files=[str(p) for p in data],
-                config=self.cfg.model_dump(mode="json"),
-                metrics=metrics,
-            )
-            if self.final.exists():
-                shutil.rmtree(self.final)
-            publish_dir(tmp, self.final)
+            with reporting_full_disk(self.path, f"writing {self.final}",
+                                     "the checkpoints are intact: free some space, then rerun with --resume"):
+                tmp = staging_dir(self.final)
+                write(tmp)
+                atomic_write_text(tmp / "training_config.yaml", dump_config(self.cfg))
+                write_manifest(
+                    tmp,
+                    name=self.path.name,
+                    version=f"{self.stage}-step{step}",
+                    stage=self.stage,
+                    parent=parent,
+                    data_sha256=data_snapshot_hash(data),
+                    data_files=[str(p) for p in data],
+                    config=self.cfg.model_dump(mode="json"),
+                    metrics=metrics,
+                )
+                if self.final.exists():
+                    shutil.rmtree(self.final)
+                publish_dir(tmp, self.final)
         finally:
-            if tmp.exists():
+            if tmp is not None and tmp.exists():
                 shutil.rmtree(tmp)
         return self.final
 
