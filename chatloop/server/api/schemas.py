@@ -12,7 +12,7 @@ from chatloop.store.models import ApiKey, Attachment, Conversation, Feedback, Me
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Credentials(Strict):
