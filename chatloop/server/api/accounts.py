@@ -60,7 +60,7 @@ def delete_my_data(p: Principal = Depends(principal), svc: Services = Depends(se
     return Response(status_code=204)
 
 
-@router.get("/keys", response_model=list[KeyOut])
+@router.get("/keys", response_model=list[KeyOut], response_model_exclude_unset=True)  # no `key`
 def list_keys(p: Principal = Depends(principal), svc: Services = Depends(services)):
     with svc.db.session() as s:
         return [key_out(k) for k in accounts.list_keys(s, p.user.id)]

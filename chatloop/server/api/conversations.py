@@ -45,7 +45,7 @@ STREAM = {"description": "The turn as server-sent events (module docstring; docs
           "content": {"text/event-stream": {"schema": {"type": "string"}}}}
 
 
-@router.get("/models", response_model=list[ModelEntry])
+@router.get("/models", response_model=list[ModelEntry], response_model_exclude_unset=True)  # channels: admins
 def models(p: Principal = Depends(principal), svc: Services = Depends(services)):
     return svc.chat.menu(admin=p.user.is_admin)
 
@@ -86,7 +86,8 @@ def create_conversation(body: ConversationCreate, p: Principal = Depends(princip
     return conversation_out(conv)
 
 
-@router.get("/conversations/{conv_id}", response_model=ConversationDetail)
+@router.get("/conversations/{conv_id}", response_model=ConversationDetail,
+            response_model_exclude_unset=True)  # tool_call_id and tool: on tool messages only
 def get_conversation(conv_id: str, p: Principal = Depends(principal), svc: Services = Depends(services)):
     with svc.db.session() as s:
         conv = convs.own_conversation(s, p.user.id, conv_id)
