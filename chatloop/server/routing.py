@@ -16,6 +16,7 @@ documents, in OpenAI's error shape, what every operation can answer: 400 when it
 or a body, 413 with a body, 401/403/429 when it needs authentication (a bearer key, or the
 session cookie with `X-CSRF-Token` on writes), 404 with an id in the path; a route adds its own
 (409, 415, 503, ...) with `errors_doc`. A method a path does not have answers 405 with `Allow`.
+A streamed answer (`text/event-stream`) is described event by event (`itemSchema`, OpenAPI 3.2).
 """
 
 import http
@@ -45,6 +46,9 @@ DESCRIPTIONS = {
     503: "The engine's queue is full: retry after the seconds in Retry-After.",
     504: "Reading the input (an image's text) took longer than its budget.",
 }
+SSE_EVENT = {"type": "object", "required": ["data"], "properties": {  # one event (OpenAPI 3.2 `itemSchema`)
+    "data": {"type": "string", "description": "A JSON object, or `[DONE]` (the last event)."},
+    "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer", "minimum": 0}}}
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 
 
@@ -129,6 +133,9 @@ def _document_errors(schema: dict) -> None:
                         entry["description"] = DESCRIPTIONS[403] + " Also: not an administrator."
                 if status in (429, 503):
                     entry["headers"] = RETRY_AFTER
+            for response in responses.values():
+                if "text/event-stream" in response.get("content", {}):
+                    response["content"]["text/event-stream"] = {"itemSchema": SSE_EVENT}
             op["responses"] = dict(sorted(responses.items()))
 
 

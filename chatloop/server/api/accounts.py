@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from chatloop.server.api.responses import AdminStats, KeyOut, SettingsOut, UserOut
 from chatloop.server.api.schemas import (
-    AdminSettings, AdminUserPatch, Credentials, KeyCreate, UserPatch, key_out, user_out,
+    AdminSettings, AdminUserPatch, Credentials, KeyCreate, SignupIn, UserPatch, key_out, user_out,
 )
 from chatloop.server.auth import Principal, end_session, start_session
 from chatloop.server.deps import Services, admin, principal, services
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/api", tags=["accounts"], route_class=JSONRoute)
 
 @router.post("/auth/signup", status_code=201, response_model=UserOut, responses=errors_doc(
     (403, "Sign-up is closed (an administrator turned it off)."), (409, "The e-mail address has an account.")))
-def signup(body: Credentials, response: Response, svc: Services = Depends(services)):
+def signup(body: SignupIn, response: Response, svc: Services = Depends(services)):
     with svc.db.session() as s:
         accounts.check_signup_open(s)
         user = accounts.create_user(s, body.email, body.password)

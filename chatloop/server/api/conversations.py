@@ -42,7 +42,7 @@ from chatloop.tools.base import CallContext
 router = APIRouter(prefix="/api", tags=["conversations"], route_class=JSONRoute)
 MODEL_404 = (404, "No such model (`param` model), conversation, message or upload; another user's answers the same.")
 STREAM = {"description": "The turn as server-sent events (module docstring; docs/api.md), ending with `data: [DONE]`.",
-          "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+          "content": {"text/event-stream": {}}}
 
 
 @router.get("/models", response_model=list[ModelEntry], response_model_exclude_unset=True)  # channels: admins

@@ -30,13 +30,17 @@ class Body(BaseModel):
     reason: str = Field(default="", max_length=2000)
 
 
+VERSION_ID = r"^\s*[a-z0-9][a-z0-9._-]*:[a-z0-9][a-z0-9._-]*\s*$"  # registry/versions.parse_id
+
+
 class PromoteIn(Body):
-    model: str = Field(description="NAME:VERSION to make stable.", max_length=300)
+    model: str = Field(description="NAME:VERSION to make stable.", max_length=300, pattern=VERSION_ID)
     force: bool = Field(default=False, description="Skip the evaluation gate (needs a reason).")
 
 
 class CanaryIn(Body):
-    model: str = Field(description="NAME:VERSION to try on a share of new conversations.", max_length=300)
+    model: str = Field(description="NAME:VERSION to try on a share of new conversations.", max_length=300,
+                       pattern=VERSION_ID)
     percent: int = Field(ge=1, le=100)
 
 

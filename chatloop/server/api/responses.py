@@ -5,14 +5,13 @@ so FastAPI checks every answer against the documented shape and generated client
 Free-form parts (a version's training config, a gate's checks) stay `dict[str, Any]`.
 """
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from chatloop.server.api.schemas import KeyOut, UserOut
+from chatloop.server.api.schemas import KeyOut, Timestamp, UserOut
 
 __all__ = ["KeyOut", "UserOut"]  # re-exported: the input/output pairs of accounts live in schemas.py
-Timestamp = Annotated[str, Field(description="ISO 8601 date and time.")]
 
 
 class SettingsOut(BaseModel):

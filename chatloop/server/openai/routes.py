@@ -79,7 +79,7 @@ def _usage_logger(svc: Services, p: Principal, model: str, started: float):
 @router.post("/chat/completions", response_model=ChatCompletion, responses={
     200: {"description": "A chat.completion, or with `stream: true` chat.completion.chunk server-sent events "
                          "ending with `data: [DONE]`.",
-          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+          "content": {"text/event-stream": {}}},
     **errors_doc((404, "No such model (`param` model, `code` model_not_found)."), 503, 504)})
 async def chat_completions(req: ChatCompletionRequest, request: Request, p: Principal = Depends(principal),
                            svc: Services = Depends(services)):
