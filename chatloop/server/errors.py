@@ -58,11 +58,15 @@ def not_found(what: str) -> APIError:
 
 
 class ErrorJSONResponse(JSONResponse):
-    """Never fails to encode: text that echoes the request (a name, an id) may hold what UTF-8
-    cannot carry, which is escaped rather than turned into a second error."""
+    """Never fails to encode: text that echoes the request (a name, an id) may hold a lone
+    surrogate, which UTF-8 cannot carry; it becomes U+FFFD rather than a second error."""
 
     def render(self, content) -> bytes:
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "backslashreplace")
+        text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None,

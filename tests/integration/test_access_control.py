@@ -71,8 +71,8 @@ def owned(server, people):
                                {"name": "current_time", "arguments": {}, "is_error": False}).id
     db.dispose()
     upload = alice.post("/api/uploads", content=rendered("alice"), headers={"Content-Type": "image/png"}).json()
-    document = alice.post("/api/documents", files={"file": ("notes.md", b"# Alice's notes\n\nPrivate.", "text/markdown")},
-                          data={"conversation_id": conv["id"]}).json()
+    document = alice.post("/api/documents", data={"conversation_id": conv["id"]},
+                          files={"file": ("notes.md", b"# Alice's notes\n\nPrivate.", "text/markdown")}).json()
     key = alice.post("/api/keys", json={"name": "alice's key"}).json()
     return {"conv_id": conv["id"], "conversation_id": conv["id"], "message_id": answer["id"],
             "chosen_message_id": answer["id"], "rejected_message_id": other["id"], "current_leaf_id": answer["id"],

@@ -259,4 +259,5 @@ def test_real_responses_match_their_documented_schemas(server, admin, answers, s
     detail = client.get(f"/api/conversations/{conv['id']}").json()
     assert next(m for m in detail["messages"] if m["id"] == a["id"])["feedback"]["rating"] == "down"
     bad = assert_error(client.get("/api/conversations/000000000000000000000000"), 404)
-    jsonschema.validate({"error": bad}, {"components": schema["components"], "$ref": "#/components/schemas/ErrorResponse"})
+    error_schema = {"components": schema["components"], "$ref": "#/components/schemas/ErrorResponse"}
+    jsonschema.validate({"error": bad}, error_schema)

@@ -30,7 +30,8 @@ def get_dashboard(days: int = Days, _: Principal = Depends(admin), svc: Services
 
 
 @router.get("/dashboard.csv", response_class=Response,
-            responses={200: {"description": "A CSV download.", "content": {"text/csv": {"schema": {"type": "string"}}}}})
+            responses={200: {"description": "A CSV download.",
+                             "content": {"text/csv": {"schema": {"type": "string"}}}}})
 def dashboard_csv(days: int = Days, table: str = Query(default="daily", pattern="^(daily|versions)$"),
                   _: Principal = Depends(admin), svc: Services = Depends(services)):
     data = _data(svc, days)

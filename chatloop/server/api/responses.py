@@ -91,7 +91,8 @@ class MessageOut(BaseModel):
     role: str = Field(description="user, assistant or tool.")
     content: str
     status: str = Field(description="streaming, complete, stopped, error, interrupted or awaiting_approval.")
-    model: str | None = Field(description="The exact version that wrote an answer (null until a vote's pair is voted on).")
+    model: str | None = Field(description="The exact version that wrote an answer (null on a vote's answers "
+                                          "until the pair is voted on).")
     created_at: Timestamp
     finish_reason: str | None
     prompt_tokens: int | None
@@ -102,7 +103,8 @@ class MessageOut(BaseModel):
     duel_id: str | None
     voted: bool | None
     attachments: list[AttachmentOut]
-    tool_calls: list[dict[str, Any]] | None = Field(description="OpenAI's shape: [{id, type, function: {name, arguments}}].")
+    tool_calls: list[dict[str, Any]] | None = Field(
+        description="OpenAI's shape: [{id, type, function: {name, arguments}}].")
     tool_call_id: str | None = Field(default=None, description="Tool messages only: the call this result answers.")
     tool: dict[str, Any] | None = Field(default=None, description=(
         "Tool messages only: {name, arguments, is_error, duration_ms, truncated, declined, data}."))

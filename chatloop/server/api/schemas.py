@@ -1,4 +1,5 @@
-"""Pydantic request/response models of the app API, and ORM -> JSON conversions."""
+"""Pydantic request models of the app API (and the account responses), and ORM -> JSON conversions;
+the other response models are in responses.py."""
 
 import json
 from datetime import UTC, datetime
@@ -8,6 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from chatloop.errors import UsageError
 from chatloop.store.accounts import MIN_PASSWORD, normalize_email
+from chatloop.store.models import ApiKey, Attachment, Conversation, Feedback, Message, User
 
 
 def _utc(value):
@@ -18,7 +20,6 @@ def _utc(value):
 
 
 Timestamp = Annotated[datetime, BeforeValidator(_utc), Field(description="RFC 3339 date and time, UTC.")]
-from chatloop.store.models import ApiKey, Attachment, Conversation, Feedback, Message, User
 
 
 class Strict(BaseModel):
