@@ -106,6 +106,9 @@ def _document_errors(schema: dict) -> None:
         components["securitySchemes"]["csrf"] = {
             "type": "apiKey", "in": "header", "name": "X-CSRF-Token",
             "description": "The csrftoken cookie's value; cookie-authenticated writes need it."}
+        components["securitySchemes"]["csrf_cookie"] = {
+            "type": "apiKey", "in": "cookie", "name": "csrftoken",
+            "description": "Set by signup or login beside the session; a write sends it back in X-CSRF-Token too."}
     content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
     for path, item in schema.get("paths", {}).items():
         for method, op in item.items():
@@ -122,7 +125,7 @@ def _document_errors(schema: dict) -> None:
             if op.get("security"):
                 statuses |= {401, 403, 429}
                 if method in UNSAFE:
-                    op["security"] = [{"bearer": []}, {"session": [], "csrf": []}]
+                    op["security"] = [{"bearer": []}, {"session": [], "csrf": [], "csrf_cookie": []}]
             for status in sorted(statuses):
                 entry = responses.setdefault(str(status), {})
                 entry["content"] = content

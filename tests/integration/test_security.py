@@ -194,7 +194,7 @@ def test_created_comparisons_and_corrections_answer_with_their_ids(admin, answer
 
 def test_openapi_documents_the_errors_it_sends_and_never_422(schema):
     assert "422" not in json.dumps(schema) and "HTTPValidationError" not in schema["components"]["schemas"]
-    assert set(schema["components"]["securitySchemes"]) == {"bearer", "session", "csrf"}
+    assert set(schema["components"]["securitySchemes"]) == {"bearer", "session", "csrf", "csrf_cookie"}
     error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
     for path, item in schema["paths"].items():
         for method, op in item.items():
@@ -213,7 +213,7 @@ def test_openapi_documents_the_errors_it_sends_and_never_422(schema):
                 assert {"401", "403", "429"} <= set(responses), where
                 assert "Retry-After" in responses["429"]["headers"]
             if method in ("post", "patch", "delete") and not public:
-                assert {"session": [], "csrf": []} in op["security"], where
+                assert {"session": [], "csrf": [], "csrf_cookie": []} in op["security"], where
     chat = schema["paths"]["/v1/chat/completions"]["post"]["responses"]
     assert {"404", "503"} <= set(chat) and "Retry-After" in chat["503"]["headers"]
     assert "409" in schema["paths"]["/api/comparisons"]["post"]["responses"]
