@@ -41,6 +41,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic_core import from_json
+
 from chatloop.errors import UsageError
 
 MAX_PARALLEL_CALLS = 8  # calls in one forced answer with parallel_tool_calls
@@ -128,13 +130,23 @@ def tool_format(tokenizer) -> ToolFormat:
 # --- rendering (ours) ------------------------------------------------------------------------------
 
 
-def loads(text: str, what: str) -> Any:
-    """json.loads that turns every failure (including absurd nesting) into a UsageError."""
+def parse_json(text: str) -> Any:
+    """JSON text to a value, or ValueError. Stricter than json.loads, which accepts NaN and lone
+    surrogate escapes ("\\ud800": a str nothing can encode later, in the tokenizer or the
+    database) and recurses until Python's stack runs out."""
     try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
-        raise UsageError(f"{what} are not JSON: {reason}") from e
+        return from_json(text, allow_inf_nan=False)
+    except TypeError as e:  # a str that holds a lone surrogate itself
+        raise ValueError("not valid UTF-8 text") from e
+
+
+def loads(text: str, what: str) -> Any:
+    """parse_json that turns every failure (including absurd nesting) into a UsageError."""
+    try:
+        return parse_json(text)
+    except ValueError as e:
+        raise UsageError(f"{what} are not JSON: {str(e).replace('recursion limit exceeded', 'nested too deeply')}") \
+            from None
 
 
 def describe_tools(messages: list[dict], tools: list[dict]) -> list[dict]:
@@ -192,6 +204,10 @@ def decode_calls(body: str, names) -> list[ToolCall]:
         except (json.JSONDecodeError, RecursionError):
             return []
         payloads.extend(value if isinstance(value, list) else [value])
+    try:  # a lone surrogate escape decodes to text nothing can encode: not a call
+        json.dumps(payloads, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return []
     calls = []
     for p in payloads:
         if not isinstance(p, dict) or not isinstance(p.get("name"), str) or p["name"] not in names:
@@ -199,8 +215,8 @@ def decode_calls(body: str, names) -> list[ToolCall]:
         args = p.get("arguments", p.get("parameters", {}))
         if isinstance(args, str):  # some models write the arguments as a JSON string
             try:
-                args = json.loads(args)
-            except (json.JSONDecodeError, RecursionError):
+                args = parse_json(args)
+            except ValueError:
                 return []
         if not isinstance(args, dict):
             return []
@@ -353,8 +369,8 @@ def parse_forced(text: str) -> list[ToolCall]:
     """The calls in a forced answer (one call object, or a non-empty array of them); [] if
     generation stopped before the JSON was complete."""
     try:
-        payload = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+        payload = parse_json(text)
+    except ValueError:
         return []
     payloads = payload if isinstance(payload, list) else [payload]
     calls = []

@@ -16,10 +16,13 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import FileResponse, Response
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import FileResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from chatloop.config import Settings
 from chatloop.engine.remote import RemoteBackend
@@ -31,6 +34,7 @@ from chatloop.server.errors import APIError
 from chatloop.server.limits import BodySizeLimit, RateLimiter
 from chatloop.server.metrics import Metrics, MetricsMiddleware
 from chatloop.server.openai import routes as openai_routes
+from chatloop.server.routing import JSONRoute, errors_doc, openapi_schema
 from chatloop.serving.images import ImageLimits, ImageReader
 from chatloop.serving.plan import Limits
 from chatloop.serving.pool import EnginePool
@@ -84,7 +88,10 @@ def create_app(settings: Settings, *, models: list[str], dtype: str = "auto", we
             db.dispose()
 
     app = FastAPI(title="chatloop", version="0.1.0", lifespan=lifespan,
-                  description="OpenAI-compatible /v1 API and the chatloop app API (/api).")
+                  description="OpenAI-compatible /v1 API and the chatloop app API (/api). Errors are "
+                              "`{\"error\": {message, type, param, code}}`; a method a path does not have "
+                              "answers 405 with an `Allow` header.")
+    app.openapi = lambda: openapi_schema(app)
     errors.install(app)
     app.include_router(openai_routes.router)
     app.include_router(accounts.router)
@@ -94,20 +101,7 @@ def create_app(settings: Settings, *, models: list[str], dtype: str = "auto", we
     app.include_router(dashboard.router)
     app.include_router(uploads.router)
     app.include_router(documents.router)
-
-    @app.get("/healthz", tags=["ops"])
-    def healthz(request: Request):
-        svc = getattr(request.app.state, "services", None)
-        return {"status": "ok" if svc else "starting", "model": svc.chat.default_id() if svc else None}
-
-    @app.get("/metrics", tags=["ops"])
-    def prometheus(request: Request, svc: Services = Depends(services)):
-        client = request.client.host if request.client else ""
-        if client not in LOCALHOST:
-            if not authenticate(request, svc.db).user.is_admin:
-                raise APIError(403, "metrics are for administrators or localhost", code="forbidden")
-        return Response(svc.metrics.render(svc.chat.stats()), media_type="text/plain; version=0.0.4")
-
+    app.include_router(ops)
     _mount_web(app, web_dir or WEB_DIST)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     with_image = settings.max_body_bytes + settings.max_image_bytes * 4 // 3 + 4  # base64 of one full-size image
@@ -117,16 +111,54 @@ def create_app(settings: Settings, *, models: list[str], dtype: str = "auto", we
     return app
 
 
+ops = APIRouter(tags=["ops"], route_class=JSONRoute)
+
+
+class Health(BaseModel):
+    status: Literal["ok", "starting"]
+    model: str | None = Field(description="The exact version the default model is now.")
+
+
+@ops.get("/healthz", response_model=Health)
+def healthz(request: Request):
+    svc = getattr(request.app.state, "services", None)
+    return {"status": "ok" if svc else "starting", "model": svc.chat.default_id() if svc else None}
+
+
+@ops.get("/metrics", response_class=PlainTextResponse, responses=errors_doc(
+    (401, "Not from localhost and not authenticated."), (403, "Not from localhost and not an administrator.")))
+def prometheus(request: Request, svc: Services = Depends(services)):
+    """Prometheus text; for administrators, or anyone on localhost."""
+    client = request.client.host if request.client else ""
+    if client not in LOCALHOST:
+        if not authenticate(request, svc.db).user.is_admin:
+            raise APIError(403, "metrics are for administrators or localhost", code="forbidden")
+    return Response(svc.metrics.render(svc.chat.stats()), media_type="text/plain; version=0.0.4")
+
+
+class WebPath(Convertor):
+    """Any path outside /api and /v1: those are the API's, which answer 404 or 405 themselves."""
+
+    regex = r"(?!(?:api|v1)(?:/|$)).*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("web", WebPath())
+
+
 def _mount_web(app: FastAPI, web_dir: Path) -> None:
     """Serve the built UI; any non-API path falls back to index.html (client-side routes like /c/ID)."""
     index = web_dir / "index.html"
     if (web_dir / "assets").is_dir():
         app.mount("/assets", StaticFiles(directory=web_dir / "assets"), name="assets")
 
-    @app.get("/{path:path}", include_in_schema=False)
+    @app.get("/{path:web}", include_in_schema=False)
     def spa(path: str):
-        if path.startswith(("api/", "v1/")) or path in ("api", "v1"):
-            raise APIError(404, f"no route /{path}", code="not_found")
         candidate = (web_dir / path).resolve()
         if path and candidate.is_file() and candidate.is_relative_to(web_dir.resolve()):
             return FileResponse(candidate)

@@ -2,7 +2,8 @@
 
 from dataclasses import dataclass
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyCookie, HTTPBearer
 
 from chatloop.config import Settings
 from chatloop.server.auth import Principal, authenticate
@@ -28,7 +29,14 @@ def services(request: Request) -> Services:
     return request.app.state.services
 
 
-def principal(request: Request, svc: Services = Depends(services)) -> Principal:
+# What /openapi.json shows as the two ways in; authenticate() does the checking itself.
+BEARER = HTTPBearer(scheme_name="bearer", auto_error=False, description="An API key: Authorization: Bearer KEY.")
+SESSION = APIKeyCookie(name="session", scheme_name="session", auto_error=False,
+                       description="The session cookie set by signup or login (writes also need X-CSRF-Token).")
+
+
+def principal(request: Request, svc: Services = Depends(services), _key=Security(BEARER),
+              _cookie=Security(SESSION)) -> Principal:
     """The authenticated caller; rate-limited per user and, for key requests, per key too."""
     p = authenticate(request, svc.db)
     wait = svc.limiter.check(f"user:{p.user.id}")

@@ -1,10 +1,13 @@
 """Errors in OpenAI's shape, for /v1 and /api alike: {"error": {"message", "type", "param", "code"}}."""
 
+import json
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatloop.errors import (
@@ -31,6 +34,19 @@ TYPES = {
 }
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response (OpenAPI component `ErrorResponse`)."""
+
+    error: ErrorDetail
+
+
 class APIError(Exception):
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
                  headers: dict[str, str] | None = None):
@@ -42,11 +58,23 @@ def not_found(what: str) -> APIError:
     return APIError(404, f"{what} not found", code="not_found")
 
 
+class ErrorJSONResponse(JSONResponse):
+    """Never fails to encode: text that echoes the request (a name, an id) may hold a lone
+    surrogate, which UTF-8 cannot carry; it becomes U+FFFD rather than a second error."""
+
+    def render(self, content) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+
+
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"error": {"message": message, "type": TYPES.get(status, "invalid_request_error"), "param": param,
                       "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return ErrorJSONResponse(body, status_code=status, headers=headers)
 
 
 # Domain errors -> (status, default param, default code); the first matching class wins.
@@ -80,10 +108,22 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     first = errors[0]
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     if first.get("type") == "json_invalid":
-        return "malformed JSON in the request body", None
+        reason = (first.get("ctx") or {}).get("error")
+        return f"the request body is not valid JSON: {reason}" if reason else "malformed JSON in the request body", None
     param = ".".join(loc) or None
     where = f" at '{param}'" if param else ""
     return f"invalid request{where}: {first.get('msg', 'invalid value')}", param
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the published schema has for this path (Starlette's 405 names only the first
+    route that matched the path, so GET and POST on one path would answer `Allow: GET`)."""
+    for template, item in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods = sorted(m.upper() for m in item)
+            return ", ".join(methods + (["HEAD"] if "GET" in methods else []))
+    return None
 
 
 def install(app: FastAPI) -> None:
@@ -99,14 +139,24 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, e: RequestValidationError):
         message, param = _validation_message(e)
-        return error_response(400, message, param, "invalid_value")
+        invalid_json = bool(e.errors()) and e.errors()[0].get("type") == "json_invalid"
+        return error_response(400, message, param, "invalid_json" if invalid_json else "invalid_value")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, e: StarletteHTTPException):
+    async def _http(request: Request, e: StarletteHTTPException):
         message = e.detail if isinstance(e.detail, str) else "error"
+        code = getattr(e, "code", None)
+        headers = getattr(e, "headers", None)
         if e.status_code == 400 and message == "There was an error parsing the body":  # FastAPI's words
-            message = "the request body could not be parsed as JSON (malformed, or nested too deeply)"
-        return error_response(e.status_code, message, headers=getattr(e, "headers", None))
+            message = "the request body could not be parsed"
+        elif e.status_code == 404 and message == "Not Found":  # Starlette's: no route has this path
+            message, code = f"no route {request.url.path}", "not_found"
+        elif e.status_code == 405:
+            allowed = _allowed_methods(request) or (headers or {}).get("Allow", "")
+            headers = {**(headers or {}), "Allow": allowed}
+            message = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+            code = "method_not_allowed"
+        return error_response(e.status_code, message, code=code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, e: Exception):

@@ -4,11 +4,19 @@ import math
 import threading
 import time
 
+from starlette.exceptions import HTTPException
+
 from chatloop.server.errors import error_response
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised while a body streams in past the cap. An HTTPException, so that FastAPI's body
+    parsing passes it on as it is (it turns any other exception there into a 400)."""
+
+    code = "body_too_large"
+
+    def __init__(self, max_bytes: int):
+        super().__init__(413, f"request body larger than {max_bytes} bytes")
 
 
 class BodySizeLimit:
@@ -34,7 +42,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > max_bytes:
-                    raise BodyTooLarge()
+                    raise BodyTooLarge(max_bytes)
             return message
 
         async def tracking_send(message):

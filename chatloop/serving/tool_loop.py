@@ -12,8 +12,8 @@ declined, is answered with an error result, so the model learns why and the chai
 """
 
 import asyncio
-import json
 
+from chatloop.models.tool_calls import parse_json
 from chatloop.store.conversations import add_tool_result
 from chatloop.store.db import Database
 from chatloop.store.models import Message
@@ -36,8 +36,8 @@ def call_out(toolbox: Toolbox, call: dict) -> dict:
     """A call as the app shows it before it runs."""
     spec = toolbox.spec(call["function"]["name"])
     try:
-        arguments = json.loads(call["function"].get("arguments") or "{}")
-    except (json.JSONDecodeError, RecursionError):
+        arguments = parse_json(call["function"].get("arguments") or "{}")
+    except ValueError:
         arguments = call["function"].get("arguments")
     return {"id": call.get("id"), "name": call["function"]["name"], "arguments": arguments,
             "read_only": bool(spec and spec.read_only)}
@@ -67,7 +67,7 @@ async def run_call(toolbox: Toolbox, db: Database, context: CallContext, parent_
 
 def _args(arguments: str) -> dict:
     try:
-        value = json.loads(arguments)
-    except (json.JSONDecodeError, RecursionError):
+        value = parse_json(arguments)
+    except ValueError:
         return {}
     return value if isinstance(value, dict) else {}

@@ -23,12 +23,14 @@ from fastapi.responses import PlainTextResponse
 
 from chatloop.engine.scheduler import GenerationResult
 from chatloop.errors import ChatloopError, UsageError
+from chatloop.server.api.responses import ConversationDetail, ConversationOut, ModelEntry, ToolsOut
 from chatloop.server.api.schemas import (
     ConversationCreate, ConversationPatch, SendMessage, ToolApproval, conversation_out, message_out,
 )
 from chatloop.server.auth import Principal
 from chatloop.server.deps import Services, principal, services
 from chatloop.server.errors import APIError
+from chatloop.server.routing import JSONRoute, errors_doc
 from chatloop.server.sse import EventStreamResponse
 from chatloop.serving.conversation import Turn, TurnOptions, start_turn
 from chatloop.serving.run import DONE, Receive, sse
@@ -37,22 +39,25 @@ from chatloop.store import attachments, conversations as convs
 from chatloop.store.models import Conversation, Message
 from chatloop.tools.base import CallContext
 
-router = APIRouter(prefix="/api", tags=["conversations"])
+router = APIRouter(prefix="/api", tags=["conversations"], route_class=JSONRoute)
+MODEL_404 = (404, "No such model (`param` model), conversation, message or upload; another user's answers the same.")
+STREAM = {"description": "The turn as server-sent events (module docstring; docs/api.md), ending with `data: [DONE]`.",
+          "content": {"text/event-stream": {}}}
 
 
-@router.get("/models")
+@router.get("/models", response_model=list[ModelEntry], response_model_exclude_unset=True)  # channels: admins
 def models(p: Principal = Depends(principal), svc: Services = Depends(services)):
     return svc.chat.menu(admin=p.user.is_admin)
 
 
-@router.get("/conversations")
+@router.get("/conversations", response_model=list[ConversationOut])
 def list_conversations(q: str | None = Query(default=None, max_length=200), archived: bool = False,
                        p: Principal = Depends(principal), svc: Services = Depends(services)):
     with svc.db.session() as s:
         return [conversation_out(c) for c in convs.search(s, p.user.id, q, archived)]
 
 
-@router.get("/tools")
+@router.get("/tools", response_model=ToolsOut)
 def list_tools(p: Principal = Depends(principal), svc: Services = Depends(services)):
     """The tools conversations can offer the model (built-ins, MCP servers' and plugins' tools);
     `failed` names the sources that are down, and why."""
@@ -70,7 +75,8 @@ def _tools(svc: Services, names: list[str] | None) -> str | None:
     return json.dumps(list(dict.fromkeys(names)))
 
 
-@router.post("/conversations", status_code=201)
+@router.post("/conversations", status_code=201, response_model=ConversationOut,
+             responses=errors_doc((404, "No such model (`param` model).")))
 def create_conversation(body: ConversationCreate, p: Principal = Depends(principal), svc: Services = Depends(services)):
     svc.chat.resolve(body.model)  # an unknown model is refused now, not at the first message
     conv = Conversation(user_id=p.user.id, title=body.title or "", model=body.model or "default",
@@ -80,7 +86,8 @@ def create_conversation(body: ConversationCreate, p: Principal = Depends(princip
     return conversation_out(conv)
 
 
-@router.get("/conversations/{conv_id}")
+@router.get("/conversations/{conv_id}", response_model=ConversationDetail,
+            response_model_exclude_unset=True)  # tool_call_id and tool: on tool messages only
 def get_conversation(conv_id: str, p: Principal = Depends(principal), svc: Services = Depends(services)):
     with svc.db.session() as s:
         conv = convs.own_conversation(s, p.user.id, conv_id)
@@ -90,7 +97,7 @@ def get_conversation(conv_id: str, p: Principal = Depends(principal), svc: Servi
                                                         for m, f, voted in rows]}
 
 
-@router.patch("/conversations/{conv_id}")
+@router.patch("/conversations/{conv_id}", response_model=ConversationOut)
 def update_conversation(conv_id: str, body: ConversationPatch, p: Principal = Depends(principal),
                         svc: Services = Depends(services)):
     if body.model is not None:
@@ -109,7 +116,9 @@ def delete_conversation(conv_id: str, p: Principal = Depends(principal), svc: Se
     return Response(status_code=204)
 
 
-@router.get("/conversations/{conv_id}/export")
+@router.get("/conversations/{conv_id}/export", response_class=Response, responses={200: {
+    "description": "The current branch as a file download.",
+    "content": {"application/json": {"schema": {"type": "object"}}, "text/markdown": {"schema": {"type": "string"}}}}})
 def export_conversation(conv_id: str, format: str = Query(default="json", pattern="^(json|markdown)$"),
                         p: Principal = Depends(principal), svc: Services = Depends(services)):
     with svc.db.session() as s:
@@ -240,7 +249,8 @@ class ToolChain:
             return msg
 
 
-@router.post("/conversations/{conv_id}/messages")
+@router.post("/conversations/{conv_id}/messages", response_class=EventStreamResponse,
+             responses={200: STREAM, **errors_doc(MODEL_404, 503, 504)})
 async def send_message(conv_id: str, body: SendMessage, request: Request, p: Principal = Depends(principal),
                        svc: Services = Depends(services)):
     if body.attachments and len(body.attachments) > svc.chat.images.limits.max_images:
@@ -258,7 +268,8 @@ async def send_message(conv_id: str, body: SendMessage, request: Request, p: Pri
     return EventStreamResponse(ToolChain(svc, p.user.id, conv_id, request.receive).stream(turn))
 
 
-@router.post("/messages/{message_id}/approval")
+@router.post("/messages/{message_id}/approval", response_class=EventStreamResponse,
+             responses={200: STREAM, **errors_doc(503)})
 async def approve_tools(message_id: str, body: ToolApproval, request: Request, p: Principal = Depends(principal),
                         svc: Services = Depends(services)):
     """Answer an answer's calls that wait for approval: run them (`approve`), or tell the model the

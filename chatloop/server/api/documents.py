@@ -15,13 +15,15 @@ stored document. Another user's document or conversation answers 404.
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 from fastapi.responses import JSONResponse
 
+from chatloop.server.api.responses import DocumentOut
 from chatloop.server.auth import Principal
 from chatloop.server.deps import Services, principal, services
+from chatloop.server.routing import JSONRoute, errors_doc
 from chatloop.store import documents
 from chatloop.store.models import Document
 from chatloop.tools import retrieval
 
-router = APIRouter(prefix="/api", tags=["documents"])
+router = APIRouter(prefix="/api", tags=["documents"], route_class=JSONRoute)
 
 
 def document_out(doc: Document, chunks: int) -> dict:
@@ -30,7 +32,10 @@ def document_out(doc: Document, chunks: int) -> dict:
             "created_at": doc.created_at.isoformat()}
 
 
-@router.post("/documents", status_code=201)
+@router.post("/documents", status_code=201, response_model=DocumentOut, responses={
+    200: {"model": DocumentOut, "description": "The same bytes were stored here already: the stored document."},
+    **errors_doc((404, "No such conversation; another user's answers the same."),
+                 (415, "Not a text, Markdown, CSV, JSON, HTML or (with pypdf) PDF file."))})
 async def upload_document(file: UploadFile = File(description="Text, Markdown, CSV, JSON, HTML or PDF."),
                           conversation_id: str | None = Form(default=None, max_length=32),
                           p: Principal = Depends(principal), svc: Services = Depends(services)):
@@ -40,7 +45,8 @@ async def upload_document(file: UploadFile = File(description="Text, Markdown, C
     return document_out(doc, chunks) if new else JSONResponse(document_out(doc, chunks), status_code=200)
 
 
-@router.get("/documents")
+@router.get("/documents", response_model=list[DocumentOut],
+            responses=errors_doc((404, "No such conversation; another user's answers the same.")))
 def list_documents(conversation_id: str | None = Query(default=None, max_length=32),
                    p: Principal = Depends(principal), svc: Services = Depends(services)):
     with svc.db.session() as s:

@@ -16,24 +16,31 @@ from chatloop.errors import ConflictError, UsageError
 from chatloop.registry import releases
 from chatloop.registry.evaluations import stored_gate, stored_results
 from chatloop.registry.versions import list_versions, names, parse_id, version_out
+from chatloop.server.api.responses import Promotion, ReleaseEventOut, ReleasesOverview
 from chatloop.server.auth import Principal
 from chatloop.server.deps import Services, admin, services
+from chatloop.server.routing import JSONRoute, errors_doc
 
-router = APIRouter(prefix="/api/admin/releases", tags=["releases"])
+router = APIRouter(prefix="/api/admin/releases", tags=["releases"], route_class=JSONRoute)
+NO_VERSION = (404, "No such registered version.")
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     reason: str = Field(default="", max_length=2000)
 
 
+VERSION_ID = r"^\s*[a-z0-9][a-z0-9._-]*:[a-z0-9][a-z0-9._-]*\s*$"  # registry/versions.parse_id
+
+
 class PromoteIn(Body):
-    model: str = Field(description="NAME:VERSION to make stable.", max_length=300)
+    model: str = Field(description="NAME:VERSION to make stable.", max_length=300, pattern=VERSION_ID)
     force: bool = Field(default=False, description="Skip the evaluation gate (needs a reason).")
 
 
 class CanaryIn(Body):
-    model: str = Field(description="NAME:VERSION to try on a share of new conversations.", max_length=300)
+    model: str = Field(description="NAME:VERSION to try on a share of new conversations.", max_length=300,
+                       pattern=VERSION_ID)
     percent: int = Field(ge=1, le=100)
 
 
@@ -41,7 +48,7 @@ class RollbackIn(Body):
     name: str = Field(max_length=100)
 
 
-@router.get("")
+@router.get("", response_model=ReleasesOverview)
 def overview(_: Principal = Depends(admin), svc: Services = Depends(services)):
     with svc.db.session() as s:
         out = []
@@ -54,7 +61,9 @@ def overview(_: Principal = Depends(admin), svc: Services = Depends(services)):
     return {"models": out, "events": events, "serving": svc.chat.releases()}
 
 
-@router.post("/promote")
+@router.post("/promote", response_model=Promotion, responses=errors_doc(NO_VERSION, (409, (
+    "The evaluation gate refused (`gate_refused`), or there are no stored evaluations to gate on "
+    "(`not_evaluated`)."))))
 def promote(body: PromoteIn, p: Principal = Depends(admin), svc: Services = Depends(services)):
     if body.force and not body.reason.strip():
         raise UsageError("a forced promotion needs a reason (it is kept in the audit log)", param="reason")
@@ -78,7 +87,7 @@ def promote(body: PromoteIn, p: Principal = Depends(admin), svc: Services = Depe
     return out
 
 
-@router.post("/canary")
+@router.post("/canary", response_model=ReleaseEventOut, responses=errors_doc(NO_VERSION))
 def canary(body: CanaryIn, p: Principal = Depends(admin), svc: Services = Depends(services)):
     name, version = parse_id(body.model)
     with svc.db.session() as s:
@@ -88,7 +97,7 @@ def canary(body: CanaryIn, p: Principal = Depends(admin), svc: Services = Depend
     return out
 
 
-@router.post("/rollback")
+@router.post("/rollback", response_model=ReleaseEventOut, responses=errors_doc(NO_VERSION))
 def rollback(body: RollbackIn, p: Principal = Depends(admin), svc: Services = Depends(services)):
     with svc.db.session() as s:
         out = releases.event_out(releases.rollback(s, body.name, actor=p.user.email, reason=body.reason))

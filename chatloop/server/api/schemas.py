@@ -1,22 +1,33 @@
-"""Pydantic request/response models of the app API, and ORM -> JSON conversions."""
+"""Pydantic request models of the app API (and the account responses), and ORM -> JSON conversions;
+the other response models are in responses.py."""
 
 import json
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from chatloop.errors import UsageError
-from chatloop.store.accounts import normalize_email
+from chatloop.store.accounts import MIN_PASSWORD, normalize_email
 from chatloop.store.models import ApiKey, Attachment, Conversation, Feedback, Message, User
 
 
+def _utc(value):
+    """Stored times are UTC; SQLite hands them back without their offset (not RFC 3339 then)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_utc), Field(description="RFC 3339 date and time, UTC.")]
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Credentials(Strict):
-    email: str = Field(min_length=3, max_length=320)
+    email: str = Field(min_length=3, max_length=320, pattern=r"^\s*[^@\s]+@\S*\.\S*\s*$")
     password: str = Field(min_length=1, max_length=1024)
 
     @field_validator("email")
@@ -28,6 +39,10 @@ class Credentials(Strict):
             raise ValueError("not a valid email address") from e
 
 
+class SignupIn(Credentials):
+    password: str = Field(min_length=MIN_PASSWORD, max_length=1024)
+
+
 class UserOut(BaseModel):
     id: str
     email: str
@@ -37,7 +52,7 @@ class UserOut(BaseModel):
     custom_instructions: str
     locale: str
     theme: str
-    created_at: datetime
+    created_at: Timestamp
 
 
 class UserPatch(Strict):
@@ -64,8 +79,8 @@ class KeyOut(BaseModel):
     id: str
     name: str
     prefix: str
-    created_at: datetime
-    last_used_at: datetime | None
+    created_at: Timestamp
+    last_used_at: Timestamp | None
     revoked: bool
     key: str | None = None  # only in the response that creates it
 
@@ -94,16 +109,9 @@ class ToolApproval(Strict):
 
 class FeedbackIn(Strict):
     rating: Literal["up", "down"]
-    reasons: list[str] = Field(default_factory=list, max_length=10)
+    reasons: list[Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[^,]+$")]] = Field(
+        default_factory=list, max_length=10, description="Short tags without commas (docs/api.md lists the UI's).")
     comment: str = Field(default="", max_length=4000)
-
-    @field_validator("reasons")
-    @classmethod
-    def _reasons(cls, v: list[str]) -> list[str]:
-        for tag in v:
-            if not tag or len(tag) > 40 or "," in tag:
-                raise ValueError("reason tags are short words without commas")
-        return v
 
 
 class ComparisonIn(Strict):
@@ -116,6 +124,9 @@ class CorrectionIn(Strict):
 
 
 class SendMessage(Strict):
+    model_config = ConfigDict(extra="forbid", strict=True,
+                              json_schema_extra={"examples": [{"content": "Say hello", "max_tokens": 8}]})
+
     content: str | None = Field(default=None, min_length=1, max_length=100_000)
     attachments: list[str] | None = Field(default=None, max_length=16, description=(
         "Ids of images uploaded with POST /api/uploads, sent with this message (shown before its text); "

@@ -14,19 +14,23 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from chatloop.errors import UnsupportedMediaError
+from chatloop.server.api.responses import AttachmentOut
 from chatloop.server.api.schemas import attachment_out
 from chatloop.server.auth import Principal
 from chatloop.server.deps import Services, principal, services
+from chatloop.server.routing import JSONRoute, errors_doc
 from chatloop.serving.images import MIMES, decode_image
 from chatloop.store import attachments
 
-router = APIRouter(prefix="/api", tags=["uploads"])
+router = APIRouter(prefix="/api", tags=["uploads"], route_class=JSONRoute)
 ACCEPTED = set(MIMES.values()) | {"image/jpg"}
 BODY = {"requestBody": {"required": True, "content": {m: {"schema": {"type": "string", "format": "binary"}}
                                                       for m in sorted(MIMES.values())}}}
 
 
-@router.post("/uploads", status_code=201, openapi_extra=BODY)
+@router.post("/uploads", status_code=201, openapi_extra=BODY, response_model=AttachmentOut, responses=errors_doc(
+    (400, "The bytes do not decode as an image of their type."),
+    (413, "Over the image size limits (bytes or pixels)."), (415, "Not a PNG, JPEG, WebP or GIF image.")))
 async def upload(request: Request, p: Principal = Depends(principal), svc: Services = Depends(services)):
     mime = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if mime not in ACCEPTED:

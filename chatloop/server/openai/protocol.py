@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ChatMessage(Strict):
@@ -81,6 +81,9 @@ class NamedToolChoice(Strict):
 
 
 class ChatCompletionRequest(Strict):
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"model": "default", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8}]})
+
     messages: list[ChatMessage] = Field(min_length=1)
     model: str
     frequency_penalty: float | None = Field(default=0.0, ge=-2.0, le=2.0)

@@ -22,10 +22,11 @@ from chatloop.server.openai.protocol import (
     ModelList,
     NamedToolChoice,
 )
+from chatloop.server.routing import JSONRoute, errors_doc
 from chatloop.server.sse import EventStreamResponse
 from chatloop.store.models import UsageRecord
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=JSONRoute)
 STARTED = int(time.time())
 
 
@@ -75,7 +76,11 @@ def _usage_logger(svc: Services, p: Principal, model: str, started: float):
     return log
 
 
-@router.post("/chat/completions", response_model=ChatCompletion)
+@router.post("/chat/completions", response_model=ChatCompletion, responses={
+    200: {"description": "A chat.completion, or with `stream: true` chat.completion.chunk server-sent events "
+                         "ending with `data: [DONE]`.",
+          "content": {"text/event-stream": {}}},
+    **errors_doc((404, "No such model (`param` model, `code` model_not_found)."), 503, 504)})
 async def chat_completions(req: ChatCompletionRequest, request: Request, p: Principal = Depends(principal),
                            svc: Services = Depends(services)):
     started = time.perf_counter()
