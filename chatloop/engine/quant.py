@@ -169,7 +169,10 @@ class PackedLinear:
         kernel = self.only or self.kernels[_pick(self.table, rows)]
         if kernel.fmt == "float32":  # F.linear takes any leading shape (and adds the bias as transformers does)
             return F.linear(x, kernel.w, self.bias)
-        y = kernel.matmul(x.reshape(rows, x.shape[-1])).view(*x.shape[:-1], self.out_features)
+        if x.dim() == 2:  # the runner's token-major activations: no reshaping
+            y = kernel.matmul(x)
+        else:
+            y = kernel.matmul(x.reshape(rows, x.shape[-1])).view(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
 

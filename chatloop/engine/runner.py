@@ -70,12 +70,16 @@ class ModelRunner:
         # Any other plan takes the fused path (fewer, larger ops per layer; see _forward).
         self.exact = self.plan == KernelPlan.uniform("float32")
         self._rope_table = None
+        half = self.head_dim // 2
+        # rotate_half(x) * sin == roll(x, half) * (sign * sin): the sign is folded into sin once
+        self._rope_sign = torch.cat([-torch.ones(half), torch.ones(half)]).to(device=dev, dtype=self.dtype)
         if getattr(self.rotary, "rope_type", "default") in ("default", "linear", "llama3"):
             # These do not depend on the sequence length: cos/sin of every position, computed once
             # by the model's own module (the same values it computes per call), then just indexed.
             positions = torch.arange(max_len)[None, :]
             cos, sin = self.rotary(torch.zeros(1, dtype=torch.float32), positions)
-            self._rope_table = (cos[0].to(device=dev, dtype=self.dtype), sin[0].to(device=dev, dtype=self.dtype))
+            cos, sin = cos[0].to(device=dev, dtype=self.dtype), sin[0].to(device=dev, dtype=self.dtype)
+            self._rope_table = (cos, sin * self._rope_sign)
         body, head = self.plan.body, self.plan.head
         self.lm_head = PackedLinear(model.lm_head.weight, getattr(model.lm_head, "bias", None), head, act, dev)
         self.layers = []
@@ -235,34 +239,31 @@ class ModelRunner:
     def _forward(self, input_ids, first_slot: int, starts: list[int], lengths=None, all_logits=False, embeds=None):
         """Decode (t == 1: one token per row, rows = slots first_slot..) or prefill (b == 1: a
         packed row of `lengths` prompts for slots first_slot.., each from position starts[j]).
+        Activations are token-major, [tokens, hidden], so every linear layer sees a plain matrix.
         Returns float32 logits: [b, vocab] for decode, [len(lengths), vocab] for prefill, or
         [t, vocab] with all_logits."""
         b, t = input_ids.shape
-        rows = slice(first_slot, first_slot + b)
+        decode = t == 1
         dev = self.device
+        H, KV, d = self.n_heads, self.n_kv, self.head_dim
         start = torch.tensor(starts, dtype=torch.long, device=dev)
         lengths = lengths or [t]
-        if t == 1:
-            position_ids = start[:, None]
+        if decode:
+            positions = start
         else:
-            position_ids = torch.cat([torch.arange(s, s + n, device=dev) for s, n in zip(starts, lengths)])[None, :]
+            positions = torch.cat([torch.arange(s, s + n, device=dev) for s, n in zip(starts, lengths)])
         kv_len = max(starts) + t
-        h = F.embedding(input_ids, self.embed)
+        h = F.embedding(input_ids.view(-1), self.embed)
         at = 0
         for n, spliced in zip(lengths, embeds or ()):
             if spliced is not None:
-                positions, vectors = spliced
-                h[0, at + positions.to(dev)] = vectors.to(device=dev, dtype=h.dtype)
+                where, vectors = spliced
+                h[at + where.to(dev)] = vectors.to(device=dev, dtype=h.dtype)
             at += n
-        if self._rope_table is not None:
-            cos, sin = self._rope_table[0][position_ids], self._rope_table[1][position_ids]
-        else:
-            cos, sin = self.rotary(h, position_ids)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        groups = self.n_heads // self.n_kv
-        if t == 1:
-            # Decode: each row sees its own history only. Query heads are grouped onto their
-            # key/value head ([b, kv, groups, d]) so GQA needs no repeated keys.
+        cos, sin = self._rope(h, positions)
+        if decode:
+            # Each row sees its own history only. Query heads are grouped onto their key/value head
+            # ([b, kv, groups, d]) so GQA needs no repeated keys.
             mask = (torch.arange(kv_len, device=dev)[None, :] <= start[:, None]).view(b, 1, 1, kv_len)
             row_idx = torch.arange(first_slot, first_slot + b, device=dev)
         else:
@@ -280,40 +281,40 @@ class ModelRunner:
                 causal = torch.ones(t, t, dtype=torch.bool, device=dev).tril_()
                 mask = (causal & (seq_id[:, None] == seq_id[None, :])).view(1, 1, t, t)
         norm = self._rms_norm if self.exact else self._fused_rms_norm
-        heads, qk_size = self.n_heads + self.n_kv, self.q_size + self.kv_size
+        rotate = _rotate if self.exact else _rotate_fused
+        qk_size = self.q_size + self.kv_size
         for i, layer in enumerate(self.layers):
-            x = norm(h, layer.ln1)
-            qkv = layer.qkv(x)
-            if self.exact:
-                q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-                q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-                k = k.view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
-                q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-            else:  # q and k rotated together: half the ops
-                qk = _rotate_fused(qkv[..., :qk_size].view(b, t, heads, self.head_dim).transpose(1, 2), cos, sin)
-                q, k = qk[:, : self.n_heads], qk[:, self.n_heads :]
-            v = qkv[..., qk_size:].view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+            qkv = layer.qkv(norm(h, layer.ln1))
+            # (narrow, not indexing: one op per view, this loop runs 30 times a token)
+            qk = rotate(qkv.narrow(1, 0, qk_size).view(-1, H + KV, d), cos, sin)  # q and k heads rotated together
+            v = qkv.narrow(1, qk_size, self.kv_size).view(-1, KV, d)
             kc, vc = self.k[i], self.v[i]
-            if t == 1:
-                kc[row_idx, :, start] = k[:, :, 0]
-                vc[row_idx, :, start] = v[:, :, 0]
+            if decode:
+                kc[row_idx, :, start] = qk.narrow(1, H, KV)
+                vc[row_idx, :, start] = v
                 out = F.scaled_dot_product_attention(
-                    q.reshape(b, self.n_kv, groups, self.head_dim),
-                    kc[rows, :, :kv_len], vc[rows, :, :kv_len],
-                    attn_mask=mask, scale=self.scale,
-                ).reshape(b, self.n_heads, 1, self.head_dim)
+                    qk.narrow(1, 0, H).view(b, KV, H // KV, d), kc.narrow(0, first_slot, b).narrow(2, 0, kv_len),
+                    vc.narrow(0, first_slot, b).narrow(2, 0, kv_len), attn_mask=mask, scale=self.scale,
+                ).view(b, self.q_size)
             else:
-                out = self._prefill_attention(kc, vc, q, k, v, first_slot, starts, offsets, mask)
-            h = h + layer.o(out.transpose(1, 2).reshape(b, t, self.q_size))
+                heads = (x.transpose(0, 1).unsqueeze(0) for x in (qk[:, :H], qk[:, H:], v))  # [1, heads, t, d]
+                out = self._prefill_attention(kc, vc, *heads, first_slot, starts, offsets, mask)
+                out = out[0].transpose(0, 1).reshape(t, self.q_size)
+            h = h + layer.o(out)
             gate, up = layer.gate_up(norm(h, layer.ln2)).chunk(2, dim=-1)
             h = h + layer.down(F.silu(gate) * up)
-        if all_logits:
-            h = h[0]
-        elif t == 1:
-            h = h[:, 0]
-        else:
-            h = h[0, [off - 1 for off in offsets[1:]]]
+        if not (decode or all_logits):
+            h = h[[off - 1 for off in offsets[1:]]]
         return self.lm_head(norm(h, self.norm)).float().cpu()  # sampling runs on the CPU
+
+    def _rope(self, h: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and the signed sin of `_rotate` at `positions`, shaped [tokens, 1, head_dim]."""
+        if self._rope_table is not None:
+            cos, sin = self._rope_table[0][positions], self._rope_table[1][positions]
+        else:
+            cos, sin = self.rotary(h[None], positions[None])
+            cos, sin = cos[0], sin[0] * self._rope_sign
+        return cos.unsqueeze(1), sin.unsqueeze(1)
 
     def _prefill_attention(self, kc, vc, q, k, v, first_slot, starts, offsets, mask):
         """Write a packed prefill's keys and values into its slots (prompt j from starts[j]) and
@@ -349,17 +350,15 @@ class ModelRunner:
         return F.rms_norm(x, weight.shape, weight, self.eps)
 
 
-def _rotate_fused(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """`_rotate` in three ops: x * cos + rotate_half(x) * sin."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((x[..., half:].neg(), x[..., :half]), dim=-1)
-    return torch.addcmul(x * cos, rotated, sin)
+def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding as transformers computes it, x * cos + rotate_half(x) * sin, where
+    rotate_half(x) = cat(-x2, x1) = roll(x, half) * sign (the sign lives in `signed_sin`)."""
+    return x * cos + torch.roll(x, x.shape[-1] // 2, -1) * signed_sin
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+def _rotate_fused(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """`_rotate` with its multiply-add fused (one rounding fewer: not transformers' exact bits)."""
+    return torch.addcmul(x * cos, torch.roll(x, x.shape[-1] // 2, -1), signed_sin)
 
 
 def _main() -> int:
