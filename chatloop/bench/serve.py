@@ -6,10 +6,14 @@ Starts `chatloop serve` (default model, `auto` dtype) on a free port with a thro
 then measures 1 and 8 concurrent streaming chats in one run: aggregate completion tokens/s (from
 the usage the server reports), time to first token (p50), errors, and the ratio 8 vs 1; then the
 prefix cache (bench/prefix.py): TTFT on the 1st and the 10th turn of a chat, and of the first and
-the second request of the Open WebUI shape (36 tool schemas, then a short question).
+the second request of the Open WebUI shape (36 tool schemas, then a short question). When
+`llama_cpp` (with its server extras) is importable and the model is a GGUF, llama-cpp-python's own
+OpenAI server is then started on the same file and measured the same way (`llama_cpp_server`), one
+server at a time so they never share the cores.
 """
 
 import asyncio
+import importlib.util
 import json
 import os
 import socket
@@ -51,12 +55,12 @@ def _cli(*args: str, env: dict, stdin: str | None = None) -> str:
     return proc.stdout.strip()
 
 
-async def _one_chat(client, prompt: str, tokens: int) -> dict:
+async def _one_chat(client, prompt: str, tokens: int, model: str = "default") -> dict:
     start = time.perf_counter()
     first = None
     usage = None
     stream = await client.chat.completions.create(
-        model="default", messages=[{"role": "user", "content": prompt}], max_tokens=tokens, temperature=0.7,
+        model=model, messages=[{"role": "user", "content": prompt}], max_tokens=tokens, temperature=0.7,
         seed=1, stream=True, stream_options={"include_usage": True})
     async for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content and first is None:
@@ -66,9 +70,9 @@ async def _one_chat(client, prompt: str, tokens: int) -> dict:
     return {"ttft": (first or time.perf_counter()) - start, "tokens": usage.completion_tokens if usage else 0}
 
 
-async def _round(client, k: int, tokens: int) -> dict:
+async def _round(client, k: int, tokens: int, model: str = "default") -> dict:
     start = time.perf_counter()
-    results = await asyncio.gather(*(_one_chat(client, PROMPTS[i % len(PROMPTS)], tokens) for i in range(k)),
+    results = await asyncio.gather(*(_one_chat(client, PROMPTS[i % len(PROMPTS)], tokens, model) for i in range(k)),
                                    return_exceptions=True)
     wall = time.perf_counter() - start
     ok = [r for r in results if isinstance(r, dict)]
@@ -76,8 +80,47 @@ async def _round(client, k: int, tokens: int) -> dict:
             * 1000 if ok else None, "errors": len(results) - len(ok)}
 
 
+def _llama_cpp_server(gguf: str | None, tokens: int) -> dict | None:
+    """llama-cpp-python's OpenAI server on `gguf`: 1 and 8 streaming chats, as for chatloop."""
+    if gguf is None or importlib.util.find_spec("llama_cpp") is None:
+        return None
+    import httpx
+    import openai
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--port", str(port),
+                               "--n_threads", str(os.cpu_count()), "--n_ctx", "4096"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                name = httpx.get(url + "/models", timeout=1).json()["data"][0]["id"]
+                break
+            except (httpx.HTTPError, KeyError, IndexError, ValueError):
+                if server.poll() is not None or time.time() > deadline:
+                    return {"error": (server.communicate()[1] or "did not start").strip().splitlines()[-1]}
+                time.sleep(0.5)
+        client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
+
+        async def main():
+            await _one_chat(client, "Hi", 8, name)  # warm-up
+            return {str(k): await _round(client, k, tokens, name) for k in (1, 8)}
+
+        rounds = asyncio.run(main())
+    finally:
+        server.terminate()
+        server.wait(30)
+    return {"aggregate_tok_s": {k: round(v["tok_s"], 2) for k, v in rounds.items()},
+            "ttft_ms_p50": {k: round(v["ttft_p50_ms"], 1) for k, v in rounds.items() if v["ttft_p50_ms"] is not None},
+            "errors": sum(v["errors"] for v in rounds.values())}
+
+
 def run_serve_bench(model: str = "default", tokens: int = 128) -> dict:
     import openai
+
+    from chatloop.models.refs import resolve
 
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "CHATLOOP_DATABASE_URL": f"sqlite:///{Path(tmp) / 'bench.db'}"}
@@ -99,13 +142,19 @@ def run_serve_bench(model: str = "default", tokens: int = 128) -> dict:
         finally:
             server.terminate()
             server.wait(30)
+    src = resolve(model)
+    llama = _llama_cpp_server(str(src.path) if src.kind == "gguf" else None, tokens)
+    ratios = {"aggregate_8_vs_1": round(rounds["8"]["tok_s"] / rounds["1"]["tok_s"], 2)}
+    if llama and "aggregate_tok_s" in llama and llama["aggregate_tok_s"]["8"]:
+        ratios["aggregate_8_vs_llama_cpp_server_8"] = round(rounds["8"]["tok_s"] / llama["aggregate_tok_s"]["8"], 2)
     return {
         "model": model,
         "tokens_per_stream": tokens,
         "aggregate_tok_s": {k: round(v["tok_s"], 2) for k, v in rounds.items()},
         "ttft_ms_p50": {k: round(v["ttft_p50_ms"], 1) for k, v in rounds.items() if v["ttft_p50_ms"] is not None},
         "errors": sum(v["errors"] for v in rounds.values()),
-        "ratios": {"aggregate_8_vs_1": round(rounds["8"]["tok_s"] / rounds["1"]["tok_s"], 2)},
+        "llama_cpp_server": llama,
+        "ratios": ratios,
         **cached,
     }
 
