@@ -33,7 +33,7 @@ app.add_typer(keys_app, name="keys")
 from chatloop.data.cli import data_app  # noqa: E402  (light: heavy imports happen per command)
 from chatloop.evals.cli import eval_command  # noqa: E402
 from chatloop.flywheel.cli import flywheel_command  # noqa: E402
-from chatloop.registry.cli import models_app  # noqa: E402
+from chatloop.registry.cli import backup_command, models_app, restore_command  # noqa: E402
 from chatloop.tools.cli import tools_app  # noqa: E402
 from chatloop.train.cli import train as _train  # noqa: E402
 
@@ -43,6 +43,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(tools_app, name="tools")
 app.command("eval")(eval_command)
 app.command("flywheel")(flywheel_command)
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 
 
 class DType(str, Enum):
