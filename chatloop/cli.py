@@ -361,6 +361,32 @@ def bench_serve(
     _bench(lambda: run_serve_bench(model, tokens), as_json, lambda r: Console().print_json(json.dumps(r)))
 
 
+@bench_app.command("load")
+def bench_load(
+    users: Annotated[int, typer.Option("--users", min=1, help="Virtual users acting at once.")] = 8,
+    minutes: Annotated[float, typer.Option("--minutes", min=0.01, help="How long (fractions allowed: 0.5).")] = 1.0,
+    model: ModelOpt = "default",
+    url: Annotated[str | None, typer.Option("--url", help="Load a running server instead of starting one.")] = None,
+    email: Annotated[str | None, typer.Option("--email", help="With --url: sign in to this account instead of "
+                                                              "signing up users.")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read --email's password from "
+                                                                         "stdin.")] = False,
+    pid: Annotated[int | None, typer.Option("--pid", help="With --url: the server's process id, to sample its "
+                                                          "RSS.")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Tokens per answer.")] = 48,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Load and soak: N users' mixed traffic through the real HTTP API (chats streamed, regenerate,
+    feedback, /v1 with the openai client, clients that leave mid-stream) for M minutes; failures by
+    status, rejections (429/503 + Retry-After), latency and TTFT percentiles, tokens/s, server RSS."""
+    from chatloop.bench.load import run_load_bench
+    from chatloop.bench.load_stats import print_table
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    _bench(lambda: run_load_bench(users, minutes, model=model, url=url, email=email, password=password, pid=pid,
+                                  max_tokens=max_tokens), as_json, print_table)
+
+
 @bench_app.command("tools")
 def bench_tools(
     model: ModelOpt = "default",
