@@ -376,9 +376,12 @@ def bench_load(
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Tokens per answer.")] = 48,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Load and soak: N users' mixed traffic through the real HTTP API (chats streamed, regenerate,
-    feedback, /v1 with the openai client, clients that leave mid-stream) for M minutes; failures by
-    status, rejections (429/503 + Retry-After), latency and TTFT percentiles, tokens/s, server RSS."""
+    """Load and soak: N users' mixed traffic through the real HTTP API for M minutes.
+
+    Streamed chats, regenerate, feedback, /v1 with the openai client, clients that leave mid-stream;
+    reports failures by status, rejections (429/503 + Retry-After), latency and TTFT percentiles,
+    tokens/s and the server's RSS over time.
+    """
     from chatloop.bench.load import run_load_bench
     from chatloop.bench.load_stats import print_table
 

@@ -172,7 +172,7 @@ def _read_manifest(tar: tarfile.TarFile, source: Path) -> dict:
         if not isinstance(files, dict) or database["file"] not in files:
             raise KeyError("files")
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise UsageError(f"{source}: {ARCHIVE_MANIFEST} is corrupt ({e})") from e
+        raise UsageError(f"{source}: {ARCHIVE_MANIFEST} is corrupt ({' '.join(str(e).split())})") from e
     if manifest.get("format") != FORMAT:
         raise UsageError(f"{source} is a backup of format {manifest.get('format')}; this chatloop reads {FORMAT}")
     return manifest
@@ -203,7 +203,7 @@ def _extract(tar: tarfile.TarFile, source: Path, files: dict, staging: Path) -> 
                                  f"{expect['sha256'][:12]}…)")
             seen.add(member.name)
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise UsageError(f"{source} is truncated or damaged at {current}: {e}") from e
+        raise UsageError(f"{source} is truncated or damaged at {current}: {' '.join(str(e).split())}") from e
     missing = sorted(set(files) - seen)
     if missing:
         raise UsageError(f"{source} is truncated: {len(missing)} listed files are missing, first {missing[0]}")
@@ -220,7 +220,7 @@ def restore(source: Path, db_url: str, *, force: bool = False) -> dict:
     try:
         tar = tarfile.open(source, mode="r:*")  # noqa: SIM115 - closed by the `with` below
     except (tarfile.TarError, OSError) as e:
-        raise UsageError(f"{source} is not a chatloop backup: {e}") from e
+        raise UsageError(f"{source} is not a chatloop backup: not a tar archive (plain or compressed)") from e
     with tar:
         manifest = _read_manifest(tar, source)
         kind, versions = manifest["database"]["kind"], manifest["versions"]

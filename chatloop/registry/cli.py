@@ -280,8 +280,10 @@ def _summary(counts: dict) -> str:
 def backup_command(out: Annotated[Path, typer.Argument(help="The archive to write (a new file; .tar, or "
                                                            ".tar.gz to compress).")],
                    as_json: JsonOpt = False, db: DbOpt = None) -> None:
-    """Back up the database and every registered model version into one verified archive, while the
-    server keeps serving (SQLite's online backup API, pg_dump for PostgreSQL)."""
+    """Back up the database and every registered model version into one archive, while serving.
+
+    SQLite is copied with its online backup API, PostgreSQL with pg_dump; every member's sha256 is listed.
+    """
     from chatloop.config import get_settings
     from chatloop.registry.backup import backup
 
@@ -299,9 +301,11 @@ def restore_command(source: Annotated[Path, typer.Argument(metavar="IN", help="A
                     force: Annotated[bool, typer.Option("--force", help="Replace a database that is not empty "
                                                                         "and model versions already present.")]
                     = False, as_json: JsonOpt = False, db: DbOpt = None) -> None:
-    """Restore a backup into this CHATLOOP_HOME and its database (stop the server there first). Every
-    file is checked against the archive's sha256 list and each model against its manifest first;
-    a home that already holds data is refused unless --force."""
+    """Restore a backup into this CHATLOOP_HOME and its database (stop the server there first).
+
+    Every file is checked against the archive's sha256 list and each model against its manifest
+    first; a home that already holds data is refused unless --force.
+    """
     from chatloop.config import get_settings
     from chatloop.registry.backup import restore
 

@@ -262,3 +262,18 @@ def test_backup_refuses_to_overwrite_and_names_a_missing_version(homes, tiny_src
     with pytest.raises(ModelRefError, match="missing config.json"):
         backup(tmp_path / "again.tar", url_a)
     assert not (tmp_path / "again.tar").exists()
+
+
+@pytest.mark.parametrize("kind", ["sqlite"], indirect=True)
+def test_the_commands_exit_2_with_one_line_for_a_bad_archive_or_an_existing_output(homes, tmp_path):
+    import subprocess
+    import sys
+
+    home, url = homes(1)
+    env = {**os.environ, "CHATLOOP_HOME": str(home)}
+    (tmp_path / "junk.tar").write_bytes(b"not a tar file at all" * 100)
+    for args in (["restore", str(tmp_path / "junk.tar"), "--db", url], ["backup", str(tmp_path / "junk.tar")]):
+        proc = subprocess.run([sys.executable, "-m", "chatloop", *args], capture_output=True, text=True, env=env,
+                              timeout=120, check=False)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
