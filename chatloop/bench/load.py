@@ -4,7 +4,8 @@
     chatloop bench load --users 8 --minutes 0.5 --model PATH --json
     chatloop bench load --users 16 --minutes 30 --url http://host:8000 --email me@x.org --password-stdin
 
-Each virtual user signs up (or, with --email, signs in to that account), makes itself an API key,
+Each virtual user signs up (or, with --email, signs in to that account: then all share it, and its
+rate limit, so expect 429 rejections at high --users), makes itself an API key,
 then until the time is up picks one action after another with a short pause between them: a new
 chat or a next message streamed through the app API, a regenerated answer with a preference
 between the two, thumbs up or down, `/v1/chat/completions` with the official `openai` client
