@@ -33,7 +33,7 @@ app.add_typer(keys_app, name="keys")
 from chatloop.data.cli import data_app  # noqa: E402  (light: heavy imports happen per command)
 from chatloop.evals.cli import eval_command  # noqa: E402
 from chatloop.flywheel.cli import flywheel_command  # noqa: E402
-from chatloop.registry.cli import models_app  # noqa: E402
+from chatloop.registry.cli import backup_command, models_app, restore_command  # noqa: E402
 from chatloop.tools.cli import tools_app  # noqa: E402
 from chatloop.train.cli import train as _train  # noqa: E402
 
@@ -43,6 +43,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(tools_app, name="tools")
 app.command("eval")(eval_command)
 app.command("flywheel")(flywheel_command)
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 
 
 class DType(str, Enum):
@@ -388,6 +390,35 @@ def bench_serve(
     from chatloop.bench.serve import run_serve_bench
 
     _bench(lambda: run_serve_bench(model, tokens), as_json, lambda r: Console().print_json(json.dumps(r)))
+
+
+@bench_app.command("load")
+def bench_load(
+    users: Annotated[int, typer.Option("--users", min=1, help="Virtual users acting at once.")] = 8,
+    minutes: Annotated[float, typer.Option("--minutes", min=0.01, help="How long (fractions allowed: 0.5).")] = 1.0,
+    model: ModelOpt = "default",
+    url: Annotated[str | None, typer.Option("--url", help="Load a running server instead of starting one.")] = None,
+    email: Annotated[str | None, typer.Option("--email", help="With --url: sign in to this account instead of "
+                                                              "signing up users.")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read --email's password from "
+                                                                         "stdin.")] = False,
+    pid: Annotated[int | None, typer.Option("--pid", help="With --url: the server's process id, to sample its "
+                                                          "RSS.")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Tokens per answer.")] = 48,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Load and soak: N users' mixed traffic through the real HTTP API for M minutes.
+
+    Streamed chats, regenerate, feedback, /v1 with the openai client, clients that leave mid-stream;
+    reports failures by status, rejections (429/503 + Retry-After), latency and TTFT percentiles,
+    tokens/s and the server's RSS over time.
+    """
+    from chatloop.bench.load import run_load_bench
+    from chatloop.bench.load_stats import print_table
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    _bench(lambda: run_load_bench(users, minutes, model=model, url=url, email=email, password=password, pid=pid,
+                                  max_tokens=max_tokens), as_json, print_table)
 
 
 @bench_app.command("tools")

@@ -63,6 +63,10 @@ class TimedOut(ChatloopError):
     """Work on the request's input took longer than its budget (reading an image's text)."""
 
 
+class DatabaseUnavailable(ChatloopError):
+    """The database cannot be reached (restarting, down, out of connections); retry shortly."""
+
+
 class EngineOverloaded(ChatloopError):
     """The engine's waiting queue is full; the caller should retry later."""
 

@@ -7,12 +7,15 @@
     chatloop models canary NAME:VERSION --percent 10
     chatloop models rollback NAME                 undo the latest release of NAME
     chatloop models pull NAME | --list            download a catalog model, verify, convert, register
+    chatloop backup OUT                           the database and every registered version, one archive
+    chatloop restore IN [--force]                 put a backup back into this home (its database)
 
-Release actions take effect in running servers within seconds (they poll the database).
+`backup_command` and `restore_command` are mounted on the top-level `chatloop` app. Release actions take effect in running servers within seconds (they poll the database).
 """
 
 import getpass
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -263,3 +266,58 @@ def pull(name: Annotated[str | None, typer.Argument(help="A name from the catalo
         _fail(e)
     _emit(as_json, out, f"{'pulled' if new else 'already pulled:'} {out['id']} ({out['path']})"
           + ("" if not new else f"; serve it with `chatloop serve --model {row.name}`"))
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def _summary(counts: dict) -> str:
+    keys = ("users", "api_keys", "conversations", "messages", "feedback", "documents", "attachments")
+    return ", ".join(f"{counts.get(k, 0)} {k.replace('_', ' ')}" for k in keys)
+
+
+def backup_command(out: Annotated[Path, typer.Argument(help="The archive to write (a new file; .tar, or "
+                                                           ".tar.gz to compress).")],
+                   as_json: JsonOpt = False, db: DbOpt = None) -> None:
+    """Back up the database and every registered model version into one archive, while serving.
+
+    SQLite is copied with its online backup API, PostgreSQL with pg_dump; every member's sha256 is listed.
+    """
+    from chatloop.config import get_settings
+    from chatloop.registry.backup import backup
+
+    try:
+        report = backup(out, normalize(db) if db else get_settings().db_url)
+    except ChatloopError as e:
+        _fail(e)
+    _emit(as_json, report, f"backed up {_summary(report['counts'])} and {len(report['versions'])} model versions "
+                           f"({', '.join(report['versions']) or 'none'}) to {report['path']} "
+                           f"({_size(report['bytes'])}, {report['seconds']} s)")
+
+
+def restore_command(source: Annotated[Path, typer.Argument(metavar="IN", help="An archive `chatloop backup` "
+                                                                             "wrote.")],
+                    force: Annotated[bool, typer.Option("--force", help="Replace a database that is not empty "
+                                                                        "and model versions already present.")]
+                    = False, as_json: JsonOpt = False, db: DbOpt = None) -> None:
+    """Restore a backup into this CHATLOOP_HOME and its database (stop the server there first).
+
+    Every file is checked against the archive's sha256 list and each model against its manifest
+    first; a home that already holds data is refused unless --force.
+    """
+    from chatloop.config import get_settings
+    from chatloop.registry.backup import restore
+
+    try:
+        report = restore(source, normalize(db) if db else get_settings().db_url, force=force)
+    except ChatloopError as e:
+        _fail(e)
+    _emit(as_json, report, f"restored {_summary(report['counts'])} and {len(report['versions'])} model versions "
+                           f"from {report['path']} (taken {report['created_at']}) in {report['seconds']} s")
+
+
+def normalize(url: str) -> str:
+    from chatloop.store.db import normalize_url
+
+    return normalize_url(url)

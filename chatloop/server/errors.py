@@ -11,8 +11,9 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatloop.errors import (
-    AuthenticationFailed, ChatloopError, ConflictError, ContextTooLongError, EngineOverloaded, ModelRefError,
-    NotFoundError, PermissionDenied, RemoteEngineError, TimedOut, TooLargeError, UnsupportedMediaError, UsageError,
+    AuthenticationFailed, ChatloopError, ConflictError, ContextTooLongError, DatabaseUnavailable, EngineOverloaded,
+    ModelRefError, NotFoundError, PermissionDenied, RemoteEngineError, TimedOut, TooLargeError, UnsupportedMediaError,
+    UsageError,
 )
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def error_response(status: int, message: str, param: str | None = None, code: st
 # Domain errors -> (status, default param, default code); the first matching class wins.
 STATUS = [
     (EngineOverloaded, 503, None, "overloaded"),
+    (DatabaseUnavailable, 503, None, "database_unavailable"),
     (ModelRefError, 404, "model", "model_not_found"),
     (ContextTooLongError, 400, "messages", "context_length_exceeded"),
     (NotFoundError, 404, None, "not_found"),

@@ -43,7 +43,8 @@ DESCRIPTIONS = {
     413: "The request body is larger than the server accepts.",
     415: "Unsupported media type.",
     429: "Rate limited: retry after the seconds in Retry-After.",
-    503: "The engine's queue is full: retry after the seconds in Retry-After.",
+    503: "Temporarily unavailable (the engine's queue is full, or the database cannot be reached): retry after "
+         "the seconds in Retry-After.",
     504: "Reading the input (an image's text) took longer than its budget.",
 }
 SSE_EVENT = {"type": "object", "required": ["data"], "properties": {  # one event (OpenAPI 3.2 `itemSchema`)
@@ -122,6 +123,8 @@ def _document_errors(schema: dict) -> None:
                 statuses.add(413)
             if any(p["in"] == "path" for p in params):
                 statuses.add(404)
+            if path.startswith(("/api/", "/v1/")):
+                statuses.add(503)  # every one of them reads the database (accounts, keys), which may be down
             if op.get("security"):
                 statuses |= {401, 403, 429}
                 if method in UNSAFE:

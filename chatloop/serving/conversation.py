@@ -8,7 +8,10 @@ open (its oldest turns dropped to fit the context), submitted, and only then are
 and the `streaming` answer written, in a second transaction — before the first event reaches the
 client. A request that cannot be served (bad input, unknown model, overload) leaves no rows.
 `finish` records the outcome: `complete`, `stopped` (the client left: the partial text is kept)
-or `error`, with the usage and timings of the run.
+or `error`, with the usage and timings of the run. An outcome that cannot be written because the
+database is unavailable (PostgreSQL restarting) is still streamed to the client, and written in the
+background as soon as the database is back (retried for `SAVE_RETRY_SECONDS`); a server that stops
+meanwhile leaves the answer `streaming`, which its next start marks `interrupted`.
 
 While a canary runs, a share of web-UI turns (`CHATLOOP_VOTE_SHARE`) is a side-by-side vote: two
 answers to the same message, one from stable and one from canary, in random order, written as
@@ -16,13 +19,16 @@ siblings with one `duel_id`; the user's pick becomes a comparison of kind `vote`
 """
 
 import asyncio
+import logging
 import random
 from dataclasses import dataclass
 
 from chatloop.engine.scheduler import GenerationResult
-from chatloop.errors import UsageError
+from chatloop.errors import DatabaseUnavailable, UsageError
 from chatloop.registry.releases import CANARY, STABLE
-from chatloop.store.conversations import UNSET, TurnContext, commit_turn, finish_answer, read_turn
+from chatloop.store.conversations import (
+    UNSET, TurnContext, commit_turn, finish_answer, read_turn, record_outcome,
+)
 from chatloop.store.db import Database
 from chatloop.store.models import Message, new_id
 from chatloop.serving.images import Image
@@ -31,6 +37,27 @@ from chatloop.serving.run import Run
 from chatloop.serving.service import ChatService
 
 STATUS = {"cancelled": "stopped", "error": "error"}  # any other finish reason: complete
+SAVE_RETRY_SECONDS = 300.0
+log = logging.getLogger(__name__)
+_saving: set[asyncio.Task] = set()  # answers waiting for the database to come back
+
+
+async def _save_when_back(write, message_id: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline, delay = loop.time() + SAVE_RETRY_SECONDS, 0.5
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            await asyncio.to_thread(write)
+        except DatabaseUnavailable:
+            if loop.time() > deadline:
+                log.error("answer %s could not be saved within %.0f s; it stays `streaming` until the next "
+                          "start marks it interrupted", message_id, SAVE_RETRY_SECONDS)
+                return
+            delay = min(delay * 2, 5.0)
+            continue
+        log.warning("answer %s saved now that the database is back", message_id)
+        return
 
 
 @dataclass
@@ -82,7 +109,15 @@ class Turn:
             with self.db.session() as s:
                 return finish_answer(s, self.answers[index].id, title=self.context.needs_title, **fields)
 
-        return await asyncio.to_thread(write)
+        try:
+            return await asyncio.to_thread(write)
+        except DatabaseUnavailable:
+            answer = self.answers[index]
+            log.warning("the database is unavailable: answer %s will be saved when it is back", answer.id)
+            task = asyncio.create_task(_save_when_back(write, answer.id))
+            _saving.add(task)
+            task.add_done_callback(_saving.discard)
+            return record_outcome(answer, **fields)  # as it will be stored
 
 
 def _duel(chat: ChatService, context: TurnContext, options: TurnOptions, vote_share: float) -> bool:

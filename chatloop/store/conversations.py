@@ -239,15 +239,23 @@ def add_tool_result(s: Session, conv_id: str, parent_id: str, call_id: str, cont
     return msg
 
 
+def record_outcome(msg: Message, *, text: str, status: str, finish_reason: str, usage: dict | None = None,
+                   error: str | None = None, tool_calls: list[dict] | None = None) -> Message:
+    """Set an answer's outcome on the object (what `finish_answer` stores)."""
+    msg.content, msg.status, msg.finish_reason, msg.error = text, status, finish_reason, error
+    msg.tool_calls = json.dumps(tool_calls, ensure_ascii=False) if tool_calls else None
+    for field, value in (usage or {}).items():
+        setattr(msg, field, value)
+    return msg
+
+
 def finish_answer(s: Session, message_id: str, *, text: str, status: str, finish_reason: str,
                   usage: dict | None = None, error: str | None = None, tool_calls: list[dict] | None = None,
                   title: bool = False) -> Message:
     """Finalise an answer; `usage` carries prompt/completion tokens, ttft_ms and latency_ms."""
     msg = s.get(Message, message_id)
-    msg.content, msg.status, msg.finish_reason, msg.error = text, status, finish_reason, error
-    msg.tool_calls = json.dumps(tool_calls, ensure_ascii=False) if tool_calls else None
-    for field, value in (usage or {}).items():
-        setattr(msg, field, value)
+    record_outcome(msg, text=text, status=status, finish_reason=finish_reason, usage=usage, error=error,
+                   tool_calls=tool_calls)
     conv = s.get(Conversation, msg.conversation_id)
     if title and conv is not None and not conv.title:
         first = s.get(Message, msg.parent_id) if msg.parent_id else None

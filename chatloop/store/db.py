@@ -5,19 +5,30 @@
 
 `Database` runs `alembic upgrade head` on start, so a fresh or an old database always has the
 current schema; the migrations are the only way the schema changes.
+
+A database that cannot be reached (PostgreSQL restarting or down, SQLite locked past its busy
+timeout) makes a session raise `DatabaseUnavailable`, which the server answers with 503 and
+`Retry-After` instead of a 500. Connections are checked before use (`pool_pre_ping`), so once the
+database is back the next request gets a fresh connection: no restart needed. PostgreSQL
+connections give up after `CONNECT_TIMEOUT` seconds rather than hanging on an unreachable host.
 """
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from chatloop.errors import UsageError
+from chatloop.errors import DatabaseUnavailable, UsageError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+CONNECT_TIMEOUT = 5
+log = logging.getLogger(__name__)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -49,6 +60,8 @@ class Database:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+        elif parsed.get_backend_name() == "postgresql":
+            kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
         self.engine = create_engine(self.url, **kwargs)
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -74,6 +87,12 @@ class Database:
         try:
             yield s
             s.commit()
+        except (OperationalError, InterfaceError, PoolTimeout) as e:
+            _quiet_rollback(s)
+            if isinstance(e, DBAPIError) and not _is_outage(e):
+                raise
+            log.warning("database unavailable: %s", e.orig if isinstance(e, DBAPIError) else e)
+            raise DatabaseUnavailable("the database is unavailable right now; retry shortly") from e
         except BaseException:
             s.rollback()
             raise
@@ -90,3 +109,23 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _is_outage(e: DBAPIError) -> bool:
+    """Whether an error says the database cannot serve now, rather than that a statement was wrong."""
+    if e.connection_invalidated or isinstance(e, InterfaceError):
+        return True
+    state = getattr(e.orig, "sqlstate", None)  # PostgreSQL's SQLSTATE
+    if state is not None:  # 08 connection exception, 53 insufficient resources, 57 shutting down / starting
+        return state[:2] in ("08", "53", "57")
+    name = getattr(e.orig, "sqlite_errorname", None)
+    if name is not None:
+        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    return True  # a failure to connect at all (refused, reset, timed out) carries no SQLSTATE
+
+
+def _quiet_rollback(s: Session) -> None:
+    try:
+        s.rollback()
+    except DBAPIError:  # the connection is gone; the pool discards it
+        log.debug("rollback on a dead connection failed", exc_info=True)

@@ -1,12 +1,19 @@
-"""Nothing typed is lost: kill -9 mid-answer, and clients that disconnect mid-stream."""
+"""Nothing typed is lost, and faults are survived: kill -9 of the server during 8 streaming chats
+(SQLite and PostgreSQL), clients that disconnect mid-stream, and PostgreSQL restarted under a
+serving server (a private instance: the shared one is never stopped)."""
 
 import json
+import threading
 import time
 
 import httpx
 import pytest
+from sqlalchemy import select
 
-from server_util import Server, signup
+from chatloop.store.db import Database
+from chatloop.store.models import Base
+from conftest import make_tiny_model
+from server_util import Server, database_url, signup
 
 pytestmark = pytest.mark.slow
 
@@ -47,24 +54,6 @@ def db_url(tmp_path):
     return f"sqlite:///{tmp_path / 'chatloop.db'}"
 
 
-def test_kill_9_mid_answer_keeps_the_question_and_marks_the_answer_interrupted(default_dir, db_url, tmp_path):
-    server = Server("default", db_url, dtype="auto", log=tmp_path / "server.log").start()
-    client = signup(server.url, "kill@example.com")
-    conv = client.post("/api/conversations", json={}).json()
-    start, _ = first_deltas(client, conv["id"], 2)
-    server.kill()  # SIGKILL while the answer is still being generated
-    server = Server("default", db_url, dtype="auto", log=tmp_path / "server.log").start()
-    try:
-        again = httpx.Client(base_url=server.url)
-        again.post("/api/auth/login", json={"email": "kill@example.com", "password": "correct horse battery"})
-        messages = again.get(f"/api/conversations/{conv['id']}").json()["messages"]
-        assert [m["role"] for m in messages] == ["user", "assistant"]
-        assert messages[0]["content"] == LONG and messages[0]["id"] == start["user_message"]["id"]
-        assert messages[1]["status"] == "interrupted"
-    finally:
-        server.stop()
-
-
 def test_client_disconnect_keeps_a_stopped_partial_answer_and_frees_the_slot(default_dir, db_url, tmp_path):
     server = Server("default", db_url, dtype="auto", log=tmp_path / "server.log").start()
     try:
@@ -94,3 +83,188 @@ def test_client_disconnect_keeps_a_stopped_partial_answer_and_frees_the_slot(def
             assert '"type": "done"' in r.read().decode()
     finally:
         server.stop()
+
+
+# --- kill -9 during 8 streaming chats ---------------------------------------------------------------
+
+STREAMS = 8
+
+
+@pytest.fixture(scope="module")
+def long_tiny(tmp_path_factory, tokenizer):
+    """A tiny model with room for answers of thousands of tokens (they are still streaming when killed)."""
+    return make_tiny_model(tmp_path_factory.mktemp("long-tiny"), tokenizer, context=4096)
+
+
+def dump(url: str) -> dict[str, dict[str, dict]]:
+    """Every row of every table, by primary key."""
+    db = Database(url, migrate=False)
+    try:
+        with db.engine.connect() as conn:
+            return {t.name: {"|".join(str(row._mapping[c.name]) for c in t.primary_key.columns): dict(row._mapping)
+                             for row in conn.execute(select(t))}
+                    for t in Base.metadata.sorted_tables}
+    finally:
+        db.dispose()
+
+
+class Stream(threading.Thread):
+    """One streaming chat that keeps reading until the connection dies."""
+
+    def __init__(self, client: httpx.Client, conv_id: str, content: str, max_tokens: int = 3000):
+        super().__init__(daemon=True)
+        self.client, self.conv_id, self.content, self.max_tokens = client, conv_id, content, max_tokens
+        self.start_event, self.deltas, self.done = None, [], None
+        self.flowing = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with self.client.stream("POST", f"/api/conversations/{self.conv_id}/messages",
+                                    json={"content": self.content, "max_tokens": self.max_tokens, "temperature": 0}) as r:
+                for line in r.iter_lines():
+                    if not line.startswith("data: {"):
+                        continue
+                    event = json.loads(line[6:])
+                    if event["type"] == "start":
+                        self.start_event = event
+                    elif event["type"] == "delta":
+                        self.deltas.append(event["text"])
+                        if len(self.deltas) >= 3:
+                            self.flowing.set()
+                    elif event["type"] in ("done", "error"):
+                        self.done = event
+                        self.flowing.set()
+        except httpx.HTTPError:
+            pass  # the server was killed under us
+        finally:
+            self.flowing.set()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_kill_9_during_8_streaming_chats_keeps_every_question_and_marks_each_answer_interrupted(
+        kind, long_tiny, tmp_path):
+    url, drop = database_url(kind, tmp_path)
+    env = {"CHATLOOP_HOME": str(tmp_path / "home")}
+    server = Server(str(long_tiny), url, env=env, log=tmp_path / "server.log").start()
+    try:
+        # what was there before: another user's finished chat with feedback, a key, 8 empty conversations
+        other = signup(server.url, "other@example.com")
+        other_conv = other.post("/api/conversations", json={"title": "before"}).json()
+        with other.stream("POST", f"/api/conversations/{other_conv['id']}/messages",
+                          json={"content": "Hi", "max_tokens": 5}) as r:
+            answer = [json.loads(x[6:]) for x in r.iter_lines() if x.startswith("data: {")][-1]["message"]
+        other.post(f"/api/messages/{answer['id']}/feedback", json={"rating": "up"})
+        other.post("/api/keys", json={"name": "k"})
+        client = signup(server.url, "writer@example.com")
+        convs = [client.post("/api/conversations", json={"title": f"chat {i}"}).json()["id"] for i in range(STREAMS)]
+        before = dump(url)
+
+        streams = [Stream(client, conv, f"{LONG} (chat {i})") for i, conv in enumerate(convs)]
+        for s in streams:
+            s.start()
+        for s in streams:
+            assert s.flowing.wait(120)
+        assert all(s.done is None for s in streams), "an answer finished before the kill: make them longer"
+        server.kill()  # SIGKILL while all 8 answers are being generated
+        for s in streams:
+            s.join(30)
+        server = Server(str(long_tiny), url, env=env, log=tmp_path / "server.log").start()  # marks interrupted
+        after = dump(url)
+    finally:
+        server.stop()
+    try:
+        new = {k: v for k, v in after["messages"].items() if k not in before["messages"]}
+        assert len(new) == 2 * STREAMS
+        for s, conv in zip(streams, convs, strict=True):
+            user_id = s.start_event["user_message"]["id"]
+            answer_id = s.start_event["assistant_message"]["id"]
+            question, answer = new[user_id], new[answer_id]
+            assert (question["conversation_id"], question["role"], question["content"]) == (conv, "user", s.content)
+            assert (answer["parent_id"], answer["role"], answer["status"]) == (user_id, "assistant", "interrupted")
+            assert "".join(s.deltas).startswith(answer["content"])  # what was saved is what was seen, or nothing
+            changed = {k for k, v in after["conversations"][conv].items() if before["conversations"][conv][k] != v}
+            assert changed <= {"current_leaf_id", "updated_at"}
+        assert all(after["messages"][k] == v for k, v in before["messages"].items()), "an old message changed"
+        for table, rows in before.items():
+            if table not in ("messages", "conversations"):
+                assert after[table] == rows, f"{table} changed"
+        assert {k: v for k, v in after["conversations"].items() if k not in convs} == \
+            {k: v for k, v in before["conversations"].items() if k not in convs}
+    finally:
+        if drop:
+            drop()
+
+
+# --- PostgreSQL restarted while serving ----------------------------------------------------------------
+
+FAST = 5.0  # seconds: an answer while the database is down comes at least this quickly
+
+
+def assert_unavailable(r: httpx.Response, started: float) -> None:
+    assert time.monotonic() - started < FAST, f"took {time.monotonic() - started:.1f} s: it should fail fast"
+    assert r.status_code == 503, r.text
+    assert r.headers.get("retry-after", "").isdigit()
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == "database_unavailable"
+
+
+def test_postgresql_restart_fails_requests_fast_with_503_and_the_server_recovers_alone(long_tiny, tmp_path):
+    from pg_private import PrivatePostgres
+
+    pg = PrivatePostgres.create()
+    server = None
+    try:
+        server = Server(str(long_tiny), pg.url, env={"CHATLOOP_HOME": str(tmp_path / "home")},
+                        log=tmp_path / "server.log").start()
+        pid = server.proc.pid
+        client = signup(server.url, "pg@example.com")
+        key = client.post("/api/keys", json={"name": "k"}).json()["key"]
+        bearer = {"Authorization": f"Bearer {key}"}
+        conv = client.post("/api/conversations", json={}).json()["id"]
+        v1_body = {"model": "default", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+
+        def requests() -> list[tuple[float, httpx.Response]]:
+            out = []
+            for method, path, kw in [
+                ("GET", "/api/conversations", {}),
+                ("POST", "/api/conversations", {"json": {}}),
+                ("POST", f"/api/conversations/{conv}/messages", {"json": {"content": "Hello", "max_tokens": 4}}),
+                ("GET", "/v1/models", {"headers": bearer}),
+                ("POST", "/v1/chat/completions", {"headers": bearer, "json": v1_body}),
+                ("POST", "/v1/chat/completions", {"headers": bearer, "json": {**v1_body, "stream": True}}),
+            ]:
+                started = time.monotonic()
+                out.append((started, client.request(method, path, timeout=30, **kw)))
+            return out
+
+        assert all(r.status_code in (200, 201) for _, r in requests())
+        in_flight = Stream(client, conv, LONG, max_tokens=400)  # it ends while the database is down
+        in_flight.start()
+        assert in_flight.flowing.wait(60) and in_flight.done is None
+
+        pg.stop()  # as `systemctl restart postgresql` begins: every connection is cut
+        for started, r in requests():
+            assert_unavailable(r, started)
+        in_flight.join(120)
+        assert not in_flight.is_alive(), "a stream in flight hangs while the database is down"
+        assert in_flight.done and in_flight.done["type"] == "done", "the answer in flight was cut off"
+        answer = in_flight.done["message"]
+        assert answer["content"] == "".join(in_flight.deltas) and answer["status"] == "complete"
+
+        pg.start()
+        wait_for(lambda: client.get("/api/conversations").status_code == 200, timeout=15)
+        for _ in range(3):  # recovered for good, on every pooled connection: no restart
+            assert [r.status_code for _, r in requests()] == [200, 201, 200, 200, 200, 200]
+
+        def saved():  # the answer that finished during the outage is written once the database is back
+            messages = client.get(f"/api/conversations/{conv}").json()["messages"]
+            return next(m for m in messages if m["id"] == answer["id"])["status"] == "complete"
+
+        wait_for(saved, timeout=30)
+        stored = next(m for m in client.get(f"/api/conversations/{conv}").json()["messages"] if m["id"] == answer["id"])
+        assert stored["content"] == answer["content"] and stored["completion_tokens"] == answer["completion_tokens"]
+        assert server.proc.poll() is None and server.proc.pid == pid
+    finally:
+        if server:
+            server.stop()
+        pg.destroy()

@@ -5,12 +5,14 @@ hand the request to the chat service (serving/), shape the answer (openai/servin
 response's `model` is the exact version that answered.
 """
 
+import logging
 import time
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from chatloop.engine.scheduler import GenerationResult
+from chatloop.errors import DatabaseUnavailable
 from chatloop.server.auth import Principal
 from chatloop.server.deps import Services, principal, services
 from chatloop.server.errors import APIError
@@ -25,6 +27,8 @@ from chatloop.server.openai.protocol import (
 from chatloop.server.routing import JSONRoute, errors_doc
 from chatloop.server.sse import EventStreamResponse
 from chatloop.store.models import UsageRecord
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=JSONRoute)
 STARTED = int(time.time())
@@ -71,7 +75,10 @@ def _usage_logger(svc: Services, p: Principal, model: str, started: float):
             ))
 
     async def log(results: list[GenerationResult], status: int) -> None:
-        await run_in_threadpool(write, results, status)
+        try:
+            await run_in_threadpool(write, results, status)
+        except DatabaseUnavailable:  # the answer is done; only its usage row (metrics) is lost
+            logger.warning("usage of a /v1 request not recorded: the database is unavailable")
 
     return log
 
