@@ -21,8 +21,8 @@ import typer
 
 from chatloop.errors import ChatloopError, UsageError
 from chatloop.evals.schema import SUITES, check_suite_names
+from chatloop.models.loading import DTYPES, check_dtype
 
-DTYPES = ("auto", "float32", "bfloat16", "int8", "int4")
 METRIC_NAMES = {"flip": "flip_rate", "false_claim": "agree_rate", "flattery": "flattery_rate"}
 REF_HELP = ("Model REF: default, runs:RUN, hf:ORG/NAME[@REV], NAME:VERSION, NAME, NAME@CHANNEL, or a path "
             "to a Hugging Face model directory or .gguf file.")
@@ -64,8 +64,7 @@ def run_eval(model: str, suites: list[str] | None, against: str | None, reward_m
              limit: int | None, dtype: str) -> dict:
     """Everything `chatloop eval` does but printing: the result object it prints with --json."""
     names = check_suite_names(suites)
-    if dtype not in DTYPES:
-        raise UsageError(f"unknown dtype '{dtype}': choose one of {', '.join(DTYPES)}")
+    check_dtype(dtype)
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1, got {limit}")
     if reward_model and not against:
