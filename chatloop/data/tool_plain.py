@@ -2,7 +2,8 @@
 
 A model tuned on tool calls learns to call a tool for everything unless it also sees many, varied
 questions answered directly while tools are offered: greetings, knowledge, advice, writing,
-translation, small mental arithmetic. These join `TRAIN.plain` of tool_pools.py; none of them is
+translation. (No arithmetic: with the calculator offered, arithmetic is the calculator's; answered
+directly only where it is not offered.) These join `TRAIN.plain` of tool_pools.py; none of them is
 in the held-out set (tests/unit/test_tool_synthetic.py checks). All written for this project.
 """
 
@@ -35,8 +36,6 @@ PLAIN_EN = [
     ("Translate 'hello, friend' into Spanish.", "'Hello, friend' in Spanish is 'hola, amigo'."),
     ("Translate 'I am hungry' into French.", "'I am hungry' in French is 'j'ai faim'."),
     ("How do you say 'water' in Japanese?", "'Water' in Japanese is 'mizu' (水)."),
-    ("What is 2 + 2?", "2 + 2 = 4."),
-    ("What is half of 10?", "Half of 10 is 5."),
     ("Is a tomato a fruit or a vegetable?", "Botanically a tomato is a fruit, though it is cooked like a vegetable."),
     ("What is the difference between weather and climate?",
      "Weather is the short-term state of the air; climate is the average weather over many years."),
@@ -77,8 +76,6 @@ PLAIN_ZH = [
     ("把“你好，朋友”翻译成英文。", "“你好，朋友”的英文是“Hello, friend”。"),
     ("把“我饿了”翻译成英文。", "“我饿了”的英文是“I'm hungry”。"),
     ("“水”用英语怎么说？", "“水”的英文是“water”。"),
-    ("2加2等于几？", "2加2等于4。"),
-    ("10的一半是多少？", "10的一半是5。"),
     ("西红柿是水果还是蔬菜？", "从植物学上说西红柿是果实，但通常被当作蔬菜来烹饪。"),
     ("天气和气候有什么区别？", "天气是短时间内的大气状况，气候是多年天气的平均状态。"),
     ("推荐一个早上的好习惯。", "起床后喝一杯温水，再做五分钟伸展运动。"),

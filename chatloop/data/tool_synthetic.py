@@ -127,7 +127,7 @@ def calc_item(r: random.Random, pool: P.Pool, lang: str) -> dict:
 
 
 # No-tool questions are a third of all: with fewer, a tuned model learns to call a tool for everything.
-KINDS, WEIGHTS = ("calc", "time", "search", "none"), (30, 18, 18, 34)
+KINDS, WEIGHTS = ("calc", "time", "search", "none"), (35, 16, 16, 33)
 
 
 def exchange(r: random.Random, pool: P.Pool, kind: str, offered: set[str], lang: str, when: datetime) -> list[dict]:
