@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 PREFILL = 128  # tokens of the measured prefill
 ROWS = (1, 2, 4, 8)  # decoding batch sizes measured; more rows than the last take the prefill's format
+SLOWER_BY = 1.5  # a quantised format this much slower than dense for one row is measured no further
 VERSION = 1  # bump when the measurement changes: old cache entries are then measured again
 
 # Calibration text, written for this project: everyday English and Chinese, as chats look.
@@ -80,8 +81,22 @@ def _decode_times(runner, rows_list: list[int], reps: int) -> dict[int, float]:
     return out
 
 
+def _one_row_step(runner) -> float:
+    """Seconds of one single-row decode step after a short prompt (a quick first look at a format)."""
+    runner.clear()
+    runner.prefill([list(range(100, 108))])
+    seconds = _median_time(lambda: runner.decode([7]), 2)
+    runner.clear()
+    return seconds
+
+
 def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) -> dict:
-    """Time and score every runnable format; returns the raw measurements (JSON-ready)."""
+    """Time and score every runnable format; returns the raw measurements (JSON-ready).
+
+    A quantised format is first timed for one decoding row, where it has its best case (the fewest
+    bytes of weights per token); if it is over SLOWER_BY times the dense format's time there, it
+    cannot win anywhere and is measured no further. Without that look the whole measurement took
+    minutes on CPUs where a format has no fast kernel (int4 with float32 activations: ~0.4 s a step)."""
     from chatloop.engine.runner import ModelRunner
 
     max_batch = max(rows_list)
@@ -89,6 +104,7 @@ def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) ->
     head_weight, head_bias = model.lm_head.weight, getattr(model.lm_head, "bias", None)
     hidden = head_weight.shape[1]
     results: dict = {"rows": rows_list, "acts": {}}
+    dense_step = math.inf  # the fastest dense single-row step so far (each dtype's dense formats come first)
     for act in ("float32", "bfloat16"):
         dtype = torch.float32 if act == "float32" else torch.bfloat16
         dense = DENSE[act][0]
@@ -99,6 +115,14 @@ def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) ->
                                      max_len=max(len(calibration_ids), PREFILL) + 64)
             except (RuntimeError, ValueError) as e:  # a format this model's shapes or this CPU cannot run
                 body[fmt] = {"error": f"{type(e).__name__}: {e}"}
+                continue
+            first = _one_row_step(runner)
+            if fmt in DENSE[act]:
+                dense_step = min(dense_step, first)
+            elif first > SLOWER_BY * dense_step:
+                body[fmt] = {"skipped": f"one row takes {first * 1000:.1f} ms a step, over {SLOWER_BY}x the "
+                                        f"dense format's {dense_step * 1000:.1f} ms"}
+                del runner
                 continue
             steps = _decode_times(runner, rows_list, reps)
             prefill = _median_time(lambda: (runner.clear(), runner.prefill([prompt])), max(2, reps // 2))
@@ -111,8 +135,16 @@ def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) ->
                     except (RuntimeError, ValueError) as e:
                         head[hfmt] = {"error": f"{type(e).__name__}: {e}"}
                         continue
-                    times = {str(r): _median_time(lambda x=torch.randn(r, hidden, dtype=dtype): runner.lm_head(x),
-                                                  reps) for r in rows_list}
+                    times = {}
+                    for r in rows_list:
+                        times[str(r)] = _median_time(lambda x=torch.randn(r, hidden, dtype=dtype): runner.lm_head(x),
+                                                     reps)
+                        if hfmt != dense and times["1"] > SLOWER_BY * head[dense]["step_s"]["1"]:
+                            break
+                    if len(times) < len(rows_list):
+                        head[hfmt] = {"skipped": f"one row takes {times['1'] * 1000:.2f} ms, over {SLOWER_BY}x "
+                                                 f"the dense format's {head[dense]['step_s']['1'] * 1000:.2f} ms"}
+                        continue
                     head[hfmt] = {"step_s": times, "ppl": _perplexity(runner, calibration_ids)}
             del runner
         results["acts"][act] = {"body": body, "head": head}

@@ -130,3 +130,18 @@ def test_auto_measures_once_per_machine_and_model_then_reads_the_cache(tiny_dir,
     monkeypatch.setattr(kernels, "measure", no_measuring)
     again, summary = kernels.choose_plan(loaded.model, loaded.tokenizer, loaded.model_id)
     assert again == plan and summary["cached"] == str(files[0])
+
+
+def test_a_quantised_format_slower_than_dense_for_one_row_is_measured_no_further(tiny_dir, monkeypatch):
+    from chatloop.models.loading import load_model
+
+    loaded = load_model(str(tiny_dir), "float32")
+    monkeypatch.setattr(kernels, "SLOWER_BY", 0.0)  # every quantised format now counts as too slow
+    results = kernels.measure(loaded.model, list(range(5, 70)), rows_list=(1, 2), reps=1)
+    for act, m in results["acts"].items():
+        for fmt in ("int8", "int4"):
+            assert "over 0.0x the dense format" in m["body"][fmt]["skipped"], (act, fmt)
+            assert "skipped" in m["head"].get(fmt, {"skipped": "not measured"}), (act, fmt)
+        assert "ppl" in m["body"][formats_for(act)[0]]
+    plan, _ = kernels.decide(results, budget=0.05)
+    assert plan.formats() <= {"float32", "float32-onednn", "bfloat16"}
