@@ -17,22 +17,27 @@ interface Props {
   children: ComponentChildren;
 }
 
-const open: object[] = []; // the dialogs shown, innermost last
+/** The dialog drawn on top: the last one in document order (a nested dialog follows its parent). */
+function topmost(): Element | undefined {
+  const shown = document.querySelectorAll('[role="dialog"][aria-modal="true"]');
+  return shown[shown.length - 1];
+}
 
 export function Modal({ title, onClose, testid, wide, full, children }: Props) {
   const box = useRef<HTMLDivElement>(null);
   const close = useRef(onClose);
   close.current = onClose;
   useEffect(() => {
-    const self = {};
-    open.push(self);
     box.current?.focus();
-    const onKey = (e: KeyboardEvent) => e.key === "Escape" && open[open.length - 1] === self && close.current();
-    window.addEventListener("keydown", onKey);
-    return () => {
-      window.removeEventListener("keydown", onKey);
-      open.splice(open.indexOf(self), 1);
+    // One Escape closes one dialog. The topmost marks the event handled: a dialog below whose listener
+    // runs later (it re-mounted after the one above opened) must not close too, once the top one is gone.
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key !== "Escape" || e.defaultPrevented || topmost() !== box.current) return;
+      e.preventDefault();
+      close.current();
     };
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
   }, []);
   return (
     <div class="backdrop" onClick={(e) => e.target === e.currentTarget && onClose()}>
