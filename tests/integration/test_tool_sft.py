@@ -23,9 +23,11 @@ def _split(tok, chat: dict) -> tuple[str, str]:
 
 def test_labels_cover_calls_and_answers_but_not_tool_results(tmp_path, tokenizer, family_tokenizer):
     rows = read_dataset(T.materialize("synthetic:tools:60:mix:3", tmp_path), "sft")
-    search = next(r for r in rows if any(c["function"]["name"] == "search_documents"
-                                         for c in r["messages"][-3].get("tool_calls", [])))
-    user, call, result, answer = search["messages"][-4:]
+    # a row whose exchanges include a search: (user, call, tool result, answer), wherever it sits in the row
+    search, at = next((r, i) for r in rows for i, m in enumerate(r["messages"])
+                      if any(c["function"]["name"] == "search_documents" for c in m.get("tool_calls", [])))
+    user, call, result, answer = search["messages"][at - 1:at + 3]
+    assert (user["role"], result["role"], answer["role"]) == ("user", "tool", "assistant")
     query = call["tool_calls"][0]["function"]["arguments"]["query"]
     for tok, opener in ((tokenizer, "<tool_call>{"), (family_tokenizer("qwen2.5"), "<tool_call>\n{")):
         [chat] = tokenize_chats(tok, [search], 1024)
