@@ -3,7 +3,7 @@
  * open over dialogs (a confirmation over the settings): Escape closes the topmost only.
  */
 import type { ComponentChildren } from "preact";
-import { useEffect, useRef } from "preact/hooks";
+import { useLayoutEffect, useRef } from "preact/hooks";
 import { t } from "../i18n";
 import { Icon } from "./Icon";
 
@@ -27,7 +27,9 @@ export function Modal({ title, onClose, testid, wide, full, children }: Props) {
   const box = useRef<HTMLDivElement>(null);
   const close = useRef(onClose);
   close.current = onClose;
-  useEffect(() => {
+  // A layout effect: the Escape listener exists from the moment the dialog is drawn (a plain effect ran
+  // after paint, and an Escape pressed in between closed the dialog below instead).
+  useLayoutEffect(() => {
     box.current?.focus();
     // One Escape closes one dialog. The topmost marks the event handled: a dialog below whose listener
     // runs later (it re-mounted after the one above opened) must not close too, once the top one is gone.
