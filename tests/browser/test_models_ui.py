@@ -56,6 +56,7 @@ def test_a_chinese_question_to_the_pulled_qwen_model_gets_a_chinese_answer(brows
     expect(page.get_by_test_id("new-chat")).to_have_text("新对话")
 
     picker = page.get_by_test_id("model-picker")
+    expect(picker.locator("option", has_text="qwen2.5-coder")).to_have_count(1)  # the list arrives after the page
     labels = picker.locator("option").all_inner_texts()
     qwen = next(label for label in labels if label.startswith("qwen2.5-coder-0.5b-instruct"))
     assert "0.5B" in qwen and "zh" in qwen, f"the picker shows size and languages: {labels}"

@@ -210,9 +210,13 @@ def test_stop_during_a_vote_stops_both_answers(page):
     page.get_by_test_id("stop").click()
     duel, answers = wait_duel(page, status="stopped")
     expect(answers.nth(0).get_by_text("Stopped")).to_be_visible()
-    page.wait_for_timeout(500)  # the server finalises the answers when it sees the disconnect
-    stored = [m for m in api_get(page, f"/api/conversations/{conversation_id(page)}")["messages"]
-              if m["role"] == "assistant"]
+    # the server finalises the answers when it sees the disconnect: poll (a loaded machine takes a while)
+    for _ in range(100):
+        stored = [m for m in api_get(page, f"/api/conversations/{conversation_id(page)}")["messages"]
+                  if m["role"] == "assistant"]
+        if all(m["status"] != "streaming" for m in stored):
+            break
+        page.wait_for_timeout(200)
     assert len(stored) == 2 and {m["status"] for m in stored} == {"stopped"} and all(m["content"] for m in stored)
 
 

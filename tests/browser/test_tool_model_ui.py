@@ -42,6 +42,7 @@ def test_the_tool_tuned_model_answers_a_chinese_word_problem_with_the_calculator
     greedy_turns(page)
     sign_up(page)
     picker = page.get_by_test_id("model-picker")
+    expect(picker.locator("option")).to_have_count(2)  # the list arrives after the page: wait for both models
     values = picker.locator("option").evaluate_all("els => els.map(e => e.value)")
     picker.select_option(next(v for v in values if v != "default"))  # the server's second model: the tuned one
     page.get_by_test_id("tools-menu").click()
