@@ -61,6 +61,9 @@ class HFStageConfig(StageConfig):
         default="float32", description="Matrix-multiply precision: float32, bfloat16 (autocast; weights and "
         "optimizer stay float32), or auto: bfloat16 where the CPU multiplies it natively (AVX-512 BF16, AMX; "
         "about 2x faster there), else float32 (emulated bf16 is slower).")
+    gradient_checkpointing: bool = Field(
+        default=False, description="Recompute activations in the backward pass instead of keeping them: less "
+        "memory (for large models on a GPU), about a third more compute. TRL turns it on by default; off here.")
     lora: LoraOptions = Field(default_factory=LoraOptions, description="Low-rank adapters (PEFT).")
     trl: dict[str, Any] = Field(default_factory=dict, description="Extra fields for the TRL config class, passed as is.")
 
@@ -83,6 +86,7 @@ def trl_args(cfg: HFStageConfig, config_cls, run_dir: Path, **stage_fields):
         logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_every, save_total_limit=None,
         seed=cfg.seed, data_seed=cfg.seed, use_cpu=True, report_to="none", dataloader_num_workers=0,
         eval_strategy="no", disable_tqdm=None, include_num_input_tokens_seen=True, bf16=use_bf16(cfg), fp16=False,
+        gradient_checkpointing=cfg.gradient_checkpointing,
     )
     fields.update(stage_fields)
     fields.update(cfg.trl)
@@ -110,8 +114,30 @@ def extra_state_file() -> str:
     return f"chatloop_state_rank{rank_and_world()[0]}.pt"
 
 
+def score_label_positions_only_on_cpu() -> None:
+    """TRL's fused LM head projects only the positions that have a label where Triton runs, and every
+    position elsewhere (so that tile shapes stay fixed for compiled backends such as Neuron). On the CPU,
+    in eager mode, nothing recompiles, and scoring every position spends most of an SFT step on prompt
+    tokens whose loss is masked anyway (tool descriptions, system prompts, user turns): compact scoring
+    there makes a step of the tool preset 1.8x faster with the same losses. A no-op where TRL's
+    internals differ (the pin is trl<2)."""
+    import torch
+    from trl.trainer import utils
+
+    use_triton = getattr(utils, "_use_triton", None)
+    if use_triton is None or getattr(use_triton, "chatloop_cpu_compact", False):
+        return
+
+    def compact(device) -> bool:
+        return torch.device(device).type == "cpu" or use_triton(device)
+
+    compact.chatloop_cpu_compact = True
+    utils._use_triton = compact
+
+
 def atomic_trainer(base):
     """`base` (a TRL trainer class) with checkpoints written atomically and sealed."""
+    score_label_positions_only_on_cpu()
 
     class Atomic(base):
         chatloop_run: RunDir
