@@ -119,6 +119,11 @@ def signup(base_url: str, email: str, password: str = "correct horse battery") -
     return client
 
 
+def new_key(client: httpx.Client, name: str = "k") -> str:
+    """A new API key of the signed-in `client`'s account."""
+    return client.post("/api/keys", json={"name": name}).json()["key"]
+
+
 def sse_events(response: httpx.Response) -> list:
     import json
 

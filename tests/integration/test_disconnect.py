@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import make_tiny_model
-from server_util import Server, signup
+from server_util import Server, new_key, signup
 
 LONG = 6000  # tokens an answer would run to if nobody stopped it
 
@@ -29,7 +29,7 @@ def server(tmp_path_factory, tokenizer):
 
 @pytest.fixture(scope="module")
 def key(server):
-    return signup(server.url, "disconnect@example.com").post("/api/keys", json={"name": "k"}).json()["key"]
+    return new_key(signup(server.url, "disconnect@example.com"))
 
 
 def open_request(server, key: str, stream: bool) -> socket.socket:

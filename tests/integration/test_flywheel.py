@@ -15,7 +15,7 @@ import pytest
 
 from chatloop.bench.flywheel import give_feedback
 from conftest import home_sharing_default
-from server_util import Server, signup, sse_events
+from server_util import Server, new_key, signup, sse_events
 
 pytestmark = pytest.mark.slow
 NAME = "smollm2-135m-instruct"
@@ -34,7 +34,7 @@ def test_one_turn_of_the_flywheel_end_to_end(tmp_path, default_dir):
                     log=tmp_path / "server.log").start()
     try:
         admin = signup(server.url, "admin@example.com")
-        key = admin.post("/api/keys", json={"name": "k"}).json()["key"]
+        key = new_key(admin)
         client = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0, timeout=300)
         assert client.chat.completions.create(model="default", messages=[{"role": "user", "content": "Hi"}],
                                               max_tokens=4).model == f"{NAME}:1"

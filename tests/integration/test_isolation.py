@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from server_util import Server, signup
+from server_util import Server, new_key, signup
 
 PROMPTS = ["Say hello", "Name a colour", "Count to three", "What is up?"]
 
@@ -24,7 +24,7 @@ def server(tmp_path_factory, tiny_dir):
 
 @pytest.fixture(scope="module")
 def key(server):
-    return signup(server.url, "isolation@example.com").post("/api/keys", json={"name": "k"}).json()["key"]
+    return new_key(signup(server.url, "isolation@example.com"))
 
 
 def post(server, key, body: dict | bytes) -> httpx.Response:

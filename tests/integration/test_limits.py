@@ -5,7 +5,7 @@ import concurrent.futures
 import httpx
 import pytest
 
-from server_util import Server, signup
+from server_util import Server, new_key, signup
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def limited(tmp_path_factory, tiny_dir):
 
 def test_rate_limit_answers_429_with_retry_after(limited):
     client = signup(limited.url, "rl@example.com")
-    key = client.post("/api/keys", json={"name": "k"}).json()["key"]
+    key = new_key(client)
     h = {"Authorization": f"Bearer {key}"}
     codes = [httpx.get(limited.url + "/v1/models", headers=h).status_code for _ in range(6)]
     # 4 per minute per user and per key: creating the key took one of the user's requests
@@ -35,7 +35,7 @@ def test_overloaded_engine_answers_503(limited, tiny_dir):
     keys = []
     for i in range(4):  # one key per request: the per-key rate limit is not what we test here
         client = signup(limited.url, f"load{i}@example.com")
-        keys.append(client.post("/api/keys", json={"name": "k"}).json()["key"])
+        keys.append(new_key(client))
 
     def call(key: str) -> httpx.Response:
         body = {"model": "default", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 400,

@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from conftest import make_tiny_model
-from server_util import Server, signup, sse_events
+from server_util import Server, new_key, signup, sse_events
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def server(tmp_path_factory, tiny_dir, tokenizer):
 @pytest.fixture(scope="module")
 def alice(server):
     client = signup(server.url, "pool@example.com")
-    return client, client.post("/api/keys", json={"name": "k"}).json()["key"]
+    return client, new_key(client)
 
 
 def ask(client: openai.OpenAI, model: str) -> openai.types.chat.ChatCompletion:

@@ -19,7 +19,7 @@ from chatloop.registry.versions import import_ref
 from chatloop.store.db import Database
 from chatloop.store.models import ModelVersion
 from conftest import home_sharing_default, make_tiny_model
-from server_util import Server, postgres_database, signup, sse_events
+from server_util import Server, new_key, postgres_database, signup, sse_events
 
 SWITCH_SECONDS = 5.0
 
@@ -71,7 +71,7 @@ def server(setup):
 @pytest.fixture(scope="module")
 def admin(server):
     client = signup(server.url, "admin@example.com")
-    return client, client.post("/api/keys", json={"name": "k"}).json()["key"]
+    return client, new_key(client)
 
 
 def ask(client: openai.OpenAI, **kw):
@@ -209,7 +209,7 @@ def test_two_servers_on_one_postgresql_database_switch_together(setup, tmp_path)
         releases.promote(s, "m", "1")
     servers = [Server("m", url, env=env_home, log=tmp_path / f"pg-{i}.log").start() for i in range(2)]
     try:
-        keys = [signup(srv.url, f"pg{i}@example.com").post("/api/keys", json={"name": "k"}).json()["key"]
+        keys = [new_key(signup(srv.url, f"pg{i}@example.com"))
                 for i, srv in enumerate(servers)]
         clients = [openai.OpenAI(base_url=srv.url + "/v1", api_key=key, max_retries=0)
                    for srv, key in zip(servers, keys)]

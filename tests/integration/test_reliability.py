@@ -13,7 +13,7 @@ from sqlalchemy import select
 from chatloop.store.db import Database
 from chatloop.store.models import Base
 from conftest import make_tiny_model
-from server_util import Server, database_url, signup
+from server_util import Server, database_url, new_key, signup
 
 pytestmark = pytest.mark.slow
 
@@ -218,7 +218,7 @@ def test_postgresql_restart_fails_requests_fast_with_503_and_the_server_recovers
                         log=tmp_path / "server.log").start()
         pid = server.proc.pid
         client = signup(server.url, "pg@example.com")
-        key = client.post("/api/keys", json={"name": "k"}).json()["key"]
+        key = new_key(client)
         bearer = {"Authorization": f"Bearer {key}"}
         conv = client.post("/api/conversations", json={}).json()["id"]
         v1_body = {"model": "default", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}

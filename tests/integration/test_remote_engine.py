@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 from conftest import make_tiny_model
-from server_util import Server, signup, sse_events
+from server_util import Server, new_key, signup, sse_events
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def front(tmp_path_factory, remote):
 @pytest.fixture(scope="module")
 def user(front):
     client = signup(front.url, "front@example.com")
-    return client, client.post("/api/keys", json={"name": "k"}).json()["key"]
+    return client, new_key(client)
 
 
 @pytest.fixture(scope="module")

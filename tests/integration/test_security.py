@@ -11,7 +11,7 @@ import httpx
 import jsonschema
 import pytest
 
-from server_util import Server, signup, sse_events
+from server_util import Server, new_key, signup, sse_events
 
 LONE = '"\\ud800"'  # a JSON escape Python's json module decodes into a str nothing can encode
 
@@ -28,7 +28,7 @@ def server(tmp_path_factory, tiny_dir):
 def admin(server):
     """The first account (an administrator), cookie-authenticated, and a bearer key of it."""
     client = signup(server.url, "first-admin@example.com")
-    return client, client.post("/api/keys", json={"name": "k"}).json()["key"]
+    return client, new_key(client)
 
 
 @pytest.fixture(scope="module")
