@@ -6,7 +6,8 @@ Reports (tokens/s are generated tokens over wall time, prefill included):
 - transformers_tok_s: `model.generate` float32 greedy, one stream (the baseline);
 - single_tok_s, ttft_ms: our engine (`--dtype`, default auto), one stream at a time;
 - aggregate_tok_s {"1","4","8"}: k streams submitted together, total tokens / wall time;
-- llama_cpp_tok_s: the same GGUF in llama.cpp, when `llama_cpp` is importable (else null);
+- llama_cpp_tok_s: the same GGUF in llama.cpp, when `llama_cpp` is importable (else null): the same
+  three prompts and tokens per stream as single_tok_s, in a process of its own (bench/llama_cpp.py);
 - chosen_kernels: the engine's kernel plan (engine/kernels.py: measured on this machine for auto);
 - roofline_fraction: bytes of weights one single-stream step reads x decode tok/s / the measured
   memory copy bandwidth (1.0 would be a decoder bound only by reading its weights);
@@ -60,15 +61,12 @@ def _transformers_tok_s(engine, prompt_ids: list[int], tokens: int) -> float:
     return engine.run_on_engine_thread(run)
 
 
-def _llama_cpp_tok_s(gguf: str | None, prompt: str, tokens: int) -> float | None:
+def _llama_cpp_tok_s(gguf: str | None, prompts: list[str], tokens: int) -> float | None:
     if gguf is None or importlib.util.find_spec("llama_cpp") is None:
         return None
-    from llama_cpp import Llama
+    from chatloop.bench import llama_cpp
 
-    llm = Llama(model_path=gguf, n_threads=os.cpu_count(), verbose=False)
-    t = time.perf_counter()
-    out = llm.create_chat_completion([{"role": "user", "content": prompt}], max_tokens=tokens, temperature=0)
-    return out["usage"]["completion_tokens"] / (time.perf_counter() - t)
+    return llama_cpp.tok_s(gguf, tokens, prompts)
 
 
 def copy_bandwidth(device: str = "cpu") -> float:
@@ -133,7 +131,7 @@ def run_decode_bench(model: str = "default", tokens: int = 128, startup: bool = 
         single_tok_s = sum(r.completion_tokens for r in singles) / sum(r.latency_s for r in singles)
         aggregate = {str(k): _concurrent(engine, prompts, k, tokens) for k in (1, 4, 8)}
         src = resolve(model)
-        llama_cpp = _llama_cpp_tok_s(str(src.path) if src.kind == "gguf" else None, PROMPTS[0], tokens)
+        llama_cpp = _llama_cpp_tok_s(str(src.path) if src.kind == "gguf" else None, PROMPTS[:3], tokens)
         single_decode = statistics.median(r.decode_tok_s for r in singles)
         bandwidth = engine.run_on_engine_thread(lambda: copy_bandwidth(engine.device))
         step_bytes = engine.runner.weight_bytes(1)

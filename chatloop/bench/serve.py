@@ -56,18 +56,23 @@ def _cli(*args: str, env: dict, stdin: str | None = None) -> str:
 
 
 async def _one_chat(client, prompt: str, tokens: int, model: str = "default") -> dict:
+    """One streamed chat: time to its first content and its completion tokens (from the final usage
+    chunk; a server that sends none, as llama-cpp-python's, streams one token per chunk: they are counted)."""
     start = time.perf_counter()
     first = None
     usage = None
+    pieces = 0
     stream = await client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": prompt}], max_tokens=tokens, temperature=0.7,
         seed=1, stream=True, stream_options={"include_usage": True})
     async for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content and first is None:
-            first = time.perf_counter()
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces += 1
+            if first is None:
+                first = time.perf_counter()
         if chunk.usage is not None:
             usage = chunk.usage
-    return {"ttft": (first or time.perf_counter()) - start, "tokens": usage.completion_tokens if usage else 0}
+    return {"ttft": (first or time.perf_counter()) - start, "tokens": usage.completion_tokens if usage else pieces}
 
 
 async def _round(client, k: int, tokens: int, model: str = "default") -> dict:
@@ -88,9 +93,12 @@ def _llama_cpp_server(gguf: str | None, tokens: int) -> dict | None:
     import openai
 
     port = _free_port()
+    # Its log goes to a file: llama.cpp logs every graph tensor at start, which fills a pipe nobody reads
+    # yet, and the server then blocks before it listens.
+    log = tempfile.TemporaryFile("w+")
     server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--port", str(port),
                                "--n_threads", str(os.cpu_count()), "--n_ctx", "4096"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.time() + 120
@@ -100,7 +108,11 @@ def _llama_cpp_server(gguf: str | None, tokens: int) -> dict | None:
                 break
             except (httpx.HTTPError, KeyError, IndexError, ValueError):
                 if server.poll() is not None or time.time() > deadline:
-                    return {"error": (server.communicate()[1] or "did not start").strip().splitlines()[-1]}
+                    server.kill()
+                    server.wait()
+                    log.seek(0)
+                    lines = log.read().strip().splitlines()
+                    return {"error": lines[-1] if lines else "llama-cpp-python's server did not start"}
                 time.sleep(0.5)
         client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
 
@@ -112,6 +124,7 @@ def _llama_cpp_server(gguf: str | None, tokens: int) -> dict | None:
     finally:
         server.terminate()
         server.wait(30)
+        log.close()
     return {"aggregate_tok_s": {k: round(v["tok_s"], 2) for k, v in rounds.items()},
             "ttft_ms_p50": {k: round(v["ttft_p50_ms"], 1) for k, v in rounds.items() if v["ttft_p50_ms"] is not None},
             "errors": sum(v["errors"] for v in rounds.values())}
