@@ -25,7 +25,7 @@ import time
 import torch
 
 from chatloop.config import get_settings
-from chatloop.engine.quant import DENSE, MANY, KernelPlan, PackedLinear, formats_for
+from chatloop.engine.quant import DENSE, MANY, KernelPlan, formats_for
 from chatloop.fsutil import atomic_write_text
 from chatloop.hardware import fingerprint, fingerprint_key
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 PREFILL = 128  # tokens of the measured prefill
 ROWS = (1, 2, 4, 8)  # decoding batch sizes measured; more rows than the last take the prefill's format
 SLOWER_BY = 1.5  # a quantised format this much slower than dense for one row is measured no further
-VERSION = 1  # bump when the measurement changes: old cache entries are then measured again
+VERSION = 2  # bump when the measurement changes: old cache entries are then measured again
 
 # Calibration text, written for this project: everyday English and Chinese, as chats look.
 CALIBRATION = [
@@ -101,8 +101,7 @@ def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) ->
 
     max_batch = max(rows_list)
     prompt = calibration_ids[:PREFILL]
-    head_weight, head_bias = model.lm_head.weight, getattr(model.lm_head, "bias", None)
-    hidden = head_weight.shape[1]
+    hidden = model.lm_head.weight.shape[1]
     results: dict = {"rows": rows_list, "acts": {}}
     dense_step = math.inf  # the fastest dense single-row step so far (each dtype's dense formats come first)
     for act in ("float32", "bfloat16"):
@@ -131,7 +130,7 @@ def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) ->
             if fmt == dense:  # the output projection's formats, on this runner's dense layers
                 for hfmt in formats_for(act):
                     try:
-                        runner.lm_head = PackedLinear(head_weight, head_bias, ((MANY, hfmt),), act)
+                        runner.lm_head = runner.make_head(model, ((MANY, hfmt),))
                     except (RuntimeError, ValueError) as e:
                         head[hfmt] = {"error": f"{type(e).__name__}: {e}"}
                         continue

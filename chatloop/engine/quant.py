@@ -24,9 +24,11 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from chatloop.engine import lowbit
 from chatloop.hardware import native_bf16
 
-FORMATS = ("float32", "float32-onednn", "bfloat16", "int8", "int4")
+FORMATS = ("float32", "float32-onednn", "bfloat16", "int8", "int4", "int8-avx2", "int4-avx2")
+LOWBIT = ("int8-avx2", "int4-avx2")  # our kernels (lowbit.py): float32 activations, where they could be built
 DENSE = {"float32": ("float32", "float32-onednn"), "bfloat16": ("bfloat16",)}
 INT4_GROUP = 32
 MANY = 1 << 30  # "any number of rows" in a plan
@@ -44,7 +46,8 @@ def onednn_bf16() -> bool:
 def formats_for(act: str) -> tuple[str, ...]:
     """The weight formats that run with activations of dtype `act`."""
     dense = DENSE[act] if onednn() else DENSE[act][:1]
-    return (*dense, "int8", "int4")
+    ours = LOWBIT if act == "float32" and lowbit.available() else ()
+    return (*dense, "int8", "int4", *ours)
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class KernelPlan:
         else float32; their output projection stays dense (shared with the embeddings, and the most
         quantisation-sensitive matrix) unless `head` says otherwise."""
         if act is None:
-            act = "float32" if fmt.startswith("float32") else "bfloat16" if fmt == "bfloat16" else (
+            act = "float32" if fmt.startswith("float32") or fmt in LOWBIT else "bfloat16" if fmt == "bfloat16" else (
                 "bfloat16" if native_bf16() else "float32")
         dense = DENSE[act][0]
         return cls(act, ((MANY, fmt),), ((MANY, head or (fmt if fmt in DENSE[act] else dense)),))
@@ -116,6 +119,12 @@ class _Weights:
             scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
             self.q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
             self.scales = scales.to(act)
+        elif fmt in LOWBIT:
+            if act != torch.float32:
+                raise ValueError(f"{fmt} takes float32 activations")
+            if not lowbit.available():
+                raise ValueError(f"{fmt} is not available here: {lowbit.unavailable_reason()}")
+            self.q, self.scales = (lowbit.pack_q4 if fmt == "int4-avx2" else lowbit.pack_q8)(w)
         elif fmt == "int4":
             out, k = w.shape
             if k % INT4_GROUP:
@@ -151,11 +160,17 @@ class _Weights:
 class PackedLinear:
     """`y = x @ W.T + b`, in the format `table` picks for the call's number of rows; callable like nn.Linear."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, table, act: str, device="cpu"):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, table, act: str, device="cpu",
+                 norm: torch.Tensor | None = None, eps: float = 0.0):
+        """norm, eps: the RMS norm in front of this projection (its weight), if any: the call then takes
+        the un-normalised input; our low-bit kernels normalise as they quantise it, the others run
+        `norm_fn` first."""
         self.act = torch.float32 if act == "float32" else torch.bfloat16
         device = torch.device(device)
         self.out_features = weight.shape[0]
         self.table = tuple(table)
+        self.norm = None if norm is None else norm.detach().to(device=device, dtype=self.act)
+        self.eps = eps
         self.kernels = {fmt: _Weights(weight, fmt, self.act, device) for fmt in {f for _, f in self.table}}
         self.only = self.kernels[self.table[0][1]] if len(self.kernels) == 1 else None
         self.bias = None if bias is None else bias.detach().to(device=device, dtype=self.act).contiguous()
@@ -164,19 +179,36 @@ class PackedLinear:
         """Bytes of weights a product with `rows` rows reads."""
         return self.kernels[_pick(self.table, rows)].nbytes()
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None, norm_fn=None) -> torch.Tensor:
+        """`residual + norm(x) @ W.T + b` (no norm unless built with one; norm_fn(x, weight) is the norm
+        for kernels that do not apply it themselves: the runner's exact or fused RMS norm)."""
         rows = x.numel() // x.shape[-1]
         kernel = self.only or self.kernels[_pick(self.table, rows)]
+        if kernel.fmt in LOWBIT:  # one call: norm, product, bias and residual
+            flat = x.reshape(rows, x.shape[-1])
+            res = None if residual is None else residual.reshape(rows, self.out_features)
+            y = (lowbit.q4_mm if kernel.fmt == "int4-avx2" else lowbit.q8_mm)(
+                flat, kernel.q, kernel.scales, self.bias, res, self.norm, self.eps)
+            return y if x.dim() == 2 else y.view(*x.shape[:-1], self.out_features)
+        if self.norm is not None:
+            x = (norm_fn or _rms_norm(self.eps))(x, self.norm)
         if kernel.fmt == "float32":  # F.linear takes any leading shape (and adds the bias as transformers does)
-            return F.linear(x, kernel.w, self.bias)
-        if x.dim() == 2:  # the runner's token-major activations: no reshaping
-            y = kernel.matmul(x)
+            y = F.linear(x, kernel.w, self.bias)
         else:
-            y = kernel.matmul(x.reshape(rows, x.shape[-1])).view(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
+            if x.dim() == 2:  # the runner's token-major activations: no reshaping
+                y = kernel.matmul(x)
+            else:
+                y = kernel.matmul(x.reshape(rows, x.shape[-1])).view(*x.shape[:-1], self.out_features)
+            y = y if self.bias is None else y + self.bias
+        return y if residual is None else residual + y
 
 
-def fuse(linears: list, table, act: str, device="cpu") -> PackedLinear:
+def _rms_norm(eps: float):
+    return lambda x, weight: F.rms_norm(x, weight.shape, weight, eps)
+
+
+def fuse(linears: list, table, act: str, device="cpu", norm: torch.Tensor | None = None,
+         eps: float = 0.0) -> PackedLinear:
     """One PackedLinear computing several projections of the same input (e.g. q, k and v)."""
     weight = torch.cat([lin.weight for lin in linears], dim=0)
     if all(lin.bias is None for lin in linears):
@@ -186,4 +218,4 @@ def fuse(linears: list, table, act: str, device="cpu") -> PackedLinear:
             lin.bias if lin.bias is not None else torch.zeros(lin.weight.shape[0], dtype=weight.dtype)
             for lin in linears
         ])
-    return PackedLinear(weight, bias, table, act, device)
+    return PackedLinear(weight, bias, table, act, device, norm, eps)

@@ -34,11 +34,9 @@ CACHE_GROWTH = 256  # cache capacity grows in steps of this many positions
 
 @dataclass
 class _Layer:
-    ln1: torch.Tensor
-    qkv: PackedLinear
+    qkv: PackedLinear  # holds the input norm (ln1) in front of it
     o: PackedLinear
-    ln2: torch.Tensor
-    gate_up: PackedLinear
+    gate_up: PackedLinear  # holds the post-attention norm (ln2)
     down: PackedLinear
 
 
@@ -69,6 +67,10 @@ class ModelRunner:
         # float32 everywhere through F.linear is the exact plan: transformers' arithmetic, op for op.
         # Any other plan takes the fused path (fewer, larger ops per layer; see _forward).
         self.exact = self.plan == KernelPlan.uniform("float32")
+        # Decoding rows of different lengths need a mask; for float32 on a CPU two batched products, a
+        # bias and a softmax then take half of SDPA's time with a mask (8 rows: 85 vs 180 us a layer).
+        # The exact plan keeps SDPA (transformers' arithmetic); bf16 products are slow without native bf16.
+        self.small_attention = not self.exact and self.dtype == torch.float32 and dev.type == "cpu"
         self._rope_table = None
         half = self.head_dim // 2
         # rotate_half(x) * sin == roll(x, half) * (sign * sin): the sign is folded into sin once
@@ -81,16 +83,16 @@ class ModelRunner:
             cos, sin = cos[0].to(device=dev, dtype=self.dtype), sin[0].to(device=dev, dtype=self.dtype)
             self._rope_table = (cos, sin * self._rope_sign)
         body, head = self.plan.body, self.plan.head
-        self.lm_head = PackedLinear(model.lm_head.weight, getattr(model.lm_head, "bias", None), head, act, dev)
+        self.lm_head = self.make_head(model, head)
         self.layers = []
+        eps = self.eps
         for layer in decoder.layers:
             attn, mlp = layer.self_attn, layer.mlp
             self.layers.append(_Layer(
-                ln1=layer.input_layernorm.weight.detach().to(device=dev, dtype=self.dtype),
-                qkv=fuse([attn.q_proj, attn.k_proj, attn.v_proj], body, act, dev),
+                qkv=fuse([attn.q_proj, attn.k_proj, attn.v_proj], body, act, dev, layer.input_layernorm.weight, eps),
                 o=PackedLinear(attn.o_proj.weight, attn.o_proj.bias, body, act, dev),
-                ln2=layer.post_attention_layernorm.weight.detach().to(device=dev, dtype=self.dtype),
-                gate_up=fuse([mlp.gate_proj, mlp.up_proj], body, act, dev),
+                gate_up=fuse([mlp.gate_proj, mlp.up_proj], body, act, dev, layer.post_attention_layernorm.weight,
+                             eps),
                 down=PackedLinear(mlp.down_proj.weight, mlp.down_proj.bias, body, act, dev),
             ))
         self.max_slots = max_slots
@@ -106,6 +108,11 @@ class ModelRunner:
         self.prefilled_tokens = 0  # prompt tokens run through prefill
         self.reused_tokens = 0  # prompt tokens copied from the prefix cache instead
         self.last_reused: list[int] = []  # per prompt of the last prefill
+
+    def make_head(self, model, table) -> PackedLinear:
+        """The output projection in the formats of `table`, with the final norm in front of it."""
+        return PackedLinear(model.lm_head.weight, getattr(model.lm_head, "bias", None), table, self.plan.act,
+                            self.device, self.norm, self.eps)
 
     def weight_bytes(self, rows: int) -> int:
         """Bytes of weights one decoding step with `rows` sequences reads (the roofline's numerator)."""
@@ -265,7 +272,15 @@ class ModelRunner:
             # Each row sees its own history only. Query heads are grouped onto their key/value head
             # ([b, kv, groups, d]) so GQA needs no repeated keys.
             mask = (torch.arange(kv_len, device=dev)[None, :] <= start[:, None]).view(b, 1, 1, kv_len)
-            row_idx = torch.arange(first_slot, first_slot + b, device=dev)
+            bias = None
+            if not self.exact and min(starts) == max(starts):
+                mask = None  # every row sees all kv_len positions (always so for one row)
+            elif self.small_attention:  # the mask as an additive bias for the batched products
+                bias = torch.zeros(mask.shape, dtype=self.dtype, device=dev).masked_fill_(~mask, float("-inf"))
+            # where each row's new key and value go, for each kv head, in a cache's flat view
+            slots = torch.arange(first_slot, first_slot + b, device=dev)
+            heads = torch.arange(KV, device=dev)
+            kv_rows = ((slots[:, None] * KV + heads[None, :]) * self.capacity + start[:, None]).view(-1)
         else:
             assert b == 1 and sum(lengths) == t
             offsets = [0]
@@ -284,28 +299,37 @@ class ModelRunner:
         rotate = _rotate if self.exact else _rotate_fused
         qk_size = self.q_size + self.kv_size
         for i, layer in enumerate(self.layers):
-            qkv = layer.qkv(norm(h, layer.ln1))
+            qkv = layer.qkv(h, norm_fn=norm)
             # (narrow, not indexing: one op per view, this loop runs 30 times a token)
             qk = rotate(qkv.narrow(1, 0, qk_size).view(-1, H + KV, d), cos, sin)  # q and k heads rotated together
             v = qkv.narrow(1, qk_size, self.kv_size).view(-1, KV, d)
             kc, vc = self.k[i], self.v[i]
             if decode:
-                kc[row_idx, :, start] = qk.narrow(1, H, KV)
-                vc[row_idx, :, start] = v
-                out = F.scaled_dot_product_attention(
-                    qk.narrow(1, 0, H).view(b, KV, H // KV, d), kc.narrow(0, first_slot, b).narrow(2, 0, kv_len),
-                    vc.narrow(0, first_slot, b).narrow(2, 0, kv_len), attn_mask=mask, scale=self.scale,
-                ).view(b, self.q_size)
+                if b == 1:  # one row: plain views, cheaper than an indexed write
+                    kc[first_slot, :, starts[0]].copy_(qk[0, H:])
+                    vc[first_slot, :, starts[0]].copy_(v[0])
+                else:  # one indexed copy per cache into its flat [slots * kv heads * capacity, d] view
+                    kc.view(-1, d).index_copy_(0, kv_rows, qk.narrow(1, H, KV).reshape(b * KV, d))
+                    vc.view(-1, d).index_copy_(0, kv_rows, v.reshape(b * KV, d))
+                q = qk.narrow(1, 0, H).view(b, KV, H // KV, d)
+                keys = kc.narrow(0, first_slot, b).narrow(2, 0, kv_len)
+                values = vc.narrow(0, first_slot, b).narrow(2, 0, kv_len)
+                if bias is None:  # the exact plan (transformers' arithmetic) or no mask needed
+                    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
+                else:  # rows of different lengths: two batched products and a softmax beat SDPA with a mask
+                    scores = torch.add(bias, torch.matmul(q, keys.transpose(2, 3)), alpha=self.scale)
+                    out = torch.matmul(torch.softmax(scores, -1), values)
+                out = out.view(b, self.q_size)
             else:
                 heads = (x.transpose(0, 1).unsqueeze(0) for x in (qk[:, :H], qk[:, H:], v))  # [1, heads, t, d]
                 out = self._prefill_attention(kc, vc, *heads, first_slot, starts, offsets, mask)
                 out = out[0].transpose(0, 1).reshape(t, self.q_size)
-            h = h + layer.o(out)
-            gate, up = layer.gate_up(norm(h, layer.ln2)).chunk(2, dim=-1)
-            h = h + layer.down(F.silu(gate) * up)
+            h = layer.o(out, residual=h)
+            gate, up = layer.gate_up(h, norm_fn=norm).chunk(2, dim=-1)
+            h = layer.down(F.silu(gate) * up, residual=h)
         if not (decode or all_logits):
             h = h[[off - 1 for off in offsets[1:]]]
-        return self.lm_head(norm(h, self.norm)).float().cpu()  # sampling runs on the CPU
+        return self.lm_head(h, norm_fn=norm).float().cpu()  # sampling runs on the CPU
 
     def _rope(self, h: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and the signed sin of `_rotate` at `positions`, shaped [tokens, 1, head_dim]."""

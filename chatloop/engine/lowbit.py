@@ -1,0 +1,175 @@
+"""Our AVX2 kernels for 4- and 8-bit weights (lowbit.c), built on this machine at first use.
+
+PyTorch's CPU kernels for quantised weights (`_weight_int4pack_mm_for_cpu`, `_weight_int8pack_mm`)
+unpack the weights once per row of activations, and without AVX-512 they go through bfloat16
+conversions: on an AVX2-only CPU a 4-bit decoding step of the default model ran at about a third of
+the memory bandwidth, and 8 rows cost 3.5x one row. No maintained library has a kernel for this
+case that PyTorch can call on AVX2 (torchao's dynamic int8 x int4 kernel needs AVX-512 VNNI), so
+lowbit.c is ours, built the way llama.cpp's are: activations quantised to int8 in blocks of 32,
+products on integer multiply-adds, a block of weights unpacked once for up to four rows, and the
+RMS norm in front of a projection and the residual add after it done in the same call.
+
+The C file is compiled with the system's C compiler (`$CC`, else `cc`) into
+CHATLOOP_HOME/kernels/native/HASH/ (the hash covers the source, the compiler and the flags; the
+library is written under a temporary name and renamed, so a half-built one is never loaded) and
+called through ctypes with the tensors' pointers. Where there is no compiler, the CPU lacks AVX2,
+FMA or F16C, or CHATLOOP_LOWBIT=0, the formats are simply not offered: the measured kernel choice
+(kernels.py) then picks among PyTorch's own, and everything still runs.
+
+Formats, packed from float weights [N, K] (y = x @ W.T):
+- int4-avx2: asymmetric, groups of 32 along K, w = q * scale + min with q in 0..15 and (scale, min)
+  in float16 (the layout of GGUF's Q4_1, which the default model ships in): 0.625 bytes a weight.
+- int8-avx2: symmetric per output row, w = q * scale with q in -127..127: 1 byte a weight.
+"""
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+from chatloop.config import get_settings
+from chatloop.hardware import cpu_flags
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("lowbit.c")
+CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC"]
+GROUP = 32
+NEEDS = ("avx2", "fma", "f16c")
+
+
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
+
+
+def _build(out_dir: Path) -> Path:
+    cc = _compiler()
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, *CFLAGS]).encode()).hexdigest()[:16]
+    lib = out_dir / key / "liblowbit.so"
+    if lib.exists():
+        return lib
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *CFLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cc} failed: {proc.stderr.strip()[-2000:]}")
+        os.replace(tmp, lib)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return lib
+
+
+@functools.cache
+def _library() -> tuple[ctypes.CDLL | None, str]:
+    """(the loaded library, '') or (None, why it is not available)."""
+    if os.environ.get("CHATLOOP_LOWBIT", "1") == "0":
+        return None, "CHATLOOP_LOWBIT=0"
+    missing = [f for f in NEEDS if f not in cpu_flags()]
+    if missing:
+        return None, f"the CPU lacks {', '.join(missing)}"
+    if _compiler() is None:
+        return None, "no C compiler (cc or gcc; or set CC)"
+    try:
+        path = _build(get_settings().kernels_dir / "native")
+        lib = ctypes.CDLL(str(path))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        log.warning("low-bit AVX2 kernels unavailable: %s", e)
+        return None, str(e)
+    p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    for fn in (lib.chatloop_q4_mm, lib.chatloop_q8_mm):
+        fn.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, p, ctypes.c_float, c_int]
+    lib.chatloop_q4_mm.restype = lib.chatloop_q8_mm.restype = None
+    return lib, ""
+
+
+def available() -> bool:
+    return _library()[0] is not None
+
+
+def unavailable_reason() -> str:
+    return _library()[1]
+
+
+def pack_q4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float [N, K] -> (nibbles uint8 [N, K/2], (scale, min) float16 [N, K/32, 2])."""
+    n, k = w.shape
+    if k % GROUP:
+        raise ValueError(f"int4-avx2 needs an input size divisible by {GROUP}, got {k}")
+    groups = w.float().view(n, k // GROUP, GROUP)
+    lo, hi = groups.amin(-1), groups.amax(-1)
+    # quantise against the float16 values the kernel will read back
+    scale = ((hi - lo) / 15).clamp(min=1e-8).half().float()
+    lo = lo.half().float()
+    q = torch.round((groups - lo[..., None]) / scale[..., None]).clamp(0, 15).to(torch.uint8)
+    packed = q[..., :16] | (q[..., 16:] << 4)  # byte j: weight j (low nibble), weight 16 + j (high)
+    return packed.reshape(n, k // 2).contiguous(), torch.stack([scale, lo], -1).half().contiguous()
+
+
+def unpack_q4(q: torch.Tensor, sm: torch.Tensor) -> torch.Tensor:
+    """The float weights a q4 pack stands for (tests and accuracy checks)."""
+    n = q.shape[0]
+    b = q.view(n, -1, 16)
+    nibbles = torch.cat([b & 0x0F, b >> 4], -1).float()
+    return (nibbles * sm[..., 0:1].float() + sm[..., 1:2].float()).reshape(n, -1)
+
+
+def pack_q8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float [N, K] -> (int8 [N, K], scale float32 [N])."""
+    if w.shape[1] % GROUP:
+        raise ValueError(f"int8-avx2 needs an input size divisible by {GROUP}, got {w.shape[1]}")
+    w = w.float()
+    scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    return torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous(), scale.contiguous()
+
+
+_scratch_buf = threading.local()
+
+
+def _scratch(m: int, k: int) -> int:
+    """A buffer for x quantised to int16 plus its block scales and sums (2*M*K + 8*M*K/32 bytes),
+    kept per thread and grown as needed."""
+    need = 2 * m * k + 8 * m * (k // GROUP)
+    buf = getattr(_scratch_buf, "t", None)
+    if buf is None or buf.numel() < need:
+        buf = _scratch_buf.t = torch.empty(max(need, 1 << 16), dtype=torch.uint8)
+    return buf.data_ptr()
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _mm(fn, x, q, scales, bias, residual, norm, eps) -> torch.Tensor:
+    x = x.contiguous()
+    m, k = x.shape
+    n = q.shape[0]
+    y = torch.empty(m, n)
+    res = None if residual is None else residual.contiguous()
+    fn(x.data_ptr(), q.data_ptr(), scales.data_ptr(), _ptr(bias), _ptr(res), y.data_ptr(), _scratch(m, k),
+       m, n, k, _ptr(norm), eps, torch.get_num_threads())
+    return y
+
+
+def q4_mm(x: torch.Tensor, q: torch.Tensor, sm: torch.Tensor, bias: torch.Tensor | None = None,
+          residual: torch.Tensor | None = None, norm: torch.Tensor | None = None, eps: float = 0.0) -> torch.Tensor:
+    """residual + rms_norm(x) @ W.T + bias for q4 weights [N, K]: x [M, K] float32 -> [M, N] float32.
+    norm: the RMS norm's float32 weight [K] (None: x as it is)."""
+    return _mm(_library()[0].chatloop_q4_mm, x, q, sm, bias, residual, norm, eps)
+
+
+def q8_mm(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None,
+          residual: torch.Tensor | None = None, norm: torch.Tensor | None = None, eps: float = 0.0) -> torch.Tensor:
+    """The same for q8 weights."""
+    return _mm(_library()[0].chatloop_q8_mm, x, q, scale, bias, residual, norm, eps)

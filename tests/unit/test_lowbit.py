@@ -1,0 +1,114 @@
+"""Our AVX2 low-bit kernels (engine/lowbit.c, lowbit.py): packing, products, the norm and residual done in the call."""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from chatloop.engine import lowbit
+from chatloop.engine.quant import MANY, KernelPlan, PackedLinear, formats_for
+
+needs_kernels = pytest.mark.skipif(not lowbit.available(), reason=f"not built here: {lowbit.unavailable_reason()}")
+
+
+def _rel(y, ref):
+    return ((y - ref).norm() / ref.norm()).item()
+
+
+def test_q4_packing_holds_q4_1_weights_exactly():
+    """Weights already on a 4-bit grid with float16 scale and min (GGUF's Q4_1, the default model's
+    format) come back bit for bit: packing the default model loses nothing more."""
+    torch.manual_seed(0)
+    n, k = 24, 96
+    scale = (torch.rand(n, k // 32) * 0.01 + 1e-3).half().float()
+    low = (torch.randn(n, k // 32) * 0.05).half().float()
+    q = torch.randint(0, 16, (n, k // 32, 32)).float()
+    q[..., 0], q[..., 1] = 0, 15  # each group spans the whole grid, as a quantiser's output does
+    w = (q * scale[..., None] + low[..., None]).view(n, k)
+    assert torch.equal(lowbit.unpack_q4(*lowbit.pack_q4(w)), w)
+
+
+@needs_kernels
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 8])
+def test_products_match_the_dequantised_weights(rows):
+    """N = 100 is not a whole number of the kernel's column blocks; 5 rows are a pass of 4 and one of
+    1. The only difference left is the activations' int16 rounding (blocks of 32)."""
+    torch.manual_seed(rows)
+    n, k = 100, 192
+    w, x, b = torch.randn(n, k) * 0.05, torch.randn(rows, k), torch.randn(n)
+    q4, sm = lowbit.pack_q4(w)
+    q8, s8 = lowbit.pack_q8(w)
+    ref4 = F.linear(x, lowbit.unpack_q4(q4, sm), b)
+    ref8 = F.linear(x, q8.float() * s8[:, None], b)
+    assert _rel(lowbit.q4_mm(x, q4, sm, b), ref4) < 1e-4
+    assert _rel(lowbit.q8_mm(x, q8, s8, b), ref8) < 1e-4
+    # each row is computed alone: the same row gives the same bits in any batch
+    assert torch.equal(lowbit.q4_mm(x, q4, sm)[-1:], lowbit.q4_mm(x[-1:], q4, sm))
+    assert torch.equal(lowbit.q8_mm(x, q8, s8)[:1], lowbit.q8_mm(x[:1], q8, s8))
+
+
+@needs_kernels
+@pytest.mark.parametrize("fmt", ["int4-avx2", "int8-avx2"])
+def test_a_projection_with_its_norm_and_residual_in_one_call_equals_them_op_by_op(fmt):
+    """residual + rms_norm(x) @ W.T + b in one call, against the same sum computed op by op with the
+    same format's weights and with float32 ones."""
+    torch.manual_seed(3)
+    n, k, eps = 80, 128, 1e-5
+    w, b, norm = torch.randn(n, k) * 0.05, torch.randn(n), torch.rand(k) + 0.5
+    x, residual = torch.randn(6, k) * 4, torch.randn(6, n)
+    fused = PackedLinear(w, b, ((MANY, fmt),), "float32", norm=norm, eps=eps)
+    y = fused(x, residual=residual)
+    ref = residual + F.linear(F.rms_norm(x, (k,), norm, eps), w, b)
+    assert y.shape == (6, n)
+    assert _rel(y - residual, ref - residual) < (0.02 if fmt == "int8-avx2" else 0.15)  # the weights' rounding
+    # with a dense format for other row counts, the same object normalises before the product
+    mixed = PackedLinear(w, b, ((1, fmt), (MANY, "float32")), "float32", norm=norm, eps=eps)
+    assert torch.allclose(mixed(x, residual=residual), ref, atol=1e-4)
+    assert torch.equal(mixed(x[:1], residual=residual[:1]), fused(x[:1], residual=residual[:1]))
+
+
+@needs_kernels
+def test_the_kernels_run_in_a_whole_model_plan():
+    plan = KernelPlan.uniform("int4-avx2", head="int8-avx2")
+    assert plan.act == "float32" and plan.formats() == {"int4-avx2", "int8-avx2"}
+    assert {"int4-avx2", "int8-avx2"} <= set(formats_for("float32"))
+    assert not {"int4-avx2", "int8-avx2"} & set(formats_for("bfloat16"))  # they take float32 activations
+
+
+@needs_kernels
+def test_the_library_is_built_once_and_reused(tmp_path):
+    first = lowbit._build(tmp_path)
+    made = first.stat().st_mtime_ns
+    assert lowbit._build(tmp_path) == first and first.stat().st_mtime_ns == made
+    assert [p.name for p in first.parent.iterdir()] == ["liblowbit.so"]  # no temporary left behind
+
+
+def test_without_the_kernels_their_formats_are_not_offered(monkeypatch):
+    monkeypatch.setenv("CHATLOOP_LOWBIT", "0")
+    lowbit._library.cache_clear()
+    try:
+        assert not lowbit.available() and lowbit.unavailable_reason() == "CHATLOOP_LOWBIT=0"
+        assert "int4-avx2" not in formats_for("float32")
+        with pytest.raises(ValueError, match="not available here"):
+            PackedLinear(torch.randn(8, 64), None, ((MANY, "int4-avx2"),), "float32")
+    finally:
+        monkeypatch.undo()
+        lowbit._library.cache_clear()
+    assert lowbit.available() == (os.environ.get("CHATLOOP_LOWBIT", "1") != "0" and lowbit._library()[0] is not None)
+
+
+def test_a_compiler_error_leaves_the_formats_off_with_the_reason(monkeypatch, tmp_path):
+    bad = tmp_path / "broken.c"
+    bad.write_text("this is not C\n")
+    monkeypatch.setattr(lowbit, "SOURCE", bad)
+    monkeypatch.setenv("CHATLOOP_HOME", str(tmp_path / "home"))
+    lowbit._library.cache_clear()
+    try:
+        if lowbit._compiler() is None or any(f not in lowbit.cpu_flags() for f in lowbit.NEEDS):
+            pytest.skip("no compiler or no AVX2 here: nothing is compiled")
+        assert not lowbit.available() and "failed" in lowbit.unavailable_reason()
+        assert not list((tmp_path / "home").rglob("*.so"))
+    finally:
+        monkeypatch.undo()
+        lowbit._library.cache_clear()
