@@ -7,8 +7,9 @@
  * decoding step ran at about half of llama.cpp's speed. Here, much as in llama.cpp, the activations
  * are quantised in blocks of 32 (to int16 here, so the products are as good as float32's) and the
  * products run on integer multiply-adds; a block of weights is unpacked once and multiplied with up
- * to four rows (the weights stay in L1 between passes). The RMS norm in front of a projection is applied while quantising the activations, and
- * the residual add is folded into the store: one call per projection.
+ * to eight rows (the weights stay in L1 between passes). The RMS norm in front of a projection is
+ * applied while quantising the activations, and the residual add is folded into the store: one
+ * call per projection.
  *
  * Formats (packed by chatloop/engine/lowbit.py from float weights):
  *   q4: asymmetric, groups of 32 weights along K: w = q * scale + min, q in 0..15.
@@ -23,7 +24,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#define ROWS 4 /* rows of x multiplied per pass over a block of weights */
+#define ROWS 8 /* rows of x multiplied per pass over a block of weights */
 #define COLS 16 /* output columns per OpenMP work item */
 
 static inline float hsum(__m256 v) {
@@ -36,8 +37,8 @@ static inline float hsum(__m256 v) {
 /* Activations are quantised to int16 in blocks of 32 (scale = max|x| / 32767): the products then run
  * on integer multiply-adds (madd: 16 int16 products summed in pairs per instruction), with float32
  * scales applied once per block. (llama.cpp quantises activations to int8, which is faster but
- * moved the default model's greedy answers: a 0.2-logit near tie went the other way.) xsum keeps each quantised block's sum for the q4
- * min term. */
+ * moved the default model's greedy answers: a 0.2-logit near tie went the other way.) xsum keeps
+ * each quantised block's sum for the q4 min term. */
 static void quantize_rows(const float *x, int64_t M, int64_t K, const float *norm, float eps, int16_t *xq,
                           float *xd, float *xsum) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -136,7 +137,11 @@ void chatloop_q4_mm(const float *x, const uint8_t *q, const uint16_t *sm, const 
                 case 1: q4_column(xq, xd, xsum, q, sm, y, m0, 1, n, N, K, bias, res); break;
                 case 2: q4_column(xq, xd, xsum, q, sm, y, m0, 2, n, N, K, bias, res); break;
                 case 3: q4_column(xq, xd, xsum, q, sm, y, m0, 3, n, N, K, bias, res); break;
-                default: q4_column(xq, xd, xsum, q, sm, y, m0, 4, n, N, K, bias, res);
+                case 4: q4_column(xq, xd, xsum, q, sm, y, m0, 4, n, N, K, bias, res); break;
+                case 5: q4_column(xq, xd, xsum, q, sm, y, m0, 5, n, N, K, bias, res); break;
+                case 6: q4_column(xq, xd, xsum, q, sm, y, m0, 6, n, N, K, bias, res); break;
+                case 7: q4_column(xq, xd, xsum, q, sm, y, m0, 7, n, N, K, bias, res); break;
+                default: q4_column(xq, xd, xsum, q, sm, y, m0, 8, n, N, K, bias, res);
             }
         }
     }
@@ -179,7 +184,11 @@ void chatloop_q8_mm(const float *x, const int8_t *q, const float *s, const float
                 case 1: q8_column(xq, xd, q, s, y, m0, 1, n, N, K, bias, res); break;
                 case 2: q8_column(xq, xd, q, s, y, m0, 2, n, N, K, bias, res); break;
                 case 3: q8_column(xq, xd, q, s, y, m0, 3, n, N, K, bias, res); break;
-                default: q8_column(xq, xd, q, s, y, m0, 4, n, N, K, bias, res);
+                case 4: q8_column(xq, xd, q, s, y, m0, 4, n, N, K, bias, res); break;
+                case 5: q8_column(xq, xd, q, s, y, m0, 5, n, N, K, bias, res); break;
+                case 6: q8_column(xq, xd, q, s, y, m0, 6, n, N, K, bias, res); break;
+                case 7: q8_column(xq, xd, q, s, y, m0, 7, n, N, K, bias, res); break;
+                default: q8_column(xq, xd, q, s, y, m0, 8, n, N, K, bias, res);
             }
         }
     }

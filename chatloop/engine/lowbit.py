@@ -5,9 +5,10 @@ unpack the weights once per row of activations, and without AVX-512 they go thro
 conversions: on an AVX2-only CPU a 4-bit decoding step of the default model ran at about a third of
 the memory bandwidth, and 8 rows cost 3.5x one row. No maintained library has a kernel for this
 case that PyTorch can call on AVX2 (torchao's dynamic int8 x int4 kernel needs AVX-512 VNNI), so
-lowbit.c is ours, built the way llama.cpp's are: activations quantised to int8 in blocks of 32,
-products on integer multiply-adds, a block of weights unpacked once for up to four rows, and the
-RMS norm in front of a projection and the residual add after it done in the same call.
+lowbit.c is ours, built much as llama.cpp's are: activations quantised in blocks of 32 (to int16,
+so nothing is lost against float32), products on integer multiply-adds, a block of weights unpacked
+once for up to eight rows, and the RMS norm in front of a projection and the residual add after it
+done in the same call.
 
 The C file is compiled with the system's C compiler (`$CC`, else `cc`) into
 CHATLOOP_HOME/kernels/native/HASH/ (the hash covers the source, the compiler and the flags; the
@@ -61,7 +62,8 @@ def _build(out_dir: Path) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *CFLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([cc, *CFLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True,
+                              timeout=300)
         if proc.returncode != 0:
             raise RuntimeError(f"{cc} failed: {proc.stderr.strip()[-2000:]}")
         os.replace(tmp, lib)
@@ -162,14 +164,17 @@ def _mm(fn, x, q, scales, bias, residual, norm, eps) -> torch.Tensor:
     return y
 
 
-def q4_mm(x: torch.Tensor, q: torch.Tensor, sm: torch.Tensor, bias: torch.Tensor | None = None,
-          residual: torch.Tensor | None = None, norm: torch.Tensor | None = None, eps: float = 0.0) -> torch.Tensor:
+Tensor = torch.Tensor
+
+
+def q4_mm(x: Tensor, q: Tensor, sm: Tensor, bias: Tensor | None = None, residual: Tensor | None = None,
+          norm: Tensor | None = None, eps: float = 0.0) -> Tensor:
     """residual + rms_norm(x) @ W.T + bias for q4 weights [N, K]: x [M, K] float32 -> [M, N] float32.
     norm: the RMS norm's float32 weight [K] (None: x as it is)."""
     return _mm(_library()[0].chatloop_q4_mm, x, q, sm, bias, residual, norm, eps)
 
 
-def q8_mm(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None,
-          residual: torch.Tensor | None = None, norm: torch.Tensor | None = None, eps: float = 0.0) -> torch.Tensor:
+def q8_mm(x: Tensor, q: Tensor, scale: Tensor, bias: Tensor | None = None, residual: Tensor | None = None,
+          norm: Tensor | None = None, eps: float = 0.0) -> Tensor:
     """The same for q8 weights."""
     return _mm(_library()[0].chatloop_q8_mm, x, q, scale, bias, residual, norm, eps)

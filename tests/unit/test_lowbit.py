@@ -30,10 +30,10 @@ def test_q4_packing_holds_q4_1_weights_exactly():
 
 
 @needs_kernels
-@pytest.mark.parametrize("rows", [1, 3, 4, 5, 8])
+@pytest.mark.parametrize("rows", [1, 3, 8, 11])
 def test_products_match_the_dequantised_weights(rows):
-    """N = 100 is not a whole number of the kernel's column blocks; 5 rows are a pass of 4 and one of
-    1. The only difference left is the activations' int16 rounding (blocks of 32)."""
+    """N = 100 is not a whole number of the kernel's column blocks; 11 rows are a pass of 8 and one of
+    3. The only difference left is the activations' int16 rounding (blocks of 32)."""
     torch.manual_seed(rows)
     n, k = 100, 192
     w, x, b = torch.randn(n, k) * 0.05, torch.randn(rows, k), torch.randn(n)
