@@ -26,6 +26,10 @@
 
 #define ROWS 8 /* rows of x multiplied per pass over a block of weights */
 #define COLS 16 /* output columns per OpenMP work item */
+/* Rows of x per tile: a long prefill's quantised rows would not stay in cache while every column
+ * block streams over them (6,300 rows: 7 MB read again for every 16 columns); a tile of 128 rows
+ * (~150 KB) does, and the weights are read once per tile instead. */
+#define TILE 128
 
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -127,21 +131,24 @@ void chatloop_q4_mm(const float *x, const uint8_t *q, const uint16_t *sm, const 
     float *xd = (float *)(xq + M * K), *xsum = xd + M * (K / 32);
     quantize_rows(x, M, K, norm, eps, xq, xd, xsum);
     const int64_t blocks = (N + COLS - 1) / COLS;
+    for (int64_t tile = 0; tile < M; tile += TILE) { /* a prefill's rows, a tile at a time */
+        int64_t tile_end = tile + TILE < M ? tile + TILE : M;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t blk = 0; blk < blocks; blk++) {
-        int64_t end = (blk + 1) * COLS < N ? (blk + 1) * COLS : N;
-        for (int64_t m0 = 0; m0 < M; m0 += ROWS) {
-            int r = M - m0 < ROWS ? (int)(M - m0) : ROWS;
-            /* r as a constant in each branch: the row loop unrolls and the accumulators stay in registers */
-            for (int64_t n = blk * COLS; n < end; n++) switch (r) {
-                case 1: q4_column(xq, xd, xsum, q, sm, y, m0, 1, n, N, K, bias, res); break;
-                case 2: q4_column(xq, xd, xsum, q, sm, y, m0, 2, n, N, K, bias, res); break;
-                case 3: q4_column(xq, xd, xsum, q, sm, y, m0, 3, n, N, K, bias, res); break;
-                case 4: q4_column(xq, xd, xsum, q, sm, y, m0, 4, n, N, K, bias, res); break;
-                case 5: q4_column(xq, xd, xsum, q, sm, y, m0, 5, n, N, K, bias, res); break;
-                case 6: q4_column(xq, xd, xsum, q, sm, y, m0, 6, n, N, K, bias, res); break;
-                case 7: q4_column(xq, xd, xsum, q, sm, y, m0, 7, n, N, K, bias, res); break;
-                default: q4_column(xq, xd, xsum, q, sm, y, m0, 8, n, N, K, bias, res);
+        for (int64_t blk = 0; blk < blocks; blk++) {
+            int64_t end = (blk + 1) * COLS < N ? (blk + 1) * COLS : N;
+            for (int64_t m0 = tile; m0 < tile_end; m0 += ROWS) {
+                int r = tile_end - m0 < ROWS ? (int)(tile_end - m0) : ROWS;
+                /* r as a constant in each branch: the row loop unrolls and the accumulators stay in registers */
+                for (int64_t n = blk * COLS; n < end; n++) switch (r) {
+                    case 1: q4_column(xq, xd, xsum, q, sm, y, m0, 1, n, N, K, bias, res); break;
+                    case 2: q4_column(xq, xd, xsum, q, sm, y, m0, 2, n, N, K, bias, res); break;
+                    case 3: q4_column(xq, xd, xsum, q, sm, y, m0, 3, n, N, K, bias, res); break;
+                    case 4: q4_column(xq, xd, xsum, q, sm, y, m0, 4, n, N, K, bias, res); break;
+                    case 5: q4_column(xq, xd, xsum, q, sm, y, m0, 5, n, N, K, bias, res); break;
+                    case 6: q4_column(xq, xd, xsum, q, sm, y, m0, 6, n, N, K, bias, res); break;
+                    case 7: q4_column(xq, xd, xsum, q, sm, y, m0, 7, n, N, K, bias, res); break;
+                    default: q4_column(xq, xd, xsum, q, sm, y, m0, 8, n, N, K, bias, res);
+                }
             }
         }
     }
@@ -175,20 +182,23 @@ void chatloop_q8_mm(const float *x, const int8_t *q, const float *s, const float
     float *xd = (float *)(xq + M * K), *xsum = xd + M * (K / 32);
     quantize_rows(x, M, K, norm, eps, xq, xd, xsum);
     const int64_t blocks = (N + COLS - 1) / COLS;
+    for (int64_t tile = 0; tile < M; tile += TILE) { /* a prefill's rows, a tile at a time */
+        int64_t tile_end = tile + TILE < M ? tile + TILE : M;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t blk = 0; blk < blocks; blk++) {
-        int64_t end = (blk + 1) * COLS < N ? (blk + 1) * COLS : N;
-        for (int64_t m0 = 0; m0 < M; m0 += ROWS) {
-            int r = M - m0 < ROWS ? (int)(M - m0) : ROWS;
-            for (int64_t n = blk * COLS; n < end; n++) switch (r) {
-                case 1: q8_column(xq, xd, q, s, y, m0, 1, n, N, K, bias, res); break;
-                case 2: q8_column(xq, xd, q, s, y, m0, 2, n, N, K, bias, res); break;
-                case 3: q8_column(xq, xd, q, s, y, m0, 3, n, N, K, bias, res); break;
-                case 4: q8_column(xq, xd, q, s, y, m0, 4, n, N, K, bias, res); break;
-                case 5: q8_column(xq, xd, q, s, y, m0, 5, n, N, K, bias, res); break;
-                case 6: q8_column(xq, xd, q, s, y, m0, 6, n, N, K, bias, res); break;
-                case 7: q8_column(xq, xd, q, s, y, m0, 7, n, N, K, bias, res); break;
-                default: q8_column(xq, xd, q, s, y, m0, 8, n, N, K, bias, res);
+        for (int64_t blk = 0; blk < blocks; blk++) {
+            int64_t end = (blk + 1) * COLS < N ? (blk + 1) * COLS : N;
+            for (int64_t m0 = tile; m0 < tile_end; m0 += ROWS) {
+                int r = tile_end - m0 < ROWS ? (int)(tile_end - m0) : ROWS;
+                for (int64_t n = blk * COLS; n < end; n++) switch (r) {
+                    case 1: q8_column(xq, xd, q, s, y, m0, 1, n, N, K, bias, res); break;
+                    case 2: q8_column(xq, xd, q, s, y, m0, 2, n, N, K, bias, res); break;
+                    case 3: q8_column(xq, xd, q, s, y, m0, 3, n, N, K, bias, res); break;
+                    case 4: q8_column(xq, xd, q, s, y, m0, 4, n, N, K, bias, res); break;
+                    case 5: q8_column(xq, xd, q, s, y, m0, 5, n, N, K, bias, res); break;
+                    case 6: q8_column(xq, xd, q, s, y, m0, 6, n, N, K, bias, res); break;
+                    case 7: q8_column(xq, xd, q, s, y, m0, 7, n, N, K, bias, res); break;
+                    default: q8_column(xq, xd, q, s, y, m0, 8, n, N, K, bias, res);
+                }
             }
         }
     }
