@@ -146,3 +146,51 @@ def test_a_quantised_format_slower_than_dense_for_one_row_is_measured_no_further
         assert "ppl" in m["body"][formats_for(act)[0]]
     plan, _ = kernels.decide(results, budget=0.05)
     assert plan.formats() <= {"float32", "float32-onednn", "bfloat16"}
+
+
+@pytest.mark.parametrize("fmt", ["float32-onednn", "int8-avx2", "int4-avx2"])
+def test_rows_of_different_lengths_decode_in_a_batch_as_they_do_alone(tiny_dir, fmt):
+    """The fused path's batched decoding (masked attention through batched products, one indexed
+    write of the new keys and values, our kernels' norm and residual) gives each row what it gets
+    decoding alone (SDPA without a mask): the same logits up to float rounding."""
+    from chatloop.engine.runner import ModelRunner
+    from chatloop.models.loading import load_model
+
+    if fmt not in formats_for("float32"):
+        pytest.skip(f"{fmt} does not run here")
+    model = load_model(str(tiny_dir), "float32").model
+    plan = KernelPlan.uniform(fmt, "float32", head=fmt)
+    prompts = [list(range(10, 17)), list(range(30, 50)), list(range(60, 63))]
+    batch = ModelRunner(model, plan, max_slots=3, max_len=64)
+    batch.prefill(prompts)
+    alone = [ModelRunner(model, plan, max_slots=1, max_len=64) for _ in prompts]
+    for runner, prompt in zip(alone, prompts):
+        runner.prefill([prompt])
+    for step in range(4):
+        tokens = [5 + step, 7 + step, 9 + step]
+        together = batch.decode(tokens)
+        for i, runner in enumerate(alone):
+            assert torch.allclose(together[i], runner.decode([tokens[i]])[0], rtol=1e-3, atol=1e-3), (step, i)
+
+
+def test_versions_holding_the_same_weights_share_one_measurement(tiny_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from chatloop.models.loading import load_model
+    from chatloop.models.manifest import read_manifest, write_manifest
+
+    monkeypatch.setenv("CHATLOOP_HOME", str(tmp_path / "home"))
+    loaded = load_model(str(tiny_dir), "float32")
+    plan, _ = kernels.choose_plan(loaded.model, loaded.tokenizer, loaded.model_id, loaded.path)
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dir, copy)
+    extra = {k: v for k, v in read_manifest(copy).items() if k not in ("format", "name", "version", "files")}
+    write_manifest(copy, name="tiny-llama", version="2", **extra)
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(kernels, "measure", no_measuring)
+    again, summary = kernels.choose_plan(loaded.model, loaded.tokenizer, "tiny-llama:2", copy)
+    assert again == plan and "cached" in summary
+    assert len(list((tmp_path / "home" / "kernels").rglob("*.json"))) == 1
