@@ -38,6 +38,27 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* The loop both products share: rows in tiles of TILE, OpenMP over blocks of COLS output columns,
+ * rows in passes of up to ROWS with the pass size a constant in each branch (the row loop unrolls
+ * and the accumulators stay in registers). CALL(r) computes column n for rows m0..m0+r-1. */
+#define TILED(CALL)                                                                               \
+    const int64_t blocks = (N + COLS - 1) / COLS;                                                 \
+    for (int64_t tile = 0; tile < M; tile += TILE) {                                              \
+        int64_t tile_end = tile + TILE < M ? tile + TILE : M;                                     \
+        _Pragma("omp parallel for schedule(static) num_threads(threads) if (threads > 1)")        \
+        for (int64_t blk = 0; blk < blocks; blk++) {                                              \
+            int64_t end = (blk + 1) * COLS < N ? (blk + 1) * COLS : N;                            \
+            for (int64_t m0 = tile; m0 < tile_end; m0 += ROWS) {                                  \
+                int r = tile_end - m0 < ROWS ? (int)(tile_end - m0) : ROWS;                       \
+                for (int64_t n = blk * COLS; n < end; n++) switch (r) {                           \
+                    case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break;       \
+                    case 4: CALL(4); break; case 5: CALL(5); break; case 6: CALL(6); break;       \
+                    case 7: CALL(7); break; default: CALL(8);                                     \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
 /* Activations are quantised to int16 in blocks of 32 (scale = max|x| / 32767): the products then run
  * on integer multiply-adds (madd: 16 int16 products summed in pairs per instruction), with float32
  * scales applied once per block. (llama.cpp quantises activations to int8, which is faster but
@@ -122,7 +143,7 @@ static inline __attribute__((always_inline)) void q4_column(
 }
 
 /* y = rmsnorm?(x) @ W.T + bias + res. norm: NULL, or the RMS norm's weight [K] (with eps) applied to
- * x's rows first. bias, res: NULL or [N] and [M, N]. scratch: M * K bytes of quantised x, then
+ * x's rows first. bias, res: NULL or [N] and [M, N]. scratch: M * K int16 of quantised x, then
  * 2 * M * K / 32 floats (block scales and sums). */
 void chatloop_q4_mm(const float *x, const uint8_t *q, const uint16_t *sm, const float *bias, const float *res,
                     float *y, void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps,
@@ -130,28 +151,9 @@ void chatloop_q4_mm(const float *x, const uint8_t *q, const uint16_t *sm, const 
     int16_t *xq = (int16_t *)scratch;
     float *xd = (float *)(xq + M * K), *xsum = xd + M * (K / 32);
     quantize_rows(x, M, K, norm, eps, xq, xd, xsum);
-    const int64_t blocks = (N + COLS - 1) / COLS;
-    for (int64_t tile = 0; tile < M; tile += TILE) { /* a prefill's rows, a tile at a time */
-        int64_t tile_end = tile + TILE < M ? tile + TILE : M;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-        for (int64_t blk = 0; blk < blocks; blk++) {
-            int64_t end = (blk + 1) * COLS < N ? (blk + 1) * COLS : N;
-            for (int64_t m0 = tile; m0 < tile_end; m0 += ROWS) {
-                int r = tile_end - m0 < ROWS ? (int)(tile_end - m0) : ROWS;
-                /* r as a constant in each branch: the row loop unrolls and the accumulators stay in registers */
-                for (int64_t n = blk * COLS; n < end; n++) switch (r) {
-                    case 1: q4_column(xq, xd, xsum, q, sm, y, m0, 1, n, N, K, bias, res); break;
-                    case 2: q4_column(xq, xd, xsum, q, sm, y, m0, 2, n, N, K, bias, res); break;
-                    case 3: q4_column(xq, xd, xsum, q, sm, y, m0, 3, n, N, K, bias, res); break;
-                    case 4: q4_column(xq, xd, xsum, q, sm, y, m0, 4, n, N, K, bias, res); break;
-                    case 5: q4_column(xq, xd, xsum, q, sm, y, m0, 5, n, N, K, bias, res); break;
-                    case 6: q4_column(xq, xd, xsum, q, sm, y, m0, 6, n, N, K, bias, res); break;
-                    case 7: q4_column(xq, xd, xsum, q, sm, y, m0, 7, n, N, K, bias, res); break;
-                    default: q4_column(xq, xd, xsum, q, sm, y, m0, 8, n, N, K, bias, res);
-                }
-            }
-        }
-    }
+#define Q4(R) q4_column(xq, xd, xsum, q, sm, y, m0, R, n, N, K, bias, res)
+    TILED(Q4)
+#undef Q4
 }
 
 static inline __attribute__((always_inline)) void q8_column(
@@ -181,25 +183,7 @@ void chatloop_q8_mm(const float *x, const int8_t *q, const float *s, const float
     int16_t *xq = (int16_t *)scratch;
     float *xd = (float *)(xq + M * K), *xsum = xd + M * (K / 32);
     quantize_rows(x, M, K, norm, eps, xq, xd, xsum);
-    const int64_t blocks = (N + COLS - 1) / COLS;
-    for (int64_t tile = 0; tile < M; tile += TILE) { /* a prefill's rows, a tile at a time */
-        int64_t tile_end = tile + TILE < M ? tile + TILE : M;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-        for (int64_t blk = 0; blk < blocks; blk++) {
-            int64_t end = (blk + 1) * COLS < N ? (blk + 1) * COLS : N;
-            for (int64_t m0 = tile; m0 < tile_end; m0 += ROWS) {
-                int r = tile_end - m0 < ROWS ? (int)(tile_end - m0) : ROWS;
-                for (int64_t n = blk * COLS; n < end; n++) switch (r) {
-                    case 1: q8_column(xq, xd, q, s, y, m0, 1, n, N, K, bias, res); break;
-                    case 2: q8_column(xq, xd, q, s, y, m0, 2, n, N, K, bias, res); break;
-                    case 3: q8_column(xq, xd, q, s, y, m0, 3, n, N, K, bias, res); break;
-                    case 4: q8_column(xq, xd, q, s, y, m0, 4, n, N, K, bias, res); break;
-                    case 5: q8_column(xq, xd, q, s, y, m0, 5, n, N, K, bias, res); break;
-                    case 6: q8_column(xq, xd, q, s, y, m0, 6, n, N, K, bias, res); break;
-                    case 7: q8_column(xq, xd, q, s, y, m0, 7, n, N, K, bias, res); break;
-                    default: q8_column(xq, xd, q, s, y, m0, 8, n, N, K, bias, res);
-                }
-            }
-        }
-    }
+#define Q8(R) q8_column(xq, xd, q, s, y, m0, R, n, N, K, bias, res)
+    TILED(Q8)
+#undef Q8
 }
