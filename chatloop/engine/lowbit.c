@@ -187,3 +187,74 @@ void chatloop_q8_mm(const float *x, const int8_t *q, const float *s, const float
     TILED(Q8)
 #undef Q8
 }
+
+/* exp(x) for 8 floats (Cephes' polynomial, as in avx_mathfun): relative error ~1e-7. */
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-88.3762626647949f));
+    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+/* Decoding attention: one query per row and head, over that row's own history in the cache.
+ *   q    [b, q_stride] float32: row i's head h at q + i * q_stride + h * d
+ *   kc, vc [slots, KV, cap, d] float32 caches; row i is slot first_slot + i and sees lens[i] positions
+ *   out  [b, H * d]; scores: b * H * max(lens) floats of scratch
+ * Query head h reads key/value head h / (H / KV) (grouped-query attention). d is a multiple of 8.
+ * PyTorch's SDPA spends ~50 us a layer setting up its flash kernel for one query; this is ~5. */
+void chatloop_decode_attention(const float *q, int64_t q_stride, const float *kc, const float *vc, float *out,
+                               const int64_t *lens, int64_t b, int64_t first_slot, int64_t H, int64_t KV,
+                               int64_t cap, int64_t d, float scale, float *scores, int64_t max_len, int threads) {
+    const int64_t G = H / KV;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && b * H > 1)
+    for (int64_t task = 0; task < b * H; task++) {
+        int64_t i = task / H, h = task % H, L = lens[i];
+        const float *qh = q + i * q_stride + h * d;
+        const float *kh = kc + ((first_slot + i) * KV + h / G) * cap * d;
+        const float *vh = vc + ((first_slot + i) * KV + h / G) * cap * d;
+        float *s = scores + task * max_len, *o = out + i * H * d + h * d;
+        float mx = -INFINITY;
+        for (int64_t l = 0; l < L; l++) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int64_t k = 0; k < d; k += 8)
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh + k), _mm256_loadu_ps(kh + l * d + k), acc);
+            s[l] = hsum(acc) * scale;
+            mx = s[l] > mx ? s[l] : mx;
+        }
+        __m256 vmx = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
+        int64_t l = 0;
+        for (; l + 8 <= L; l += 8) {
+            __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + l), vmx));
+            _mm256_storeu_ps(s + l, e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        float sum = hsum(vsum);
+        for (; l < L; l++) {
+            float tail[8] = {s[l] - mx};
+            float e = _mm256_cvtss_f32(exp8(_mm256_loadu_ps(tail)));
+            s[l] = e;
+            sum += e;
+        }
+        for (int64_t k0 = 0; k0 < d; k0 += 64) { /* 64 of the head's dimensions per pass over the values */
+            int w = d - k0 < 64 ? (int)(d - k0) / 8 : 8;
+            __m256 acc[8];
+            for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+            for (int64_t p = 0; p < L; p++) {
+                __m256 sp = _mm256_set1_ps(s[p]);
+                for (int j = 0; j < w; j++)
+                    acc[j] = _mm256_fmadd_ps(sp, _mm256_loadu_ps(vh + p * d + k0 + 8 * j), acc[j]);
+            }
+            for (int j = 0; j < w; j++)
+                _mm256_storeu_ps(o + k0 + 8 * j, _mm256_mul_ps(acc[j], _mm256_set1_ps(1.0f / sum)));
+        }
+    }
+}

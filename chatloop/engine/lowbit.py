@@ -92,6 +92,9 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for fn in (lib.chatloop_q4_mm, lib.chatloop_q8_mm):
         fn.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, p, ctypes.c_float, c_int]
+    lib.chatloop_decode_attention.argtypes = [p, i64, p, p, p, p, i64, i64, i64, i64, i64, i64, ctypes.c_float,
+                                              p, i64, c_int]
+    lib.chatloop_decode_attention.restype = None
     lib.chatloop_q4_mm.restype = lib.chatloop_q8_mm.restype = None
     return lib, ""
 
@@ -178,3 +181,23 @@ def q8_mm(x: Tensor, q: Tensor, scale: Tensor, bias: Tensor | None = None, resid
           norm: Tensor | None = None, eps: float = 0.0) -> Tensor:
     """The same for q8 weights."""
     return _mm(_library()[0].chatloop_q8_mm, x, q, scale, bias, residual, norm, eps)
+
+
+def decode_attention(q: Tensor, kc: Tensor, vc: Tensor, lens: list[int], first_slot: int, heads: int,
+                     scale: float) -> Tensor:
+    """One decoding step's attention: q [b, >= heads, d] float32 (row i's query heads first; rows
+    may hold more, e.g. the keys after them), caches [slots, kv heads, capacity, d]; row i is slot
+    first_slot + i and attends over its first lens[i] positions. Returns [b, heads * d]."""
+    b, _, d = q.shape
+    if q.stride(2) != 1 or q.stride(1) != d or not (kc.is_contiguous() and vc.is_contiguous()):
+        raise ValueError("decode_attention needs contiguous heads and caches")
+    if d % 8:
+        raise ValueError(f"decode_attention needs a head size divisible by 8, got {d}")
+    out = torch.empty(b, heads * d)
+    max_len = max(lens)
+    scores = torch.empty(b * heads * max_len)
+    lengths = torch.tensor(lens, dtype=torch.int64)
+    _library()[0].chatloop_decode_attention(
+        q.data_ptr(), q.stride(0), kc.data_ptr(), vc.data_ptr(), out.data_ptr(), lengths.data_ptr(), b, first_slot,
+        heads, kc.shape[1], kc.shape[2], d, scale, scores.data_ptr(), max_len, torch.get_num_threads())
+    return out

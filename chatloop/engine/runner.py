@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from chatloop.engine import lowbit
 from chatloop.engine.prefix_cache import BLOCK, PrefixCache
 from chatloop.engine.quant import KernelPlan, PackedLinear, fuse
 
@@ -71,6 +72,9 @@ class ModelRunner:
         # bias and a softmax then take half of SDPA's time with a mask (8 rows: 85 vs 180 us a layer).
         # The exact plan keeps SDPA (transformers' arithmetic); bf16 products are slow without native bf16.
         self.small_attention = not self.exact and self.dtype == torch.float32 and dev.type == "cpu"
+        # ...and where our AVX2 kernels are built, one C call per layer for all rows and heads
+        # (lowbit.decode_attention: SDPA's set-up for one query cost ~50 us a layer, ours ~5)
+        self.native_attention = self.small_attention and self.head_dim % 8 == 0 and lowbit.available()
         self._rope_table = None
         half = self.head_dim // 2
         # rotate_half(x) * sin == roll(x, half) * (sign * sin): the sign is folded into sin once
@@ -271,12 +275,16 @@ class ModelRunner:
         if decode:
             # Each row sees its own history only. Query heads are grouped onto their key/value head
             # ([b, kv, groups, d]) so GQA needs no repeated keys.
-            mask = (torch.arange(kv_len, device=dev)[None, :] <= start[:, None]).view(b, 1, 1, kv_len)
-            bias = None
-            if not self.exact and min(starts) == max(starts):
+            mask = bias = None
+            kv_lens = [p + 1 for p in starts]  # what each row sees, for our attention kernel (no mask)
+            if self.native_attention:
+                pass
+            elif not self.exact and min(starts) == max(starts):
                 mask = None  # every row sees all kv_len positions (always so for one row)
-            elif self.small_attention:  # the mask as an additive bias for the batched products
-                bias = torch.zeros(mask.shape, dtype=self.dtype, device=dev).masked_fill_(~mask, float("-inf"))
+            else:
+                mask = (torch.arange(kv_len, device=dev)[None, :] <= start[:, None]).view(b, 1, 1, kv_len)
+                if self.small_attention:  # the mask as an additive bias for the batched products
+                    bias = torch.zeros(mask.shape, dtype=self.dtype, device=dev).masked_fill_(~mask, float("-inf"))
             # where each row's new key and value go, for each kv head, in a cache's flat view
             slots = torch.arange(first_slot, first_slot + b, device=dev)
             heads = torch.arange(KV, device=dev)
@@ -311,15 +319,18 @@ class ModelRunner:
                 else:  # one indexed copy per cache into its flat [slots * kv heads * capacity, d] view
                     kc.view(-1, d).index_copy_(0, kv_rows, qk.narrow(1, H, KV).reshape(b * KV, d))
                     vc.view(-1, d).index_copy_(0, kv_rows, v.reshape(b * KV, d))
-                q = qk.narrow(1, 0, H).view(b, KV, H // KV, d)
-                keys = kc.narrow(0, first_slot, b).narrow(2, 0, kv_len)
-                values = vc.narrow(0, first_slot, b).narrow(2, 0, kv_len)
-                if bias is None:  # the exact plan (transformers' arithmetic) or no mask needed
-                    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
-                else:  # rows of different lengths: two batched products and a softmax beat SDPA with a mask
-                    scores = torch.add(bias, torch.matmul(q, keys.transpose(2, 3)), alpha=self.scale)
-                    out = torch.matmul(torch.softmax(scores, -1), values)
-                out = out.view(b, self.q_size)
+                if self.native_attention:
+                    out = lowbit.decode_attention(qk, kc, vc, kv_lens, first_slot, H, self.scale)
+                else:
+                    q = qk.narrow(1, 0, H).view(b, KV, H // KV, d)
+                    keys = kc.narrow(0, first_slot, b).narrow(2, 0, kv_len)
+                    values = vc.narrow(0, first_slot, b).narrow(2, 0, kv_len)
+                    if bias is None:  # the exact plan (transformers' arithmetic) or no mask needed
+                        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
+                    else:  # rows of different lengths: two batched products and a softmax beat SDPA with a mask
+                        scores = torch.add(bias, torch.matmul(q, keys.transpose(2, 3)), alpha=self.scale)
+                        out = torch.matmul(torch.softmax(scores, -1), values)
+                    out = out.view(b, self.q_size)
             else:
                 heads = (x.transpose(0, 1).unsqueeze(0) for x in (qk[:, :H], qk[:, H:], v))  # [1, heads, t, d]
                 out = self._prefill_attention(kc, vc, *heads, first_slot, starts, offsets, mask)

@@ -112,3 +112,22 @@ def test_a_compiler_error_leaves_the_formats_off_with_the_reason(monkeypatch, tm
     finally:
         monkeypatch.undo()
         lowbit._library.cache_clear()
+
+
+@needs_kernels
+def test_decode_attention_equals_sdpa_row_by_row():
+    """Rows of different lengths, in slots after the first, grouped-query heads (9 query heads on 3
+    key/value heads, as the default model), lengths that are and are not whole vectors of 8."""
+    torch.manual_seed(5)
+    heads, kv, d, cap = 9, 3, 64, 64
+    kc, vc = torch.randn(6, kv, cap, d), torch.randn(6, kv, cap, d)
+    qk = torch.randn(3, heads + kv, d)  # the keys after the queries, as the runner's rotated q and k
+    lens = [1, 17, 40]
+    out = lowbit.decode_attention(qk, kc, vc, lens, 2, heads, 0.125)
+    for i, n in enumerate(lens):
+        q = qk[i, :heads].view(1, kv, heads // kv, d)
+        ref = F.scaled_dot_product_attention(q, kc[2 + i : 3 + i, :, :n], vc[2 + i : 3 + i, :, :n], scale=0.125)
+        assert torch.allclose(out[i], ref.reshape(-1), atol=1e-5), i
+    with pytest.raises(ValueError, match="divisible by 8"):
+        lowbit.decode_attention(torch.randn(1, 4, 12), torch.randn(1, 1, 8, 12), torch.randn(1, 1, 8, 12),
+                                [3], 0, 3, 0.3)
