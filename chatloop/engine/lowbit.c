@@ -38,6 +38,23 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* exp(x) for 8 floats (Cephes' polynomial, as in avx_mathfun): relative error ~1e-7. */
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-88.3762626647949f));
+    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
 /* The loop both products share: rows in tiles of TILE, OpenMP over blocks of COLS output columns,
  * rows in passes of up to ROWS with the pass size a constant in each branch (the row loop unrolls
  * and the accumulators stay in registers). CALL(r) computes column n for rows m0..m0+r-1. */
@@ -64,9 +81,9 @@ static inline float hsum(__m256 v) {
  * scales applied once per block. (llama.cpp quantises activations to int8, which is faster but
  * moved the default model's greedy answers: a 0.2-logit near tie went the other way.) xsum keeps
  * each quantised block's sum for the q4 min term. */
-static void quantize_rows(const float *x, int64_t M, int64_t K, const float *norm, float eps, int16_t *xq,
-                          float *xd, float *xsum) {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
+static void quantize_rows(const float *x, int64_t M, int64_t K, const float *norm, float eps, int glu,
+                          int16_t *xq, float *xd, float *xsum) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
     for (int64_t m = 0; m < M; m++) {
         __m256 rs = _mm256_set1_ps(1.0f);
         if (norm) { /* RMS norm first: x * norm / rms(x) */
@@ -78,10 +95,16 @@ static void quantize_rows(const float *x, int64_t M, int64_t K, const float *nor
             rs = _mm256_set1_ps(1.0f / sqrtf(hsum(ss) / (float)K + eps));
         }
         for (int64_t b = m * (K / 32); b < (m + 1) * (K / 32); b++) {
-            const float *xb = x + b * 32;
+            const float *xb = glu ? x + m * 2 * K + (b - m * (K / 32)) * 32 : x + b * 32;
             __m256 v[4], mx = _mm256_setzero_ps();
             for (int j = 0; j < 4; j++) {
-                v[j] = _mm256_mul_ps(_mm256_loadu_ps(xb + 8 * j), rs);
+                if (glu) { /* x is [gate | up]: the input is silu(gate) * up = gate / (1 + exp(-gate)) * up */
+                    __m256 g = _mm256_loadu_ps(xb + 8 * j), u = _mm256_loadu_ps(xb + K + 8 * j);
+                    __m256 sig = _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g)));
+                    v[j] = _mm256_mul_ps(_mm256_div_ps(g, sig), u);
+                } else {
+                    v[j] = _mm256_mul_ps(_mm256_loadu_ps(xb + 8 * j), rs);
+                }
                 if (norm) v[j] = _mm256_mul_ps(v[j], _mm256_loadu_ps(norm + (b - m * (K / 32)) * 32 + 8 * j));
                 mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[j]));
             }
@@ -143,14 +166,15 @@ static inline __attribute__((always_inline)) void q4_column(
 }
 
 /* y = rmsnorm?(x) @ W.T + bias + res. norm: NULL, or the RMS norm's weight [K] (with eps) applied to
- * x's rows first. bias, res: NULL or [N] and [M, N]. scratch: M * K int16 of quantised x, then
- * 2 * M * K / 32 floats (block scales and sums). */
+ * x's rows first. glu: x is [M, 2K], gate then up, and the input is silu(gate) * up (norm NULL).
+ * bias, res: NULL or [N] and [M, N]. scratch: M * K int16 of quantised x, then 2 * M * K / 32
+ * floats (block scales and sums). */
 void chatloop_q4_mm(const float *x, const uint8_t *q, const uint16_t *sm, const float *bias, const float *res,
                     float *y, void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps,
-                    int threads) {
+                    int glu, int threads) {
     int16_t *xq = (int16_t *)scratch;
     float *xd = (float *)(xq + M * K), *xsum = xd + M * (K / 32);
-    quantize_rows(x, M, K, norm, eps, xq, xd, xsum);
+    quantize_rows(x, M, K, norm, eps, glu, xq, xd, xsum);
 #define Q4(R) q4_column(xq, xd, xsum, q, sm, y, m0, R, n, N, K, bias, res)
     TILED(Q4)
 #undef Q4
@@ -179,30 +203,13 @@ static inline __attribute__((always_inline)) void q8_column(
 
 void chatloop_q8_mm(const float *x, const int8_t *q, const float *s, const float *bias, const float *res,
                     float *y, void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps,
-                    int threads) {
+                    int glu, int threads) {
     int16_t *xq = (int16_t *)scratch;
     float *xd = (float *)(xq + M * K), *xsum = xd + M * (K / 32);
-    quantize_rows(x, M, K, norm, eps, xq, xd, xsum);
+    quantize_rows(x, M, K, norm, eps, glu, xq, xd, xsum);
 #define Q8(R) q8_column(xq, xd, q, s, y, m0, R, n, N, K, bias, res)
     TILED(Q8)
 #undef Q8
-}
-
-/* exp(x) for 8 floats (Cephes' polynomial, as in avx_mathfun): relative error ~1e-7. */
-static inline __m256 exp8(__m256 x) {
-    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-88.3762626647949f));
-    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
 /* Decoding attention: one query per row and head, over that row's own history in the cache.

@@ -91,7 +91,7 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         return None, str(e)
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for fn in (lib.chatloop_q4_mm, lib.chatloop_q8_mm):
-        fn.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, p, ctypes.c_float, c_int]
+        fn.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, p, ctypes.c_float, c_int, c_int]
     lib.chatloop_decode_attention.argtypes = [p, i64, p, p, p, p, i64, i64, i64, i64, i64, i64, ctypes.c_float,
                                               p, i64, c_int]
     lib.chatloop_decode_attention.restype = None
@@ -156,14 +156,18 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _mm(fn, x, q, scales, bias, residual, norm, eps) -> torch.Tensor:
+def _mm(fn, x, q, scales, bias, residual, norm, eps, glu) -> torch.Tensor:
     x = x.contiguous()
     m, k = x.shape
+    if glu:
+        if norm is not None:
+            raise ValueError("a product takes a norm or a gated input, not both")
+        k //= 2
     n = q.shape[0]
     y = torch.empty(m, n)
     res = None if residual is None else residual.contiguous()
     fn(x.data_ptr(), q.data_ptr(), scales.data_ptr(), _ptr(bias), _ptr(res), y.data_ptr(), _scratch(m, k),
-       m, n, k, _ptr(norm), eps, torch.get_num_threads())
+       m, n, k, _ptr(norm), eps, int(glu), torch.get_num_threads())
     return y
 
 
@@ -171,16 +175,17 @@ Tensor = torch.Tensor
 
 
 def q4_mm(x: Tensor, q: Tensor, sm: Tensor, bias: Tensor | None = None, residual: Tensor | None = None,
-          norm: Tensor | None = None, eps: float = 0.0) -> Tensor:
-    """residual + rms_norm(x) @ W.T + bias for q4 weights [N, K]: x [M, K] float32 -> [M, N] float32.
-    norm: the RMS norm's float32 weight [K] (None: x as it is)."""
-    return _mm(_library()[0].chatloop_q4_mm, x, q, sm, bias, residual, norm, eps)
+          norm: Tensor | None = None, eps: float = 0.0, glu: bool = False) -> Tensor:
+    """residual + f(x) @ W.T + bias for q4 weights [N, K] -> [M, N] float32, where f(x) is x [M, K]
+    float32, or rms_norm(x) with norm (the norm's float32 weight [K]), or with glu, for x [M, 2K]
+    holding gate then up, silu(gate) * up."""
+    return _mm(_library()[0].chatloop_q4_mm, x, q, sm, bias, residual, norm, eps, glu)
 
 
 def q8_mm(x: Tensor, q: Tensor, scale: Tensor, bias: Tensor | None = None, residual: Tensor | None = None,
-          norm: Tensor | None = None, eps: float = 0.0) -> Tensor:
+          norm: Tensor | None = None, eps: float = 0.0, glu: bool = False) -> Tensor:
     """The same for q8 weights."""
-    return _mm(_library()[0].chatloop_q8_mm, x, q, scale, bias, residual, norm, eps)
+    return _mm(_library()[0].chatloop_q8_mm, x, q, scale, bias, residual, norm, eps, glu)
 
 
 def decode_attention(q: Tensor, kc: Tensor, vc: Tensor, lens: list[int], first_slot: int, heads: int,

@@ -179,17 +179,23 @@ class PackedLinear:
         """Bytes of weights a product with `rows` rows reads."""
         return self.kernels[_pick(self.table, rows)].nbytes()
 
-    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None, norm_fn=None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None, norm_fn=None,
+                 glu: bool = False) -> torch.Tensor:
         """`residual + norm(x) @ W.T + b` (no norm unless built with one; norm_fn(x, weight) is the norm
-        for kernels that do not apply it themselves: the runner's exact or fused RMS norm)."""
+        for kernels that do not apply it themselves: the runner's exact or fused RMS norm). glu: x
+        holds gate and up side by side and the input is silu(gate) * up (a gated MLP's down
+        projection)."""
         rows = x.numel() // x.shape[-1]
         kernel = self.only or self.kernels[_pick(self.table, rows)]
-        if kernel.fmt in LOWBIT:  # one call: norm, product, bias and residual
+        if kernel.fmt in LOWBIT:  # one call: norm or gate, product, bias and residual
             flat = x.reshape(rows, x.shape[-1])
             res = None if residual is None else residual.reshape(rows, self.out_features)
             y = (lowbit.q4_mm if kernel.fmt == "int4-avx2" else lowbit.q8_mm)(
-                flat, kernel.q, kernel.scales, self.bias, res, self.norm, self.eps)
+                flat, kernel.q, kernel.scales, self.bias, res, self.norm, self.eps, glu)
             return y if x.dim() == 2 else y.view(*x.shape[:-1], self.out_features)
+        if glu:
+            gate, up = x.chunk(2, dim=-1)
+            x = F.silu(gate) * up
         if self.norm is not None:
             x = (norm_fn or _rms_norm(self.eps))(x, self.norm)
         if kernel.fmt == "float32":  # F.linear takes any leading shape (and adds the bias as transformers does)

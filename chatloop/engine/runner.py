@@ -336,8 +336,7 @@ class ModelRunner:
                 out = self._prefill_attention(kc, vc, *heads, first_slot, starts, offsets, mask)
                 out = out[0].transpose(0, 1).reshape(t, self.q_size)
             h = layer.o(out, residual=h)
-            gate, up = layer.gate_up(h, norm_fn=norm).chunk(2, dim=-1)
-            h = layer.down(F.silu(gate) * up, residual=h)
+            h = layer.down(layer.gate_up(h, norm_fn=norm), residual=h, glu=True)  # silu(gate) * up inside
         if not (decode or all_logits):
             h = h[[off - 1 for off in offsets[1:]]]
         return self.lm_head(h, norm_fn=norm).float().cpu()  # sampling runs on the CPU

@@ -131,3 +131,17 @@ def test_decode_attention_equals_sdpa_row_by_row():
     with pytest.raises(ValueError, match="divisible by 8"):
         lowbit.decode_attention(torch.randn(1, 4, 12), torch.randn(1, 1, 8, 12), torch.randn(1, 1, 8, 12),
                                 [3], 0, 3, 0.3)
+
+
+@needs_kernels
+@pytest.mark.parametrize("fmt", ["int4-avx2", "int8-avx2", "float32"])
+def test_a_gated_down_projection_takes_gate_and_up_side_by_side(fmt):
+    """down(silu(gate) * up) + residual in one call of our kernels (their own vectorised exp), the
+    same as op by op; dense formats do it op by op."""
+    torch.manual_seed(6)
+    w, gate_up, residual = torch.randn(40, 64) * 0.1, torch.randn(5, 128) * 3, torch.randn(5, 40)
+    gate, up = gate_up.chunk(2, dim=-1)
+    lin = PackedLinear(w, None, ((MANY, fmt),), "float32")
+    y = lin(gate_up, residual=residual, glu=True)
+    ref = residual + lin(F.silu(gate) * up)
+    assert torch.allclose(y, ref, rtol=1e-5, atol=1e-5)
