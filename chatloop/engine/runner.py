@@ -275,20 +275,18 @@ class ModelRunner:
         if decode:
             # Each row sees its own history only. Query heads are grouped onto their key/value head
             # ([b, kv, groups, d]) so GQA needs no repeated keys.
+            # Our attention kernel takes each row's length; SDPA needs a mask unless every row sees
+            # all kv_len positions (always so for one row), which the exact plan passes regardless.
+            kv_lens = [p + 1 for p in starts]
             mask = bias = None
-            kv_lens = [p + 1 for p in starts]  # what each row sees, for our attention kernel (no mask)
-            if self.native_attention:
-                pass
-            elif not self.exact and min(starts) == max(starts):
-                mask = None  # every row sees all kv_len positions (always so for one row)
-            else:
+            if not self.native_attention and (self.exact or min(starts) != max(starts)):
                 mask = (torch.arange(kv_len, device=dev)[None, :] <= start[:, None]).view(b, 1, 1, kv_len)
                 if self.small_attention:  # the mask as an additive bias for the batched products
                     bias = torch.zeros(mask.shape, dtype=self.dtype, device=dev).masked_fill_(~mask, float("-inf"))
-            # where each row's new key and value go, for each kv head, in a cache's flat view
-            slots = torch.arange(first_slot, first_slot + b, device=dev)
-            heads = torch.arange(KV, device=dev)
-            kv_rows = ((slots[:, None] * KV + heads[None, :]) * self.capacity + start[:, None]).view(-1)
+            if b > 1:  # where each row's new key and value go, for each kv head, in a cache's flat view
+                slots = torch.arange(first_slot, first_slot + b, device=dev)
+                heads = torch.arange(KV, device=dev)
+                kv_rows = ((slots[:, None] * KV + heads[None, :]) * self.capacity + start[:, None]).view(-1)
         else:
             assert b == 1 and sum(lengths) == t
             offsets = [0]
