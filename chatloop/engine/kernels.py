@@ -13,7 +13,7 @@ a calibration text is compared with float32's. Per case the fastest format withi
 budget (CHATLOOP_KERNEL_PPL_BUDGET, relative) wins; of the two activation dtypes, the one with the
 lower mean per-token cost over the cases. The choice and its measurements are cached in
 CHATLOOP_HOME/kernels/, keyed by the machine's fingerprint (CPU, flags, kernel caps, torch, threads;
-hardware.py) and the model's weights (their sha256s in its manifest), and logged.
+hardware.py) and the model's architecture and shapes, and logged.
 """
 
 import hashlib
@@ -22,7 +22,6 @@ import logging
 import math
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -215,34 +214,25 @@ def _check_combined(model, plan: KernelPlan, ids: list[int], limit: float) -> Ke
     return KernelPlan(plan.act, plan.body, ((MANY, dense),))
 
 
-def _weights_key(directory: Path | None) -> str | None:
-    """A digest of a model directory's weights and config (from its manifest's sha256s): versions
-    that hold the same weights (the bundled model under its GGUF name and as registry version 1, a
-    release promoted unchanged) share one measurement."""
-    from chatloop.errors import ModelRefError
-    from chatloop.models.manifest import read_manifest
-
-    try:
-        files = (read_manifest(directory) or {}).get("files", {}) if directory else {}
-    except ModelRefError:  # an unreadable manifest: key by the version id instead
-        return None
-    parts = sorted((name, str(digest)) for name, digest in files.items()
-                   if name.endswith(".safetensors") or name == "config.json")
-    if not any(name.endswith(".safetensors") for name, _ in parts):
-        return None
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+def _shape_key(model) -> str:
+    """What the measured speeds depend on besides the machine: the architecture and its shapes.
+    Versions that share them share one measurement (the bundled model under its GGUF name and as
+    registry version 1; every fine-tuned child of a model): the speeds are the same, and a release
+    candidate should not wait a minute for them. The accuracy check is the first version's."""
+    cfg = model.config.get_text_config()
+    shape = [getattr(cfg, f, None) for f in ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                              "num_attention_heads", "num_key_value_heads", "head_dim",
+                                              "vocab_size", "tie_word_embeddings")]
+    return f"{cfg.model_type}-" + hashlib.sha256(json.dumps(shape, default=str).encode()).hexdigest()[:16]
 
 
-def choose_plan(model, tokenizer, model_id: str, directory: Path | None = None) -> tuple[KernelPlan, dict]:
-    """The cached plan for this machine and these weights (the model directory's, else this model
-    version's), or a new measurement (then cached)."""
+def choose_plan(model, tokenizer, model_id: str) -> tuple[KernelPlan, dict]:
+    """The cached plan for this machine and this architecture (shapes), or a new measurement (then
+    cached)."""
     from chatloop.models.chat_format import render_conversation
 
     settings = get_settings()
-    key = _weights_key(directory)
-    name = model_id.split(":")[0] if key else model_id
-    safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in name) + (f"-{key}" if key else "")
-    path = settings.kernels_dir / fingerprint_key() / f"{safe}.json"
+    path = settings.kernels_dir / fingerprint_key() / f"{_shape_key(model)}.json"
     budget = settings.kernel_ppl_budget
     if path.is_file():
         try:

@@ -211,7 +211,7 @@ class Engine:
             plan = KernelPlan.uniform("float32" if loaded.dtype == "float32" else "bfloat16")
             self.kernel_choice = {"device": self.device, "forced": loaded.dtype}
         elif loaded.dtype == "auto":
-            plan, self.kernel_choice = choose_plan(loaded.model, loaded.tokenizer, loaded.model_id, loaded.path)
+            plan, self.kernel_choice = choose_plan(loaded.model, loaded.tokenizer, loaded.model_id)
             loaded.timings["kernel_choice_s"] = time.perf_counter() - t
         else:
             plan, self.kernel_choice = KernelPlan.uniform(loaded.dtype), {"forced": loaded.dtype}

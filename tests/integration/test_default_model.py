@@ -133,7 +133,8 @@ def test_streaming_chinese_and_emoji_never_breaks_characters(default_engine):
     ids = render_conversation(default_engine.tokenizer,
                               [{"role": "user", "content": "请用中文介绍一下北京，并加上一些表情符号 🎉"}],
                               add_generation_prompt=True).ids
-    handle = default_engine.submit(ids, SamplingParams(max_tokens=80, temperature=0.8, seed=1))
+    # greedy: a sampled answer (any kernel plan rounds a little differently) may stay in English
+    handle = default_engine.submit(ids, SamplingParams(max_tokens=80, temperature=0))
     deltas = [e.text for e in handle]
     assert all("\ufffd" not in d for d in deltas)
     assert "".join(deltas) == handle.result.text

@@ -173,24 +173,24 @@ def test_rows_of_different_lengths_decode_in_a_batch_as_they_do_alone(tiny_dir, 
             assert torch.allclose(together[i], runner.decode([tokens[i]])[0], rtol=1e-3, atol=1e-3), (step, i)
 
 
-def test_versions_holding_the_same_weights_share_one_measurement(tiny_dir, tmp_path, monkeypatch):
-    import shutil
-
+def test_versions_of_one_architecture_share_one_measurement(tiny_dir, tmp_path, monkeypatch):
+    """A fine-tuned child (other weights, other version, same shapes) is served with its parent's plan
+    at once; another architecture is measured."""
     from chatloop.models.loading import load_model
-    from chatloop.models.manifest import read_manifest, write_manifest
 
     monkeypatch.setenv("CHATLOOP_HOME", str(tmp_path / "home"))
     loaded = load_model(str(tiny_dir), "float32")
-    plan, _ = kernels.choose_plan(loaded.model, loaded.tokenizer, loaded.model_id, loaded.path)
-    copy = tmp_path / "copy"
-    shutil.copytree(tiny_dir, copy)
-    extra = {k: v for k, v in read_manifest(copy).items() if k not in ("format", "name", "version", "files")}
-    write_manifest(copy, name="tiny-llama", version="2", **extra)
-
-    def no_measuring(*args, **kwargs):
-        raise AssertionError("measured again")
-
-    monkeypatch.setattr(kernels, "measure", no_measuring)
-    again, summary = kernels.choose_plan(loaded.model, loaded.tokenizer, "tiny-llama:2", copy)
-    assert again == plan and "cached" in summary
+    plan, _ = kernels.choose_plan(loaded.model, loaded.tokenizer, loaded.model_id)
+    child = load_model(str(tiny_dir), "float32").model
+    with torch.no_grad():
+        for p in child.parameters():
+            p.add_(0.01)
+    measured = []
+    monkeypatch.setattr(kernels, "measure", lambda *a, **k: measured.append(1) or {})
+    again, summary = kernels.choose_plan(child, loaded.tokenizer, "tiny-llama:2")
+    assert again == plan and "cached" in summary and not measured
     assert len(list((tmp_path / "home" / "kernels").rglob("*.json"))) == 1
+    child.config.num_hidden_layers += 1  # another shape: its own measurement
+    with pytest.raises(Exception):
+        kernels.choose_plan(child, loaded.tokenizer, "tiny-llama:3")
+    assert measured == [1]
