@@ -130,6 +130,16 @@ static void quantize_rows(const float *x, int64_t M, int64_t K, const float *nor
     }
 }
 
+/* The scratch layout both products use: M * K int16 of quantised x, then M * K / 32 block scales
+ * and as many block sums (floats); fills it from x and points xq, xd and xsum into it. */
+static inline void quantize_into(void *scratch, const float *x, int64_t M, int64_t K, const float *norm,
+                                 float eps, int glu, int16_t **xq, float **xd, float **xsum) {
+    *xq = (int16_t *)scratch;
+    *xd = (float *)(*xq + M * K);
+    *xsum = *xd + M * (K / 32);
+    quantize_rows(x, M, K, norm, eps, glu, *xq, *xd, *xsum);
+}
+
 static inline __m256 dot_32(__m256i w0, __m256i w1, const int16_t *x) { /* 32 int16 products in 8 lanes */
     __m256i a = _mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)x));
     __m256i b = _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(x + 16)));
@@ -167,14 +177,13 @@ static inline __attribute__((always_inline)) void q4_column(
 
 /* y = rmsnorm?(x) @ W.T + bias + res. norm: NULL, or the RMS norm's weight [K] (with eps) applied to
  * x's rows first. glu: x is [M, 2K], gate then up, and the input is silu(gate) * up (norm NULL).
- * bias, res: NULL or [N] and [M, N]. scratch: M * K int16 of quantised x, then 2 * M * K / 32
- * floats (block scales and sums). */
+ * bias, res: NULL or [N] and [M, N]. scratch: see quantize_into. */
 void chatloop_q4_mm(const float *x, const uint8_t *q, const uint16_t *sm, const float *bias, const float *res,
                     float *y, void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps,
                     int glu, int threads) {
-    int16_t *xq = (int16_t *)scratch;
-    float *xd = (float *)(xq + M * K), *xsum = xd + M * (K / 32);
-    quantize_rows(x, M, K, norm, eps, glu, xq, xd, xsum);
+    int16_t *xq;
+    float *xd, *xsum;
+    quantize_into(scratch, x, M, K, norm, eps, glu, &xq, &xd, &xsum);
 #define Q4(R) q4_column(xq, xd, xsum, q, sm, y, m0, R, n, N, K, bias, res)
     TILED(Q4)
 #undef Q4
@@ -204,9 +213,9 @@ static inline __attribute__((always_inline)) void q8_column(
 void chatloop_q8_mm(const float *x, const int8_t *q, const float *s, const float *bias, const float *res,
                     float *y, void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps,
                     int glu, int threads) {
-    int16_t *xq = (int16_t *)scratch;
-    float *xd = (float *)(xq + M * K), *xsum = xd + M * (K / 32);
-    quantize_rows(x, M, K, norm, eps, glu, xq, xd, xsum);
+    int16_t *xq;
+    float *xd, *xsum;
+    quantize_into(scratch, x, M, K, norm, eps, glu, &xq, &xd, &xsum);
 #define Q8(R) q8_column(xq, xd, q, s, y, m0, R, n, N, K, bias, res)
     TILED(Q8)
 #undef Q8
