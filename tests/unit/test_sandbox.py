@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -110,12 +111,22 @@ def test_the_network_namespace_blocks_sockets_even_without_the_audit_hook():
         server.close()
 
 
-def _my_processes() -> int:
-    return sum(1 for p in os.listdir("/proc") if p.isdigit())
+def _processes_in(root: Path) -> list[int]:
+    """Processes whose working directory lies under `root`: what sandboxed code started runs in its scratch
+    directory (the sandbox strips its own environment variables, so the cwd is the mark). Counting every
+    process would count other tests' too."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if cwd.startswith(str(root.resolve())):
+            found.append(int(pid))
+    return found
 
 
 def test_fork_bombs_and_subprocesses_fail_and_leave_nothing_running(scratch_root):
-    before = _my_processes()
     for code in ("import os\nwhile True:\n    os.fork()",
                  "import subprocess\nwhile True:\n    subprocess.Popen(['sleep', '100'])",
                  "import os; os.system('sleep 100 &')",
@@ -125,7 +136,7 @@ def test_fork_bombs_and_subprocesses_fail_and_leave_nothing_running(scratch_root
                  "import ctypes; ctypes.CDLL(None).fork()"):
         result = run(code, scratch_root)
         assert result.exit_code not in (0, None) and "sandbox:" in result.stderr, (code, result.report())
-    assert _my_processes() <= before + 2  # other tests on this machine may start a process meanwhile
+    assert _processes_in(scratch_root) == []
     assert result.duration_s < 10
 
 
