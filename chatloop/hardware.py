@@ -75,6 +75,7 @@ def fingerprint() -> dict[str, str]:
         "threads": str(torch.get_num_threads()),
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
         "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY", ""),
+        "lowbit": os.environ.get("CHATLOOP_LOWBIT", "") + "/" + os.environ.get("CHATLOOP_LOWBIT_AVX512", ""),
         "torch": torch.__version__,
     }
 

@@ -17,6 +17,14 @@ called through ctypes with the tensors' pointers. Where there is no compiler, th
 FMA or F16C, or CHATLOOP_LOWBIT=0, the formats are simply not offered: the measured kernel choice
 (kernels.py) then picks among PyTorch's own, and everything still runs.
 
+Where the CPU has AVX-512 (F and BW) the same source is built with it too (CHATLOOP_LOWBIT_AVX512=0
+keeps it at AVX2): a group of 32 weights is then one 512-bit multiply-add per row. The formats and
+their names stay the same; they name the layout, which is the same on both.
+
+A whole decoding step can run in one call (decode_step: every layer's projections, rotary embedding,
+cache writes and attention), which takes the Python glue between the projections out of every
+token.
+
 Formats, packed from float weights [N, K] (y = x @ W.T):
 - int4-avx2: asymmetric, groups of 32 along K, w = q * scale + min with q in 0..15 and (scale, min)
   in float16 (the layout of GGUF's Q4_1, which the default model ships in): 0.625 bytes a weight.
@@ -43,6 +51,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("lowbit.c")
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC"]
+AVX512 = ("avx512f", "avx512bw")  # where the CPU has these, the products run on 512-bit registers
 GROUP = 32
 NEEDS = ("avx2", "fma", "f16c")
 
@@ -51,10 +60,18 @@ def _compiler() -> str | None:
     return shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
 
 
+def cflags() -> list[str]:
+    """The compiler's flags for this CPU: AVX2, plus AVX-512 where it has that (unless
+    CHATLOOP_LOWBIT_AVX512=0)."""
+    wide = os.environ.get("CHATLOOP_LOWBIT_AVX512", "1") != "0" and all(f in cpu_flags() for f in AVX512)
+    return CFLAGS + [f"-m{f}" for f in AVX512] if wide else CFLAGS
+
+
 def _build(out_dir: Path) -> Path:
     cc = _compiler()
+    flags = cflags()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, *CFLAGS]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, *flags]).encode()).hexdigest()[:16]
     lib = out_dir / key / "liblowbit.so"
     if lib.exists():
         return lib
@@ -62,7 +79,7 @@ def _build(out_dir: Path) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *CFLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True,
+        proc = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True,
                               timeout=300)
         if proc.returncode != 0:
             raise RuntimeError(f"{cc} failed: {proc.stderr.strip()[-2000:]}")
@@ -95,6 +112,9 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     lib.chatloop_decode_attention.argtypes = [p, i64, p, p, p, p, i64, i64, i64, i64, i64, i64, ctypes.c_float,
                                               p, i64, c_int]
     lib.chatloop_decode_attention.restype = None
+    lib.chatloop_decode_step.argtypes = [p, i64, p, i64, i64, p, p, p, p, i64, i64, i64, i64, ctypes.c_float,
+                                         ctypes.c_float, p, p, p, p, p, c_int]
+    lib.chatloop_decode_step.restype = None
     lib.chatloop_q4_mm.restype = lib.chatloop_q8_mm.restype = None
     return lib, ""
 
@@ -206,3 +226,52 @@ def decode_attention(q: Tensor, kc: Tensor, vc: Tensor, lens: list[int], first_s
         q.data_ptr(), q.stride(0), kc.data_ptr(), vc.data_ptr(), out.data_ptr(), lengths.data_ptr(), b, first_slot,
         heads, kc.shape[1], kc.shape[2], d, scale, scores.data_ptr(), max_len, torch.get_num_threads())
     return out
+
+
+class Linear(ctypes.Structure):
+    """lowbit.c's chatloop_linear: one projection's packed weights, as decode_step reads them."""
+    _fields_ = [("fmt", ctypes.c_int32), ("q", ctypes.c_void_p), ("s", ctypes.c_void_p), ("bias", ctypes.c_void_p),
+                ("norm", ctypes.c_void_p), ("N", ctypes.c_int64), ("K", ctypes.c_int64)]
+
+
+class Layer(ctypes.Structure):
+    """lowbit.c's chatloop_layer."""
+    _fields_ = [("qkv", Linear), ("o", Linear), ("gate_up", Linear), ("down", Linear), ("kc", ctypes.c_void_p),
+                ("vc", ctypes.c_void_p)]
+
+
+def linear(fmt: str, q: Tensor, scales: Tensor, bias: Tensor | None, norm: Tensor | None) -> Linear:
+    """A projection's weights for decode_step (the tensors must outlive the returned struct)."""
+    k = q.shape[1] * (2 if fmt == "int4-avx2" else 1)
+    return Linear(4 if fmt == "int4-avx2" else 8, q.data_ptr(), scales.data_ptr(), _ptr(bias), _ptr(norm),
+                  q.shape[0], k)
+
+
+def layers(projections: list[tuple[Linear, Linear, Linear, Linear]], caches: list[tuple[Tensor, Tensor]]):
+    """The array decode_step takes: each layer's (qkv, o, gate_up, down) and its (keys, values) caches."""
+    return (Layer * len(projections))(*(Layer(*lin, k.data_ptr(), v.data_ptr())
+                                        for lin, (k, v) in zip(projections, caches)))
+
+
+def decode_step(stack, h: Tensor, first_slot: int, positions: list[int], rope: tuple[Tensor, Tensor], heads: int,
+                kv_heads: int, capacity: int, eps: float, scale: float) -> Tensor:
+    """Every layer of one decoding step in one call (lowbit.c's chatloop_decode_step): h [b, hidden]
+    float32, the embedded tokens, is overwritten with the last layer's output (before the final
+    norm) and returned. Row i is slot first_slot + i at position positions[i]; `stack` is from
+    layers(); rope: the rotary (cos, signed sin) tables [positions, head_dim]."""
+    b, hidden = h.shape
+    cos, sin = rope
+    d = cos.shape[1]
+    if d % 8 or d > 512 or not (h.is_contiguous() and cos.is_contiguous() and sin.is_contiguous()):
+        raise ValueError("decode_step needs contiguous rows and a head size divisible by 8, at most 512")
+    first = stack[0]
+    width, inter2 = first.qkv.N, first.gate_up.N
+    pos = torch.tensor(positions, dtype=torch.int64)
+    lens = pos + 1
+    qkv, att, gu = torch.empty(b, width), torch.empty(b, heads * d), torch.empty(b, inter2)
+    scores = torch.empty(b * heads * int(lens.max()))
+    _library()[0].chatloop_decode_step(
+        ctypes.byref(stack), len(stack), h.data_ptr(), b, first_slot, pos.data_ptr(), lens.data_ptr(),
+        cos.data_ptr(), sin.data_ptr(), heads, kv_heads, d, capacity, eps, scale, qkv.data_ptr(), att.data_ptr(),
+        gu.data_ptr(), scores.data_ptr(), _scratch(b, max(hidden, heads * d, inter2 // 2)), torch.get_num_threads())
+    return h

@@ -88,7 +88,7 @@ class KernelPlan:
         return f"activations {self.act}; layers {part(self.body)}; output {part(self.head)}"
 
 
-def _pick(table: tuple[tuple[int, str], ...], rows: int) -> str:
+def pick(table: tuple[tuple[int, str], ...], rows: int) -> str:
     for max_rows, fmt in table:
         if rows <= max_rows:
             return fmt
@@ -177,7 +177,7 @@ class PackedLinear:
 
     def nbytes(self, rows: int) -> int:
         """Bytes of weights a product with `rows` rows reads."""
-        return self.kernels[_pick(self.table, rows)].nbytes()
+        return self.kernels[pick(self.table, rows)].nbytes()
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None, norm_fn=None,
                  glu: bool = False) -> torch.Tensor:
@@ -186,7 +186,7 @@ class PackedLinear:
         holds gate and up side by side and the input is silu(gate) * up (a gated MLP's down
         projection)."""
         rows = x.numel() // x.shape[-1]
-        kernel = self.only or self.kernels[_pick(self.table, rows)]
+        kernel = self.only or self.kernels[pick(self.table, rows)]
         if kernel.fmt in LOWBIT:  # one call: norm or gate, product, bias and residual
             flat = x.reshape(rows, x.shape[-1])
             res = None if residual is None else residual.reshape(rows, self.out_features)

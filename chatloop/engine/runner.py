@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from chatloop.engine import lowbit
 from chatloop.engine.prefix_cache import BLOCK, PrefixCache
-from chatloop.engine.quant import KernelPlan, PackedLinear, fuse
+from chatloop.engine.quant import LOWBIT, KernelPlan, PackedLinear, fuse, pick
 
 CACHE_GROWTH = 256  # cache capacity grows in steps of this many positions
 
@@ -75,6 +75,8 @@ class ModelRunner:
         # ...and where our AVX2 kernels are built, one C call per layer for all rows and heads
         # (lowbit.decode_attention: SDPA's set-up for one query cost ~50 us a layer, ours ~5)
         self.native_attention = self.small_attention and self.head_dim % 8 == 0 and lowbit.available()
+        self._native_steps: dict[str, tuple] = {}  # body format -> (projections, capacity, layer array)
+        self.one_call_steps = True  # decode through lowbit.decode_step where it can (False: layer by layer)
         self._rope_table = None
         half = self.head_dim // 2
         # rotate_half(x) * sin == roll(x, half) * (sign * sin): the sign is folded into sin once
@@ -117,6 +119,22 @@ class ModelRunner:
         """The output projection in the formats of `table`, with the final norm in front of it."""
         return PackedLinear(model.lm_head.weight, getattr(model.lm_head, "bias", None), table, self.plan.act,
                             self.device, self.norm, self.eps)
+
+    def _native_step(self, rows: int):
+        """The layer array for lowbit.decode_step, where a decoding step of `rows` rows can run as one C
+        call: the body's format for that many rows is one of our kernels', with our attention and the
+        rotary table. None otherwise (the step then runs layer by layer below)."""
+        fmt = pick(self.plan.body, rows)
+        if not self.one_call_steps or fmt not in LOWBIT or not self.native_attention or self._rope_table is None or self.head_dim > 512:
+            return None
+        projections, capacity, stack = self._native_steps.get(fmt, (None, 0, None))
+        if projections is None:
+            projections = [tuple(lowbit.linear(fmt, lin.kernels[fmt].q, lin.kernels[fmt].scales, lin.bias, lin.norm)
+                                 for lin in (layer.qkv, layer.o, layer.gate_up, layer.down)) for layer in self.layers]
+        if capacity != self.capacity:  # the caches were reallocated
+            stack = lowbit.layers(projections, list(zip(self.k, self.v)))
+        self._native_steps[fmt] = (projections, self.capacity, stack)
+        return stack
 
     def weight_bytes(self, rows: int) -> int:
         """Bytes of weights one decoding step with `rows` sequences reads (the roofline's numerator)."""
@@ -265,6 +283,11 @@ class ModelRunner:
             positions = torch.cat([torch.arange(s, s + n, device=dev) for s, n in zip(starts, lengths)])
         kv_len = max(starts) + t
         h = F.embedding(input_ids.view(-1), self.embed)
+        stack = self._native_step(b) if decode else None
+        if stack is not None:  # every layer in one call of our kernels
+            h = lowbit.decode_step(stack, h, first_slot, starts, self._rope_table, H, KV, self.capacity, self.eps,
+                                   self.scale)
+            return self.lm_head(h).float().cpu()
         at = 0
         for n, spliced in zip(lengths, embeds or ()):
             if spliced is not None:

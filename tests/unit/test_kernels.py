@@ -173,6 +173,41 @@ def test_rows_of_different_lengths_decode_in_a_batch_as_they_do_alone(tiny_dir, 
             assert torch.allclose(together[i], runner.decode([tokens[i]])[0], rtol=1e-3, atol=1e-3), (step, i)
 
 
+@pytest.mark.parametrize("model_type", ["llama", "qwen2"])  # qwen2: q, k and v have biases
+@pytest.mark.parametrize("fmt", ["int8-avx2", "int4-avx2"])
+def test_a_decoding_step_in_one_call_equals_it_layer_by_layer(tokenizer, tmp_path, model_type, fmt):
+    """lowbit.decode_step (every layer in one C call: rotary embedding, cache writes, attention,
+    projections) against the same runner stepping layer by layer, one row and three rows of different
+    lengths, through a cache that grows in between. Equal up to float rounding (the rotary embedding's
+    order of operations; the activations' int16 rounding can carry a last bit into a quantum)."""
+    from conftest import make_tiny_model
+
+    from chatloop.engine import runner as runner_module
+    from chatloop.engine.runner import ModelRunner
+    from chatloop.models.loading import load_model
+
+    if fmt not in formats_for("float32"):
+        pytest.skip(f"{fmt} does not run here")
+    model = load_model(str(make_tiny_model(tmp_path / model_type, tokenizer, model_type, seed=4)), "float32").model
+    plan = KernelPlan.uniform(fmt, "float32", head=fmt)
+    runners = [ModelRunner(model, plan, max_slots=3, max_len=600) for _ in range(2)]
+    runners[1].one_call_steps = False
+    prompts = [list(range(10, 17)), list(range(30, 330)), list(range(60, 63))]
+    for runner in runners:
+        runner.prefill(prompts[:1])
+    assert runners[0]._native_step(1) is not None and runners[1]._native_step(1) is None
+    for step in range(3):  # one row
+        ours, theirs = (r.decode([5 + step]) for r in runners)
+        assert torch.allclose(ours, theirs, rtol=1e-3, atol=1e-3), step
+    for runner in runners:
+        runner.prefill(prompts[1:])  # the cache grows past its first 256 positions
+    assert runners[0].capacity > runner_module.CACHE_GROWTH
+    for step in range(3):
+        tokens = [5 + step, 7 + step, 9 + step]
+        ours, theirs = (r.decode(tokens) for r in runners)
+        assert torch.allclose(ours, theirs, rtol=1e-3, atol=1e-3), step
+
+
 def test_versions_of_one_architecture_share_one_measurement(tiny_dir, tmp_path, monkeypatch):
     """A fine-tuned child (other weights, other version, same shapes) is served with its parent's plan
     at once; another architecture is measured."""
