@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 PREFILL = 128  # tokens of the measured prefill
 ROWS = (1, 2, 4, 8)  # decoding batch sizes measured; more rows than the last take the prefill's format
 SLOWER_BY = 1.5  # a quantised format this much slower than dense for one row is measured no further
-VERSION = 3  # bump when the measurement changes: old cache entries are then measured again
+VERSION = 4  # bump when the measurement changes: old cache entries are then measured again
 
 # Calibration text, written for this project: everyday English and Chinese, as chats look.
 CALIBRATION = [

@@ -7,16 +7,17 @@
  * for every row and, without AVX-512, convert through bfloat16; on an AVX2-only CPU a 4-bit
  * decoding step ran at about half of llama.cpp's speed. Here, much as in llama.cpp, the activations
  * are quantised in blocks of 32 (to int16 here, so the products are as good as float32's) and the
- * products run on integer multiply-adds; a block of weights is unpacked once and multiplied with up
- * to eight rows (the weights stay in L1 between passes). The RMS norm in front of a projection is
+ * products run on integer multiply-adds, 16 output columns at a time; a block of weights is
+ * unpacked once and multiplied with up to eight rows (the weights stay in L1 between passes). The RMS norm in front of a projection is
  * applied while quantising the activations, and the residual add is folded into the store: one
  * call per projection.
  *
- * Formats (packed by chatloop/engine/lowbit.py from float weights):
- *   q4: asymmetric, groups of 32 weights along K: w = q * scale + min, q in 0..15.
- *       q  [N, K/2] bytes: byte j of group g holds weight 32g+j (low nibble) and 32g+16+j (high).
- *       sm [N, K/32, 2] float16: (scale, min) per group.
- *   q8: symmetric per output row: w = q * scale, q in -127..127.  q [N, K] int8, s [N] float32.
+ * Formats (packed by chatloop/engine/lowbit.py from float weights; the layout is below, at
+ * block_product):
+ *   q4: asymmetric, groups of 32 weights along K: w = q * scale + min, q in 0..15; q [N, K/2] bytes,
+ *       sm [N, K/32, 2] float16 (scale, min) per group.
+ *   q8: symmetric per output row: w = q * scale, q in -127..127; q [N, K] int8, s [N] float32.
+ *   N is a multiple of 16.
  * x [M, K], y and residual [M, N] are float32, row-major and contiguous; bias is [N] or NULL.
  * Threads: OpenMP over blocks of output columns, in the runtime PyTorch itself loaded (the same
  * libgomp.so.1 soname), so the two never hold separate spinning thread pools.
@@ -24,9 +25,8 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
-#define ROWS 8 /* rows of x multiplied per pass over a block of weights */
-#define COLS 16 /* output columns per OpenMP work item */
 /* Rows of x per tile: a long prefill's quantised rows would not stay in cache while every column
  * block streams over them (6,300 rows: 7 MB read again for every 16 columns); a tile of 128 rows
  * (~150 KB) does, and the weights are read once per tile instead. */
@@ -55,27 +55,6 @@ static inline __m256 exp8(__m256 x) {
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
-
-/* The loop both products share: rows in tiles of TILE, OpenMP over blocks of COLS output columns,
- * rows in passes of up to ROWS with the pass size a constant in each branch (the row loop unrolls
- * and the accumulators stay in registers). CALL(r) computes column n for rows m0..m0+r-1. */
-#define TILED(CALL)                                                                               \
-    const int64_t blocks = (N + COLS - 1) / COLS;                                                 \
-    for (int64_t tile = 0; tile < M; tile += TILE) {                                              \
-        int64_t tile_end = tile + TILE < M ? tile + TILE : M;                                     \
-        _Pragma("omp parallel for schedule(static) num_threads(threads) if (threads > 1)")        \
-        for (int64_t blk = 0; blk < blocks; blk++) {                                              \
-            int64_t end = (blk + 1) * COLS < N ? (blk + 1) * COLS : N;                            \
-            for (int64_t m0 = tile; m0 < tile_end; m0 += ROWS) {                                  \
-                int r = tile_end - m0 < ROWS ? (int)(tile_end - m0) : ROWS;                       \
-                for (int64_t n = blk * COLS; n < end; n++) switch (r) {                           \
-                    case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break;       \
-                    case 4: CALL(4); break; case 5: CALL(5); break; case 6: CALL(6); break;       \
-                    case 7: CALL(7); break; default: CALL(8);                                     \
-                }                                                                                 \
-            }                                                                                     \
-        }                                                                                         \
-    }
 
 /* Activations are quantised to int16 in blocks of 32 (scale = max|x| / 32767): the products then run
  * on integer multiply-adds (madd: 16 int16 products summed in pairs per instruction), with float32
@@ -141,115 +120,177 @@ static inline void quantize_into(void *scratch, const float *x, int64_t M, int64
     quantize_rows(x, M, K, norm, eps, glu, *xq, *xd, *xsum);
 }
 
-/* One group of 32 weights as int16 (wv), multiplied with 32 int16 of x and accumulated, scaled, into
- * float lanes (accv). Built with AVX-512 (BW) where the CPU has it: one 512-bit multiply-add per group
- * instead of two 256-bit ones and their sum. */
+/* Both formats are laid out in blocks of 16 output columns, interleaved so that one vector holds a
+ * pair of k for each of the block's columns (as llama.cpp's repacked AVX2 kernels lay out Q4_0): a
+ * pair of x is broadcast and multiplied with 16 columns at once, so there are no horizontal sums,
+ * scales apply to 16 columns as one vector, and a 32-byte load carries 64 (q4) or 32 (q8) weights.
+ * Per group of 32 k a block holds:
+ *   q4: 256 bytes: chunk c (32 bytes) holds k-pair c in its low nibbles and k-pair c + 8 in its high
+ *       ones, byte 2j + t being column j's k = 32g + 2p + t; sm then holds, per block and group, 16
+ *       scales and 16 mins (float16).
+ *   q8: 512 bytes: chunk p (32 bytes) holds k-pair p, byte 2j + t as above; s: one float32 scale
+ *       per column.
+ * With AVX-512 a vector is the whole block (16 columns of int32), with AVX2 half of it, and a pass
+ * takes 8 or 4 rows (what the registers hold). An int32 sum over a group cannot overflow:
+ * 32 * 127 * 32767 < 2^31. */
 #ifdef __AVX512BW__
-typedef __m512i wv;
-typedef __m512 accv;
-static inline accv acc_zero(void) { return _mm512_setzero_ps(); }
-static inline float acc_sum(accv v) { return _mm512_reduce_add_ps(v); }
-static inline wv q4_weights(__m128i b) { /* low nibbles are weights 0..15, high ones 16..31 */
-    const __m128i low = _mm_set1_epi8(0x0F);
-    __m256i w = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(b, low)),
-                                        _mm_and_si128(_mm_srli_epi16(b, 4), low), 1);
-    return _mm512_cvtepu8_epi16(w);
+#define VW 16
+#define QROWS 8
+typedef __m512i iv;
+typedef __m512 fv;
+static inline iv i_zero(void) { return _mm512_setzero_si512(); }
+static inline fv f_zero(void) { return _mm512_setzero_ps(); }
+static inline iv nibbles(const uint8_t *chunk, int high, int part) {
+    (void)part;
+    __m256i c = _mm256_loadu_si256((const __m256i *)chunk);
+    return _mm512_cvtepu8_epi16(_mm256_and_si256(high ? _mm256_srli_epi16(c, 4) : c, _mm256_set1_epi8(0x0F)));
 }
-static inline wv q8_weights(const int8_t *p) { return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)p)); }
-static inline accv dot_add(wv w, const int16_t *x, float scale, accv acc) {
-    __m512 p = _mm512_cvtepi32_ps(_mm512_madd_epi16(w, _mm512_loadu_si512((const void *)x)));
-    return _mm512_fmadd_ps(p, _mm512_set1_ps(scale), acc);
+static inline iv bytes(const int8_t *chunk, int part) {
+    (void)part;
+    return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)chunk));
 }
+static inline iv pair_dot(iv acc, iv w, const int16_t *x) { /* acc + 16 columns' products with the pair x */
+    int32_t pair;
+    memcpy(&pair, x, 4);
+#ifdef __AVX512VNNI__
+    return _mm512_dpwssd_epi32(acc, w, _mm512_set1_epi32(pair)); /* the multiply-add and the sum in one */
 #else
-typedef struct { __m256i lo, hi; } wv;
-typedef __m256 accv;
-static inline accv acc_zero(void) { return _mm256_setzero_ps(); }
-static inline float acc_sum(accv v) { return hsum(v); }
-static inline wv q4_weights(__m128i b) {
-    const __m128i low = _mm_set1_epi8(0x0F);
-    wv w = {_mm256_cvtepu8_epi16(_mm_and_si128(b, low)), _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(b, 4), low))};
-    return w;
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(w, _mm512_set1_epi32(pair)));
+#endif
 }
-static inline wv q8_weights(const int8_t *p) {
-    wv w = {_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p)),
-            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16)))};
-    return w;
+static inline fv to_f(iv a) { return _mm512_cvtepi32_ps(a); }
+static inline fv f_fmadd(fv a, fv b, fv c) { return _mm512_fmadd_ps(a, b, c); }
+static inline fv f_mul(fv a, fv b) { return _mm512_mul_ps(a, b); }
+static inline fv f_add(fv a, fv b) { return _mm512_add_ps(a, b); }
+static inline fv f_set1(float x) { return _mm512_set1_ps(x); }
+static inline fv f_half(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+static inline fv f_load(const float *p) { return _mm512_loadu_ps(p); }
+static inline void f_store(float *p, fv v) { _mm512_storeu_ps(p, v); }
+#else
+#define VW 8
+#define QROWS 4
+typedef __m256i iv;
+typedef __m256 fv;
+static inline iv i_zero(void) { return _mm256_setzero_si256(); }
+static inline fv f_zero(void) { return _mm256_setzero_ps(); }
+static inline iv nibbles(const uint8_t *chunk, int high, int part) { /* part: columns 0-7 or 8-15 */
+    __m128i c = _mm_loadu_si128((const __m128i *)(chunk + 16 * part));
+    return _mm256_cvtepu8_epi16(_mm_and_si128(high ? _mm_srli_epi16(c, 4) : c, _mm_set1_epi8(0x0F)));
 }
-static inline accv dot_add(wv w, const int16_t *x, float scale, accv acc) { /* 32 products in 8 lanes */
-    __m256i a = _mm256_madd_epi16(w.lo, _mm256_loadu_si256((const __m256i *)x));
-    __m256i b = _mm256_madd_epi16(w.hi, _mm256_loadu_si256((const __m256i *)(x + 16)));
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a, b)), _mm256_set1_ps(scale), acc);
+static inline iv bytes(const int8_t *chunk, int part) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(chunk + 16 * part)));
 }
+static inline iv pair_dot(iv acc, iv w, const int16_t *x) { /* acc + 8 columns' products with the pair x */
+    int32_t pair;
+    memcpy(&pair, x, 4);
+#ifdef __AVXVNNI__
+    return _mm256_dpwssd_avx_epi32(acc, w, _mm256_set1_epi32(pair));
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(w, _mm256_set1_epi32(pair)));
+#endif
+}
+static inline fv to_f(iv a) { return _mm256_cvtepi32_ps(a); }
+static inline fv f_fmadd(fv a, fv b, fv c) { return _mm256_fmadd_ps(a, b, c); }
+static inline fv f_mul(fv a, fv b) { return _mm256_mul_ps(a, b); }
+static inline fv f_add(fv a, fv b) { return _mm256_add_ps(a, b); }
+static inline fv f_set1(float x) { return _mm256_set1_ps(x); }
+static inline fv f_half(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+static inline fv f_load(const float *p) { return _mm256_loadu_ps(p); }
+static inline void f_store(float *p, fv v) { _mm256_storeu_ps(p, v); }
 #endif
 
-/* One output column n of q4 for rows m0..m0+r (r <= ROWS, a constant after inlining). */
-static inline __attribute__((always_inline)) void q4_column(
-        const int16_t *xq, const float *xd, const float *xsum, const uint8_t *q, const uint16_t *sm, float *y,
-        int64_t m0, const int r, int64_t n, int64_t N, int64_t K, const float *bias, const float *res) {
+/* The 16 output columns of block `blk` for rows m0..m0+r (r <= QROWS; bits and r are constants after
+ * inlining). q4: w is the nibbles, ws (scale, min) float16; q8: w is int8, ws the float scales. */
+static inline __attribute__((always_inline)) void block_product(
+        const int bits, const int16_t *xq, const float *xd, const float *xsum, const void *w, const void *ws,
+        float *y, int64_t m0, const int r, int64_t blk, int64_t N, int64_t K, const float *bias, const float *res) {
     const int64_t G = K / 32;
-    const uint8_t *qn = q + n * (K / 2);
-    const uint16_t *smn = sm + n * G * 2;
-    accv acc[ROWS];
-    float mins[ROWS];
-    for (int i = 0; i < ROWS; i++) { acc[i] = acc_zero(); mins[i] = 0.0f; }
-    for (int64_t g = 0; g < G; g++) {
-        wv w = q4_weights(_mm_loadu_si128((const __m128i *)(qn + g * 16)));
-        float scale = _cvtsh_ss(smn[2 * g]), mn = _cvtsh_ss(smn[2 * g + 1]);
-        for (int i = 0; i < r; i++) {
-            int64_t blk = (m0 + i) * G + g;
-            acc[i] = dot_add(w, xq + blk * 32, scale * xd[blk], acc[i]);
-            mins[i] += mn * xsum[blk];
+    const uint8_t *qb = (const uint8_t *)w + blk * G * (bits == 4 ? 256 : 512);
+    const uint16_t *sb = (const uint16_t *)ws + blk * G * 32;
+    for (int part = 0; part < 16 / VW; part++) {
+        fv acc[QROWS];
+        for (int i = 0; i < QROWS; i++) acc[i] = f_zero();
+        for (int64_t g = 0; g < G; g++) {
+            iv dot[QROWS];
+            for (int i = 0; i < QROWS; i++) dot[i] = i_zero();
+            if (bits == 4) {
+                const uint8_t *qg = qb + g * 256;
+                for (int c = 0; c < 8; c++) {
+                    iv lo = nibbles(qg + 32 * c, 0, part), hi = nibbles(qg + 32 * c, 1, part);
+                    for (int i = 0; i < r; i++) {
+                        const int16_t *xb = xq + ((m0 + i) * G + g) * 32;
+                        dot[i] = pair_dot(pair_dot(dot[i], lo, xb + 2 * c), hi, xb + 2 * (c + 8));
+                    }
+                }
+                fv scale = f_half(sb + g * 32 + part * VW), mn = f_half(sb + g * 32 + 16 + part * VW);
+                for (int i = 0; i < r; i++) {
+                    int64_t b = (m0 + i) * G + g;
+                    acc[i] = f_fmadd(to_f(dot[i]), f_mul(scale, f_set1(xd[b])), acc[i]);
+                    acc[i] = f_fmadd(mn, f_set1(xsum[b]), acc[i]);
+                }
+            } else {
+                const int8_t *qg = (const int8_t *)qb + g * 512;
+                for (int c = 0; c < 16; c++) {
+                    iv v = bytes(qg + 32 * c, part);
+                    for (int i = 0; i < r; i++) dot[i] = pair_dot(dot[i], v, xq + ((m0 + i) * G + g) * 32 + 2 * c);
+                }
+                for (int i = 0; i < r; i++) acc[i] = f_fmadd(to_f(dot[i]), f_set1(xd[(m0 + i) * G + g]), acc[i]);
+            }
         }
-    }
-    for (int i = 0; i < r; i++) {
-        int64_t at = (m0 + i) * N + n;
-        y[at] = acc_sum(acc[i]) + mins[i] + (bias ? bias[n] : 0.0f) + (res ? res[at] : 0.0f);
+        int64_t n0 = blk * 16 + part * VW;
+        for (int i = 0; i < r; i++) {
+            int64_t at = (m0 + i) * N + n0;
+            fv v = bits == 4 ? acc[i] : f_mul(acc[i], f_load((const float *)ws + n0));
+            if (bias) v = f_add(v, f_load(bias + n0));
+            if (res) v = f_add(v, f_load(res + at));
+            f_store(y + at, v);
+        }
     }
 }
 
-/* y = rmsnorm?(x) @ W.T + bias + res. norm: NULL, or the RMS norm's weight [K] (with eps) applied to
- * x's rows first. glu: x is [M, 2K], gate then up, and the input is silu(gate) * up (norm NULL).
- * bias, res: NULL or [N] and [M, N]. scratch: see quantize_into. */
-void chatloop_q4_mm(const float *x, const uint8_t *q, const uint16_t *sm, const float *bias, const float *res,
-                    float *y, void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps,
-                    int glu, int threads) {
+/* y = rmsnorm?(x) @ W.T + bias + res, for either format. norm: NULL, or the RMS norm's weight [K]
+ * (with eps) applied to x's rows first. glu: x is [M, 2K], gate then up, and the input is
+ * silu(gate) * up (norm NULL). bias, res: NULL or [N] and [M, N]. N is a multiple of 16. scratch:
+ * see quantize_into. Rows run in tiles of TILE, OpenMP over blocks of 16 output columns, rows in
+ * passes of up to QROWS with the pass size a constant in each branch (the row loop unrolls and the
+ * accumulators stay in registers). */
+static inline __attribute__((always_inline)) void product(
+        const int bits, const float *x, const void *w, const void *ws, const float *bias, const float *res, float *y,
+        void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps, int glu, int threads) {
     int16_t *xq;
     float *xd, *xsum;
     quantize_into(scratch, x, M, K, norm, eps, glu, &xq, &xd, &xsum);
-#define Q4(R) q4_column(xq, xd, xsum, q, sm, y, m0, R, n, N, K, bias, res)
-    TILED(Q4)
-#undef Q4
-}
-
-static inline __attribute__((always_inline)) void q8_column(
-        const int16_t *xq, const float *xd, const int8_t *q, const float *s, float *y, int64_t m0, const int r,
-        int64_t n, int64_t N, int64_t K, const float *bias, const float *res) {
-    const int64_t G = K / 32;
-    const int8_t *qn = q + n * K;
-    accv acc[ROWS];
-    for (int i = 0; i < ROWS; i++) acc[i] = acc_zero();
-    for (int64_t g = 0; g < G; g++) {
-        wv w = q8_weights(qn + g * 32);
-        for (int i = 0; i < r; i++) {
-            int64_t blk = (m0 + i) * G + g;
-            acc[i] = dot_add(w, xq + blk * 32, xd[blk], acc[i]);
+    const int64_t blocks = N / 16;
+    for (int64_t tile = 0; tile < M; tile += TILE) {
+        int64_t tile_end = tile + TILE < M ? tile + TILE : M;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+        for (int64_t blk = 0; blk < blocks; blk++) {
+            for (int64_t m0 = tile; m0 < tile_end; m0 += QROWS) {
+                int r = tile_end - m0 < QROWS ? (int)(tile_end - m0) : QROWS;
+#define PASS(R) block_product(bits, xq, xd, xsum, w, ws, y, m0, R, blk, N, K, bias, res)
+                switch (r) {
+                    case 1: PASS(1); break; case 2: PASS(2); break; case 3: PASS(3); break;
+#if QROWS == 8
+                    case 4: PASS(4); break; case 5: PASS(5); break; case 6: PASS(6); break; case 7: PASS(7); break;
+#endif
+                    default: PASS(QROWS);
+                }
+#undef PASS
+            }
         }
     }
-    for (int i = 0; i < r; i++) {
-        int64_t at = (m0 + i) * N + n;
-        y[at] = acc_sum(acc[i]) * s[n] + (bias ? bias[n] : 0.0f) + (res ? res[at] : 0.0f);
-    }
+}
+
+void chatloop_q4_mm(const float *x, const uint8_t *q, const uint16_t *sm, const float *bias, const float *res,
+                    float *y, void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps,
+                    int glu, int threads) {
+    product(4, x, q, sm, bias, res, y, scratch, M, N, K, norm, eps, glu, threads);
 }
 
 void chatloop_q8_mm(const float *x, const int8_t *q, const float *s, const float *bias, const float *res,
                     float *y, void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps,
                     int glu, int threads) {
-    int16_t *xq;
-    float *xd, *xsum;
-    quantize_into(scratch, x, M, K, norm, eps, glu, &xq, &xd, &xsum);
-#define Q8(R) q8_column(xq, xd, q, s, y, m0, R, n, N, K, bias, res)
-    TILED(Q8)
-#undef Q8
+    product(8, x, q, s, bias, res, y, scratch, M, N, K, norm, eps, glu, threads);
 }
 
 /* Decoding attention: one query per row and head, over that row's own history in the cache.

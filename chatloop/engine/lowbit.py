@@ -27,8 +27,10 @@ token.
 
 Formats, packed from float weights [N, K] (y = x @ W.T):
 - int4-avx2: asymmetric, groups of 32 along K, w = q * scale + min with q in 0..15 and (scale, min)
-  in float16 (the layout of GGUF's Q4_1, which the default model ships in): 0.625 bytes a weight.
-- int8-avx2: symmetric per output row, w = q * scale with q in -127..127: 1 byte a weight.
+  in float16 (the grid of GGUF's Q4_1, which the default model ships in): 0.625 bytes a weight,
+  laid out in blocks of 16 output columns (pack_q4); the output size must divide by 16.
+- int8-avx2: symmetric per output row, w = q * scale with q in -127..127: 1 byte a weight, in the
+  same blocks of 16 output columns (pack_q8).
 """
 
 import ctypes
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("lowbit.c")
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC"]
 AVX512 = ("avx512f", "avx512bw")  # where the CPU has these, the products run on 512-bit registers
+# and where it has these, a multiply-add and its sum are one instruction (CPU flag -> compiler flag)
+VNNI = {"avx512_vnni": "-mavx512vnni", "avx_vnni": "-mavxvnni"}
 GROUP = 32
 NEEDS = ("avx2", "fma", "f16c")
 
@@ -62,14 +66,28 @@ def _compiler() -> str | None:
 
 def cflags() -> list[str]:
     """The compiler's flags for this CPU: AVX2, plus AVX-512 where it has that (unless
-    CHATLOOP_LOWBIT_AVX512=0)."""
-    wide = os.environ.get("CHATLOOP_LOWBIT_AVX512", "1") != "0" and all(f in cpu_flags() for f in AVX512)
-    return CFLAGS + [f"-m{f}" for f in AVX512] if wide else CFLAGS
+    CHATLOOP_LOWBIT_AVX512=0), plus VNNI for the width in use where it has that."""
+    flags = cpu_flags()
+    if os.environ.get("CHATLOOP_LOWBIT_AVX512", "1") != "0" and all(f in flags for f in AVX512):
+        return CFLAGS + [f"-m{f}" for f in AVX512] + ([VNNI["avx512_vnni"]] if "avx512_vnni" in flags else [])
+    return CFLAGS + ([VNNI["avx_vnni"]] if "avx_vnni" in flags else [])
 
 
 def _build(out_dir: Path) -> Path:
-    cc = _compiler()
+    """The library for this CPU; where the compiler does not know its wider flags (an older one),
+    the AVX2 build."""
     flags = cflags()
+    try:
+        return _build_with(out_dir, flags)
+    except RuntimeError:
+        if flags == CFLAGS:
+            raise
+        log.warning("building the low-bit kernels with %s failed; building them for AVX2 only", " ".join(flags))
+        return _build_with(out_dir, CFLAGS)
+
+
+def _build_with(out_dir: Path, flags: list[str]) -> Path:
+    cc = _compiler()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, *flags]).encode()).hexdigest()[:16]
     lib = out_dir / key / "liblowbit.so"
@@ -127,36 +145,66 @@ def unavailable_reason() -> str:
     return _library()[1]
 
 
+BLOCK = 16  # output columns interleaved together in the q4 layout
+
+
 def pack_q4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """float [N, K] -> (nibbles uint8 [N, K/2], (scale, min) float16 [N, K/32, 2])."""
+    """float [N, K] -> (nibbles uint8 [N, K/2], (scale, min) float16 [N, K/32, 2]), in lowbit.c's
+    interleaved layout: per block of 16 output columns and group of 32 k, eight 32-byte chunks (chunk
+    c: k-pair c in the low nibbles, k-pair c + 8 in the high ones; byte 2j + t is column j's k =
+    32g + 2p + t), then the 16 columns' scales and their 16 mins."""
     n, k = w.shape
     if k % GROUP:
         raise ValueError(f"int4-avx2 needs an input size divisible by {GROUP}, got {k}")
-    groups = w.float().view(n, k // GROUP, GROUP)
+    if n % BLOCK:
+        raise ValueError(f"int4-avx2 needs an output size divisible by {BLOCK}, got {n}")
+    g = k // GROUP
+    groups = w.float().view(n, g, GROUP)
     lo, hi = groups.amin(-1), groups.amax(-1)
     # quantise against the float16 values the kernel will read back
     scale = ((hi - lo) / 15).clamp(min=1e-8).half().float()
     lo = lo.half().float()
     q = torch.round((groups - lo[..., None]) / scale[..., None]).clamp(0, 15).to(torch.uint8)
-    packed = q[..., :16] | (q[..., 16:] << 4)  # byte j: weight j (low nibble), weight 16 + j (high)
-    return packed.reshape(n, k // 2).contiguous(), torch.stack([scale, lo], -1).half().contiguous()
+    # [blocks, 16 columns, groups, 16 pairs, 2] -> [blocks, groups, 16 pairs, 16 columns x 2]
+    pairs = q.view(n // BLOCK, BLOCK, g, 16, 2).permute(0, 2, 3, 1, 4).reshape(n // BLOCK, g, 16, 2 * BLOCK)
+    packed = pairs[:, :, :8] | (pairs[:, :, 8:] << 4)  # [blocks, groups, 8 chunks, 32 bytes]
+    sm = torch.stack([scale, lo], -1).half().view(n // BLOCK, BLOCK, g, 2).permute(0, 2, 3, 1)
+    return packed.reshape(n, k // 2).contiguous(), sm.reshape(n, g, 2).contiguous()
 
 
 def unpack_q4(q: torch.Tensor, sm: torch.Tensor) -> torch.Tensor:
     """The float weights a q4 pack stands for (tests and accuracy checks)."""
-    n = q.shape[0]
-    b = q.view(n, -1, 16)
-    nibbles = torch.cat([b & 0x0F, b >> 4], -1).float()
-    return (nibbles * sm[..., 0:1].float() + sm[..., 1:2].float()).reshape(n, -1)
+    n, half = q.shape
+    g = half // 16
+    chunks = q.view(n // BLOCK, g, 8, 2 * BLOCK)
+    pairs = torch.cat([chunks & 0x0F, chunks >> 4], 2)  # [blocks, groups, 16 pairs, 16 columns x 2]
+    nibbles = pairs.view(n // BLOCK, g, 16, BLOCK, 2).permute(0, 3, 1, 2, 4).reshape(n, g, GROUP).float()
+    scales = sm.view(n // BLOCK, g, 2, BLOCK).permute(0, 3, 1, 2).float()  # [blocks, 16, groups, 2]
+    scales = scales.reshape(n, g, 2)
+    return (nibbles * scales[..., 0:1] + scales[..., 1:2]).reshape(n, -1)
 
 
 def pack_q8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """float [N, K] -> (int8 [N, K], scale float32 [N])."""
-    if w.shape[1] % GROUP:
-        raise ValueError(f"int8-avx2 needs an input size divisible by {GROUP}, got {w.shape[1]}")
+    """float [N, K] -> (int8 [N, K], scale float32 [N]), the weights in lowbit.c's interleaved layout:
+    per block of 16 output columns and group of 32 k, sixteen 32-byte chunks (chunk p: k-pair p, byte
+    2j + t being column j's k = 32g + 2p + t)."""
+    n, k = w.shape
+    if k % GROUP:
+        raise ValueError(f"int8-avx2 needs an input size divisible by {GROUP}, got {k}")
+    if n % BLOCK:
+        raise ValueError(f"int8-avx2 needs an output size divisible by {BLOCK}, got {n}")
     w = w.float()
     scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-    return torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous(), scale.contiguous()
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    q = q.view(n // BLOCK, BLOCK, k // GROUP, 16, 2).permute(0, 2, 3, 1, 4)  # [blocks, groups, pairs, 16, 2]
+    return q.reshape(n, k).contiguous(), scale.contiguous()
+
+
+def unpack_q8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The float weights a q8 pack stands for."""
+    n, k = q.shape
+    rows = q.view(n // BLOCK, k // GROUP, 16, BLOCK, 2).permute(0, 3, 1, 2, 4).reshape(n, k)
+    return rows.float() * scale[:, None]
 
 
 _scratch_buf = threading.local()

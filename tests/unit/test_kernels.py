@@ -179,7 +179,9 @@ def test_a_decoding_step_in_one_call_equals_it_layer_by_layer(tokenizer, tmp_pat
     """lowbit.decode_step (every layer in one C call: rotary embedding, cache writes, attention,
     projections) against the same runner stepping layer by layer, one row and three rows of different
     lengths, through a cache that grows in between. Equal up to float rounding (the rotary embedding's
-    order of operations; the activations' int16 rounding can carry a last bit into a quantum)."""
+    order of operations; the activations' int16 rounding can carry a last bit into a quantum, and
+    this tiny model's large random weights amplify it): a wrong position, slot or cache would be off
+    by the size of the logits themselves."""
     from conftest import make_tiny_model
 
     from chatloop.engine import runner as runner_module
@@ -198,14 +200,14 @@ def test_a_decoding_step_in_one_call_equals_it_layer_by_layer(tokenizer, tmp_pat
     assert runners[0]._native_step(1) is not None and runners[1]._native_step(1) is None
     for step in range(3):  # one row
         ours, theirs = (r.decode([5 + step]) for r in runners)
-        assert torch.allclose(ours, theirs, rtol=1e-3, atol=1e-3), step
+        assert ((ours - theirs).norm() / theirs.norm()).item() < 1e-3, step
     for runner in runners:
         runner.prefill(prompts[1:])  # the cache grows past its first 256 positions
     assert runners[0].capacity > runner_module.CACHE_GROWTH
     for step in range(3):
         tokens = [5 + step, 7 + step, 9 + step]
         ours, theirs = (r.decode(tokens) for r in runners)
-        assert torch.allclose(ours, theirs, rtol=1e-3, atol=1e-3), step
+        assert ((ours - theirs).norm() / theirs.norm()).item() < 1e-3, step
 
 
 def test_versions_of_one_architecture_share_one_measurement(tiny_dir, tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ def test_q4_packing_holds_q4_1_weights_exactly():
     """Weights already on a 4-bit grid with float16 scale and min (GGUF's Q4_1, the default model's
     format) come back bit for bit: packing the default model loses nothing more."""
     torch.manual_seed(0)
-    n, k = 24, 96
+    n, k = 48, 96
     scale = (torch.rand(n, k // 32) * 0.01 + 1e-3).half().float()
     low = (torch.randn(n, k // 32) * 0.05).half().float()
     q = torch.randint(0, 16, (n, k // 32, 32)).float()
@@ -32,17 +32,21 @@ def test_q4_packing_holds_q4_1_weights_exactly():
 @needs_kernels
 @pytest.mark.parametrize("rows", [1, 3, 8, 11])
 def test_products_match_the_dequantised_weights(rows):
-    """N = 100 is not a whole number of the kernel's column blocks; 11 rows are a pass of 8 and one of
-    3. The only difference left is the activations' int16 rounding (blocks of 32)."""
+    """N = 112 is seven of the kernels' blocks of 16 output columns; 11 rows are a pass of 8 (or two of
+    4) and one of 3. The only difference left is the activations' int16 rounding (blocks of 32)."""
     torch.manual_seed(rows)
-    n, k = 100, 192
+    n, k = 112, 192
     w, x, b = torch.randn(n, k) * 0.05, torch.randn(rows, k), torch.randn(n)
     q4, sm = lowbit.pack_q4(w)
     q8, s8 = lowbit.pack_q8(w)
     ref4 = F.linear(x, lowbit.unpack_q4(q4, sm), b)
-    ref8 = F.linear(x, q8.float() * s8[:, None], b)
+    ref8 = F.linear(x, lowbit.unpack_q8(q8, s8), b)
     assert _rel(lowbit.q4_mm(x, q4, sm, b), ref4) < 1e-4
     assert _rel(lowbit.q8_mm(x, q8, s8, b), ref8) < 1e-4
+    assert _rel(ref8, F.linear(x, w, b)) < 0.01  # the layout is only a permutation: these are w's values
+    for pack in (lowbit.pack_q4, lowbit.pack_q8):
+        with pytest.raises(ValueError, match="divisible by 16"):
+            pack(w[:100])
     # each row is computed alone: the same row gives the same bits in any batch
     assert torch.equal(lowbit.q4_mm(x, q4, sm)[-1:], lowbit.q4_mm(x[-1:], q4, sm))
     assert torch.equal(lowbit.q8_mm(x, q8, s8)[:1], lowbit.q8_mm(x[:1], q8, s8))
@@ -115,6 +119,23 @@ def test_a_compiler_error_leaves_the_formats_off_with_the_reason(monkeypatch, tm
 
 
 @needs_kernels
+def test_a_compiler_without_the_wider_flags_builds_for_avx2(monkeypatch, tmp_path):
+    """An older compiler that does not know a flag for this CPU's wider instructions (AVX-512, VNNI)
+    still gives the AVX2 build, not no kernels."""
+    monkeypatch.setattr(lowbit, "cflags", lambda: lowbit.CFLAGS + ["-mno-such-instructions"])
+    monkeypatch.setenv("CHATLOOP_HOME", str(tmp_path / "home"))
+    lowbit._library.cache_clear()
+    try:
+        assert lowbit.available(), lowbit.unavailable_reason()
+        assert len(list((tmp_path / "home").rglob("*.so"))) == 1
+        w, x = torch.randn(32, 64), torch.randn(2, 64)
+        assert _rel(lowbit.q8_mm(x, *lowbit.pack_q8(w)), F.linear(x, w)) < 0.01
+    finally:
+        monkeypatch.undo()
+        lowbit._library.cache_clear()
+
+
+@needs_kernels
 def test_decode_attention_equals_sdpa_row_by_row():
     """Rows of different lengths, in slots after the first, grouped-query heads (9 query heads on 3
     key/value heads, as the default model), lengths that are and are not whole vectors of 8."""
@@ -139,7 +160,7 @@ def test_a_gated_down_projection_takes_gate_and_up_side_by_side(fmt):
     """down(silu(gate) * up) + residual in one call of our kernels (their own vectorised exp), the
     same as op by op; dense formats do it op by op."""
     torch.manual_seed(6)
-    w, gate_up, residual = torch.randn(40, 64) * 0.1, torch.randn(5, 128) * 3, torch.randn(5, 40)
+    w, gate_up, residual = torch.randn(48, 64) * 0.1, torch.randn(5, 128) * 3, torch.randn(5, 48)
     gate, up = gate_up.chunk(2, dim=-1)
     lin = PackedLinear(w, None, ((MANY, fmt),), "float32")
     y = lin(gate_up, residual=residual, glu=True)
