@@ -350,9 +350,9 @@ void chatloop_decode_attention(const float *q, int64_t q_stride, const float *kc
 /* --- A whole decoding step in one call ------------------------------------------------------------
  * Each projection is one call already; what stayed in Python per layer was the glue between them
  * (views, the rotary embedding, the cache writes, four ctypes calls and their argument checks):
- * ~50 us a layer, 1.5 ms a token for a 30-layer model, ~15% of a single stream's step. Here the
- * runner hands over every layer at once (its weights' pointers, packed once) and gets the hidden
- * states back before the final norm. The arithmetic is the per-call path's, op for op. */
+ * ~85 us a layer: on the default model (30 layers) a one-row step took 7.4 ms that way, 4.8 here.
+ * Here the runner hands over every layer at once (its weights' pointers, packed once) and gets the
+ * hidden states back before the final norm. The arithmetic is the per-call path's, op for op. */
 
 typedef struct {
     int32_t fmt;        /* 4: q4 (int4-avx2), 8: q8 (int8-avx2) */
