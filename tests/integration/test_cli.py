@@ -101,17 +101,21 @@ def test_chat_ctrl_c_stops_the_answer_not_the_program(default_dir):
             out.append(chunk.decode("utf-8", "replace"))
 
     threading.Thread(target=read, daemon=True).start()
-    deadline = time.time() + 240
     # On a loaded machine this test can be starved long enough for the answer to end by itself
-    # before the signal lands (the program then just says how to quit): ask again, up to 3 times.
+    # before the signal lands (the program then just says how to quit), and once in a CI run a
+    # signal sent mid-answer was never acted on (the answer ran to its end, nothing followed): ask
+    # again, up to 3 times, each attempt bounded so one lost signal does not use up the others' time.
     for _attempt in range(3):
         seen = len("".join(out))
         proc.stdin.write("Tell me a very long story about a dragon, with many chapters.\n")
         proc.stdin.flush()
+        deadline = time.time() + 90
         while time.time() < deadline and len("".join(out)[seen:].partition("assistant>")[2]) < 5:
             time.sleep(0.02)
-        assert "assistant>" in "".join(out)[seen:], "".join(out)
+        if "assistant>" not in "".join(out)[seen:]:
+            continue  # the line went to a late Ctrl-C at the prompt: send it again
         proc.send_signal(signal.SIGINT)
+        deadline = time.time() + 60
         while time.time() < deadline and not any(m in "".join(out)[seen:] for m in ("[stopped]", "type /exit")):
             time.sleep(0.05)
         if "[stopped]" in "".join(out)[seen:]:
