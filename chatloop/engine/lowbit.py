@@ -18,8 +18,9 @@ FMA or F16C, or CHATLOOP_LOWBIT=0, the formats are simply not offered: the measu
 (kernels.py) then picks among PyTorch's own, and everything still runs.
 
 Where the CPU has AVX-512 (F and BW) the same source is built with it too (CHATLOOP_LOWBIT_AVX512=0
-keeps it at AVX2): a group of 32 weights is then one 512-bit multiply-add per row. The formats and
-their names stay the same; they name the layout, which is the same on both.
+keeps it at AVX2), and with VNNI where the CPU has that: a vector then holds a whole block of 16
+output columns. The formats and their names stay the same; they name the layout, which is the same
+on both.
 
 A whole decoding step can run in one call (decode_step: every layer's projections, rotary embedding,
 cache writes and attention), which takes the Python glue between the projections out of every
@@ -145,7 +146,7 @@ def unavailable_reason() -> str:
     return _library()[1]
 
 
-BLOCK = 16  # output columns interleaved together in the q4 layout
+BLOCK = 16  # output columns interleaved together in both layouts
 
 
 def pack_q4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

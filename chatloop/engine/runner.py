@@ -125,7 +125,8 @@ class ModelRunner:
         call: the body's format for that many rows is one of our kernels', with our attention and the
         rotary table. None otherwise (the step then runs layer by layer below)."""
         fmt = pick(self.plan.body, rows)
-        if not self.one_call_steps or fmt not in LOWBIT or not self.native_attention or self._rope_table is None or self.head_dim > 512:
+        if (not self.one_call_steps or fmt not in LOWBIT or not self.native_attention or self._rope_table is None
+                or self.head_dim > 512):
             return None
         projections, capacity, stack = self._native_steps.get(fmt, (None, 0, None))
         if projections is None:
