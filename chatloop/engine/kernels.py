@@ -26,7 +26,7 @@ import time
 import torch
 
 from chatloop.config import get_settings
-from chatloop.engine.quant import DENSE, MANY, KernelPlan, formats_for
+from chatloop.engine.quant import DENSE, MANY, ROUNDED_ACTIVATIONS, KernelPlan, formats_for
 from chatloop.fsutil import atomic_write_text
 from chatloop.hardware import fingerprint, fingerprint_key
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 PREFILL = 128  # tokens of the measured prefill
 ROWS = (1, 2, 4, 8)  # decoding batch sizes measured; more rows than the last take the prefill's format
 SLOWER_BY = 1.5  # a quantised format this much slower than dense for one row is measured no further
-VERSION = 4  # bump when the measurement changes: old cache entries are then measured again
+VERSION = 5  # bump when the measurement changes: old cache entries are then measured again
 
 # Calibration text, written for this project: everyday English and Chinese, as chats look.
 CALIBRATION = [
@@ -174,7 +174,8 @@ def decide(results: dict, budget: float) -> tuple[KernelPlan, dict]:
         head = {f: v for f, v in m["head"].items() if "ppl" in v and v["ppl"] <= limit}
         if not body or not head:
             continue
-        pick_body = [(r, min(body, key=lambda f: body[f]["step_s"][str(r)])) for r in rows_list]
+        pick_body = [(r, min((f for f in body if r > 1 or f not in ROUNDED_ACTIVATIONS),
+                             key=lambda f: body[f]["step_s"][str(r)])) for r in rows_list]
         prefill_fmt = min(body, key=lambda f: body[f]["prefill_s"])
         pick_head = [(r, min(head, key=lambda f: head[f]["step_s"][str(r)])) for r in rows_list]
         dense = DENSE[act][0]

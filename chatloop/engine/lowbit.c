@@ -62,7 +62,7 @@ static inline __m256 exp8(__m256 x) {
  * moved the default model's greedy answers: a 0.2-logit near tie went the other way.) xsum keeps
  * each quantised block's sum for the q4 min term. */
 static void quantize_rows(const float *x, int64_t M, int64_t K, const float *norm, float eps, int glu,
-                          int16_t *xq, float *xd, float *xsum) {
+                          int x8, void *xq, float *xd, float *xsum) {
     const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
     for (int64_t m = 0; m < M; m++) {
         __m256 rs = _mm256_set1_ps(1.0f);
@@ -91,7 +91,7 @@ static void quantize_rows(const float *x, int64_t M, int64_t K, const float *nor
             __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
             m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
             m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-            float amax = _mm_cvtss_f32(m4), d = amax / 32767.0f;
+            float amax = _mm_cvtss_f32(m4), d = amax / (x8 ? 127.0f : 32767.0f);
             xd[b] = d;
             __m256 inv = _mm256_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
             __m256i i[4];
@@ -101,23 +101,29 @@ static void quantize_rows(const float *x, int64_t M, int64_t K, const float *nor
              * products, and the error is that of the centred weights (w * e), not of q * scale * e */
             __m256i si = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
             xsum[b] = d * hsum(_mm256_cvtepi32_ps(si));
-            /* pack 32 int32 to 32 int16 in order (packs work within 128-bit lanes; permute restores order) */
-            __m256i p0 = _mm256_permute4x64_epi64(_mm256_packs_epi32(i[0], i[1]), 0xD8);
-            __m256i p1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(i[2], i[3]), 0xD8);
-            _mm256_storeu_si256((__m256i *)(xq + b * 32), p0);
-            _mm256_storeu_si256((__m256i *)(xq + b * 32 + 16), p1);
+            /* pack 32 int32 to 32 int16 (or int8) in order (packs work within 128-bit lanes; a permute
+             * restores the order) */
+            __m256i p0 = _mm256_packs_epi32(i[0], i[1]), p1 = _mm256_packs_epi32(i[2], i[3]);
+            if (x8) {
+                __m256i p = _mm256_packs_epi16(p0, p1); /* dwords: i0 0-3, i1 0-3, i2 0-3, i3 0-3, i0 4-7, ... */
+                p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+                _mm256_storeu_si256((__m256i *)((int8_t *)xq + b * 32), p);
+            } else {
+                _mm256_storeu_si256((__m256i *)((int16_t *)xq + b * 32), _mm256_permute4x64_epi64(p0, 0xD8));
+                _mm256_storeu_si256((__m256i *)((int16_t *)xq + b * 32 + 16), _mm256_permute4x64_epi64(p1, 0xD8));
+            }
         }
     }
 }
 
-/* The scratch layout both products use: M * K int16 of quantised x, then M * K / 32 block scales
- * and as many block sums (floats); fills it from x and points xq, xd and xsum into it. */
+/* The scratch layout every product uses: M * K int16 of quantised x (or int8, x8), then M * K / 32 block
+ * scales and as many block sums (floats); fills it from x and points xq, xd and xsum into it. */
 static inline void quantize_into(void *scratch, const float *x, int64_t M, int64_t K, const float *norm,
-                                 float eps, int glu, int16_t **xq, float **xd, float **xsum) {
-    *xq = (int16_t *)scratch;
-    *xd = (float *)(*xq + M * K);
+                                 float eps, int glu, int x8, void **xq, float **xd, float **xsum) {
+    *xq = scratch;
+    *xd = (float *)((char *)scratch + M * K * (x8 ? 1 : 2));
     *xsum = *xd + M * (K / 32);
-    quantize_rows(x, M, K, norm, eps, glu, *xq, *xd, *xsum);
+    quantize_rows(x, M, K, norm, eps, glu, x8, *xq, *xd, *xsum);
 }
 
 /* Both formats are laid out in blocks of 16 output columns, interleaved so that one vector holds a
@@ -248,6 +254,129 @@ static inline __attribute__((always_inline)) void block_product(
     }
 }
 
+/* --- 4-bit weights with 8-bit activations ---------------------------------------------------------
+ * Batches and prefills are bound by arithmetic, not by the bytes of weights: there x quantised to
+ * int8 (blocks of 32, scale max|x| / 127, as llama.cpp's Q8 activations) halves the multiply-adds, since
+ * an unsigned nibble times a signed byte needs no widening: maddubs sums two such products into int16
+ * (AVX2), VNNI's dpbusd four into int32 (AVX-512). Same weight layout as block_product; the runner
+ * offers it as a separate format (int4-avx2-a8) so the measured choice weighs it, accuracy included.
+ * No sum overflows: a pair is at most 2 * 15 * 127 = 3810, eight of them 30480 < 2^15. */
+#ifdef __AVX512BW__
+/* 512 bits: the low nibbles of chunks c and c + 1 interleaved by 16-bit words give each column its
+ * four consecutive k (2c .. 2c + 3) in one 32-bit lane, which is what dpbusd multiplies with four
+ * bytes of x broadcast. The unpacks work within 128-bit lanes, so the lanes hold columns 0-3, 8-11,
+ * 4-7, 12-15: the scales are permuted the same way once per group, the sums back once per block. */
+static inline __m512i quad(__m256i a, __m256i b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_unpacklo_epi16(a, b)), _mm256_unpackhi_epi16(a, b), 1);
+}
+static inline __m512i quad_dot(__m512i acc, __m512i w, const int8_t *x) { /* + 16 columns' 4 products */
+    int32_t four;
+    memcpy(&four, x, 4);
+#ifdef __AVX512VNNI__
+    return _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(four));
+#else
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w, _mm512_set1_epi32(four)),
+                                                   _mm512_set1_epi16(1)));
+#endif
+}
+static inline __attribute__((always_inline)) void block_q4_x8(
+        const int8_t *xq, const float *xd, const float *xsum, const uint8_t *w, const uint16_t *ws, float *y,
+        int64_t m0, const int r, int64_t blk, int64_t N, int64_t K, const float *bias, const float *res) {
+    const int64_t G = K / 32;
+    const uint8_t *qb = w + blk * G * 256;
+    const uint16_t *sb = ws + blk * G * 32;
+    const __m512i order = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15); /* its own inverse */
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    __m512 acc[QROWS];
+    for (int i = 0; i < QROWS; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < G; g++) {
+        const uint8_t *qg = qb + g * 256;
+        __m512i dot[QROWS];
+        for (int i = 0; i < QROWS; i++) dot[i] = _mm512_setzero_si512();
+        for (int c = 0; c < 8; c += 2) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)(qg + 32 * c));
+            __m256i b = _mm256_loadu_si256((const __m256i *)(qg + 32 * c + 32));
+            __m512i lo = quad(_mm256_and_si256(a, low), _mm256_and_si256(b, low));
+            __m512i hi = quad(_mm256_and_si256(_mm256_srli_epi16(a, 4), low), _mm256_and_si256(_mm256_srli_epi16(b, 4), low));
+            for (int i = 0; i < r; i++) {
+                const int8_t *xb = xq + ((m0 + i) * G + g) * 32;
+                dot[i] = quad_dot(quad_dot(dot[i], lo, xb + 2 * c), hi, xb + 16 + 2 * c);
+            }
+        }
+        __m512 scale = _mm512_permutexvar_ps(order, f_half(sb + g * 32));
+        __m512 mn = _mm512_permutexvar_ps(order, f_half(sb + g * 32 + 16));
+        for (int i = 0; i < r; i++) {
+            int64_t b = (m0 + i) * G + g;
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i]), _mm512_mul_ps(scale, _mm512_set1_ps(xd[b])), acc[i]);
+            acc[i] = _mm512_fmadd_ps(mn, _mm512_set1_ps(xsum[b]), acc[i]);
+        }
+    }
+    int64_t n0 = blk * 16;
+    for (int i = 0; i < r; i++) {
+        int64_t at = (m0 + i) * N + n0;
+        __m512 v = _mm512_permutexvar_ps(order, acc[i]);
+        if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + n0));
+        if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + at));
+        _mm512_storeu_ps(y + at, v);
+    }
+}
+#else
+/* 256 bits: a chunk as it is holds the 16 columns' k-pair as unsigned bytes; maddubs with the x pair
+ * broadcast gives the 16 columns' int16 sums, kept in int16 over half a group, then widened. */
+static inline __attribute__((always_inline)) void block_q4_x8(
+        const int8_t *xq, const float *xd, const float *xsum, const uint8_t *w, const uint16_t *ws, float *y,
+        int64_t m0, const int r, int64_t blk, int64_t N, int64_t K, const float *bias, const float *res) {
+    const int64_t G = K / 32;
+    const uint8_t *qb = w + blk * G * 256;
+    const uint16_t *sb = ws + blk * G * 32;
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    __m256 acc[QROWS][2];
+    for (int i = 0; i < QROWS; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < G; g++) {
+        const uint8_t *qg = qb + g * 256;
+        const uint16_t *sg = sb + g * 32;
+        __m256 sc0 = f_half(sg), sc1 = f_half(sg + 8);
+        for (int half = 0; half < 2; half++) { /* int16 sums over 4 chunks, then into the float sums */
+            __m256i s[QROWS];
+            for (int i = 0; i < QROWS; i++) s[i] = _mm256_setzero_si256();
+            for (int c = 4 * half; c < 4 * half + 4; c++) {
+                __m256i a = _mm256_loadu_si256((const __m256i *)(qg + 32 * c));
+                __m256i lo = _mm256_and_si256(a, low), hi = _mm256_and_si256(_mm256_srli_epi16(a, 4), low);
+                for (int i = 0; i < r; i++) {
+                    const int8_t *xb = xq + ((m0 + i) * G + g) * 32;
+                    int16_t p0, p1;
+                    memcpy(&p0, xb + 2 * c, 2);
+                    memcpy(&p1, xb + 16 + 2 * c, 2);
+                    s[i] = _mm256_add_epi16(s[i], _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi16(p0)),
+                                                                   _mm256_maddubs_epi16(hi, _mm256_set1_epi16(p1))));
+                }
+            }
+            for (int i = 0; i < r; i++) {
+                __m256 xs = _mm256_set1_ps(xd[(m0 + i) * G + g]);
+                __m256 v0 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(s[i])));
+                __m256 v1 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(s[i], 1)));
+                acc[i][0] = _mm256_fmadd_ps(v0, _mm256_mul_ps(sc0, xs), acc[i][0]);
+                acc[i][1] = _mm256_fmadd_ps(v1, _mm256_mul_ps(sc1, xs), acc[i][1]);
+            }
+        }
+        __m256 mn0 = f_half(sg + 16), mn1 = f_half(sg + 24);
+        for (int i = 0; i < r; i++) {
+            __m256 xm = _mm256_set1_ps(xsum[(m0 + i) * G + g]);
+            acc[i][0] = _mm256_fmadd_ps(mn0, xm, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(mn1, xm, acc[i][1]);
+        }
+    }
+    for (int i = 0; i < r; i++)
+        for (int part = 0; part < 2; part++) {
+            int64_t n0 = blk * 16 + 8 * part, at = (m0 + i) * N + n0;
+            __m256 v = acc[i][part];
+            if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + n0));
+            if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res + at));
+            _mm256_storeu_ps(y + at, v);
+        }
+}
+#endif
+
 /* y = rmsnorm?(x) @ W.T + bias + res, for either format. norm: NULL, or the RMS norm's weight [K]
  * (with eps) applied to x's rows first. glu: x is [M, 2K], gate then up, and the input is
  * silu(gate) * up (norm NULL). bias, res: NULL or [N] and [M, N]. N is a multiple of 16. scratch:
@@ -256,10 +385,11 @@ static inline __attribute__((always_inline)) void block_product(
  * accumulators stay in registers). */
 static inline __attribute__((always_inline)) void product(
         const int bits, const float *x, const void *w, const void *ws, const float *bias, const float *res, float *y,
-        void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps, int glu, int threads) {
-    int16_t *xq;
+        void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps, int glu, int threads,
+        const int x8) {
+    void *xq;
     float *xd, *xsum;
-    quantize_into(scratch, x, M, K, norm, eps, glu, &xq, &xd, &xsum);
+    quantize_into(scratch, x, M, K, norm, eps, glu, x8, &xq, &xd, &xsum);
     const int64_t blocks = N / 16;
     for (int64_t tile = 0; tile < M; tile += TILE) {
         int64_t tile_end = tile + TILE < M ? tile + TILE : M;
@@ -267,7 +397,8 @@ static inline __attribute__((always_inline)) void product(
         for (int64_t blk = 0; blk < blocks; blk++) {
             for (int64_t m0 = tile; m0 < tile_end; m0 += QROWS) {
                 int r = tile_end - m0 < QROWS ? (int)(tile_end - m0) : QROWS;
-#define PASS(R) block_product(bits, xq, xd, xsum, w, ws, y, m0, R, blk, N, K, bias, res)
+#define PASS(R) if (x8) block_q4_x8((const int8_t *)xq, xd, xsum, w, ws, y, m0, R, blk, N, K, bias, res); \
+                else block_product(bits, (const int16_t *)xq, xd, xsum, w, ws, y, m0, R, blk, N, K, bias, res)
                 switch (r) {
                     case 1: PASS(1); break; case 2: PASS(2); break; case 3: PASS(3); break;
 #if QROWS == 8
@@ -284,13 +415,20 @@ static inline __attribute__((always_inline)) void product(
 void chatloop_q4_mm(const float *x, const uint8_t *q, const uint16_t *sm, const float *bias, const float *res,
                     float *y, void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps,
                     int glu, int threads) {
-    product(4, x, q, sm, bias, res, y, scratch, M, N, K, norm, eps, glu, threads);
+    product(4, x, q, sm, bias, res, y, scratch, M, N, K, norm, eps, glu, threads, 0);
+}
+
+/* The same with x quantised to int8 (block_q4_x8). */
+void chatloop_q4x8_mm(const float *x, const uint8_t *q, const uint16_t *sm, const float *bias, const float *res,
+                      float *y, void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps,
+                      int glu, int threads) {
+    product(4, x, q, sm, bias, res, y, scratch, M, N, K, norm, eps, glu, threads, 1);
 }
 
 void chatloop_q8_mm(const float *x, const int8_t *q, const float *s, const float *bias, const float *res,
                     float *y, void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps,
                     int glu, int threads) {
-    product(8, x, q, s, bias, res, y, scratch, M, N, K, norm, eps, glu, threads);
+    product(8, x, q, s, bias, res, y, scratch, M, N, K, norm, eps, glu, threads, 0);
 }
 
 /* Decoding attention: one query per row and head, over that row's own history in the cache.
@@ -356,6 +494,7 @@ void chatloop_decode_attention(const float *q, int64_t q_stride, const float *kc
 
 typedef struct {
     int32_t fmt;        /* 4: q4 (int4-avx2), 8: q8 (int8-avx2) */
+    int32_t x8;         /* q4 only: x quantised to int8 (int4-avx2-a8) */
     const void *q;      /* packed weights [N, K/2] (q4) or [N, K] (q8) */
     const void *s;      /* q4: (scale, min) float16 [N, K/32, 2]; q8: float32 [N] */
     const float *bias;  /* [N] or NULL */
@@ -370,7 +509,10 @@ typedef struct {
 
 static void linear(const chatloop_linear *L, const float *x, const float *res, float *y, void *scratch,
                    int64_t M, float eps, int glu, int threads) {
-    if (L->fmt == 4)
+    if (L->fmt == 4 && L->x8)
+        chatloop_q4x8_mm(x, (const uint8_t *)L->q, (const uint16_t *)L->s, L->bias, res, y, scratch, M, L->N, L->K,
+                         L->norm, eps, glu, threads);
+    else if (L->fmt == 4)
         chatloop_q4_mm(x, (const uint8_t *)L->q, (const uint16_t *)L->s, L->bias, res, y, scratch, M, L->N, L->K,
                        L->norm, eps, glu, threads);
     else

@@ -27,8 +27,12 @@ import torch.nn.functional as F
 from chatloop.engine import lowbit
 from chatloop.hardware import native_bf16
 
-FORMATS = ("float32", "float32-onednn", "bfloat16", "int8", "int4", "int8-avx2", "int4-avx2")
-LOWBIT = ("int8-avx2", "int4-avx2")  # our kernels (lowbit.py): float32 activations, where they could be built
+FORMATS = ("float32", "float32-onednn", "bfloat16", "int8", "int4", "int8-avx2", "int4-avx2", "int4-avx2-a8")
+# our kernels (lowbit.py): float32 activations, where they could be built
+LOWBIT = ("int8-avx2", "int4-avx2", "int4-avx2-a8")
+# formats that round the activations to 8 bits (the others' products are as good as float32's): the
+# measured choice does not use them for one row, which reads weights and so gains nothing from it
+ROUNDED_ACTIVATIONS = ("int4-avx2-a8",)
 DENSE = {"float32": ("float32", "float32-onednn"), "bfloat16": ("bfloat16",)}
 INT4_GROUP = 32
 MANY = 1 << 30  # "any number of rows" in a plan
@@ -124,7 +128,7 @@ class _Weights:
                 raise ValueError(f"{fmt} takes float32 activations")
             if not lowbit.available():
                 raise ValueError(f"{fmt} is not available here: {lowbit.unavailable_reason()}")
-            self.q, self.scales = (lowbit.pack_q4 if fmt == "int4-avx2" else lowbit.pack_q8)(w)
+            self.q, self.scales = lowbit.PACK[lowbit.LAYOUT[fmt]](w)
         elif fmt == "int4":
             out, k = w.shape
             if k % INT4_GROUP:
@@ -171,8 +175,15 @@ class PackedLinear:
         self.table = tuple(table)
         self.norm = None if norm is None else norm.detach().to(device=device, dtype=self.act)
         self.eps = eps
-        self.kernels = {fmt: _Weights(weight, fmt, self.act, device) for fmt in {f for _, f in self.table}}
-        self.only = self.kernels[self.table[0][1]] if len(self.kernels) == 1 else None
+        # formats that differ only in how they take the activations share one packed copy of the weights
+        packed: dict[str, _Weights] = {}
+        self.kernels: dict[str, _Weights] = {}
+        for fmt in {f for _, f in self.table}:
+            layout = lowbit.LAYOUT.get(fmt, fmt)
+            if layout not in packed:
+                packed[layout] = _Weights(weight, layout, self.act, device)
+            self.kernels[fmt] = packed[layout]
+        self.only = self.table[0][1] if len(self.kernels) == 1 else None  # the one format, if so
         self.bias = None if bias is None else bias.detach().to(device=device, dtype=self.act).contiguous()
 
     def nbytes(self, rows: int) -> int:
@@ -186,11 +197,12 @@ class PackedLinear:
         holds gate and up side by side and the input is silu(gate) * up (a gated MLP's down
         projection)."""
         rows = x.numel() // x.shape[-1]
-        kernel = self.only or self.kernels[pick(self.table, rows)]
-        if kernel.fmt in LOWBIT:  # one call: norm or gate, product, bias and residual
+        fmt = self.only or pick(self.table, rows)
+        kernel = self.kernels[fmt]
+        if fmt in LOWBIT:  # one call: norm or gate, product, bias and residual
             flat = x.reshape(rows, x.shape[-1])
             res = None if residual is None else residual.reshape(rows, self.out_features)
-            y = (lowbit.q4_mm if kernel.fmt == "int4-avx2" else lowbit.q8_mm)(
+            y = lowbit.PRODUCTS[fmt](
                 flat, kernel.q, kernel.scales, self.bias, res, self.norm, self.eps, glu)
             return y if x.dim() == 2 else y.view(*x.shape[:-1], self.out_features)
         if glu:
