@@ -26,6 +26,7 @@ import time
 import torch
 
 from chatloop.config import get_settings
+from chatloop.engine import lowbit
 from chatloop.engine.quant import DENSE, MANY, ROUNDED_ACTIVATIONS, KernelPlan, formats_for
 from chatloop.fsutil import atomic_write_text
 from chatloop.hardware import fingerprint, fingerprint_key
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 PREFILL = 128  # tokens of the measured prefill
 ROWS = (1, 2, 4, 8)  # decoding batch sizes measured; more rows than the last take the prefill's format
 SLOWER_BY = 1.5  # a quantised format this much slower than dense for one row is measured no further
+WARM_S, WARM_CALLS = 0.02, 3  # untimed calls before each case is timed: this long, at most this many
 VERSION = 5  # bump when the measurement changes: old cache entries are then measured again
 
 # Calibration text, written for this project: everyday English and Chinese, as chats look.
@@ -54,14 +56,24 @@ CALIBRATION = [
 ]
 
 
-def _median_time(fn, reps: int) -> float:
-    fn()  # warm-up (first calls allocate)
-    times = []
+def _best_time(fn, reps: int) -> float:
+    """The fastest of `reps` timed calls, after WARM_S seconds of untimed ones (at most WARM_CALLS: each
+    decoding step lengthens the history). On a small VM the first calls after a pause (packing a
+    format is single-threaded) wait for idle CPUs to wake, and another process may take a core
+    mid-call: the fastest time is the format's own, a median of three was not (it once timed an 8-bit
+    output projection 7x slower than it is, and the choice went to float32)."""
+    start = time.perf_counter()
+    fn()
+    for _ in range(WARM_CALLS - 1):
+        if time.perf_counter() - start >= WARM_S:
+            break
+        fn()
+    best = math.inf
     for _ in range(reps):
         t = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
 def _perplexity(runner, ids: list[int]) -> float:
@@ -77,7 +89,7 @@ def _decode_times(runner, rows_list: list[int], reps: int) -> dict[int, float]:
         runner.clear()
         runner.prefill([list(range(100, 132))] * rows)
         tokens = [7] * rows
-        out[rows] = _median_time(lambda: runner.decode(tokens), reps)
+        out[rows] = _best_time(lambda: runner.decode(tokens), reps)
     runner.clear()
     return out
 
@@ -86,7 +98,7 @@ def _one_row_step(runner) -> float:
     """Seconds of one single-row decode step after a short prompt (a quick first look at a format)."""
     runner.clear()
     runner.prefill([list(range(100, 108))])
-    seconds = _median_time(lambda: runner.decode([7]), 2)
+    seconds = _best_time(lambda: runner.decode([7]), 2)
     runner.clear()
     return seconds
 
@@ -97,7 +109,11 @@ def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) ->
     A quantised format is first timed for one decoding row, where it has its best case (the fewest
     bytes of weights per token); if it is over SLOWER_BY times the dense format's time there, it
     cannot win anywhere and is measured no further. Without that look the whole measurement took
-    minutes on CPUs where a format has no fast kernel (int4 with float32 activations: ~0.4 s a step)."""
+    minutes on CPUs where a format has no fast kernel (int4 with float32 activations: ~0.4 s a step).
+
+    The layers' formats are timed with one fast output projection (our 8-bit one where it runs): with
+    a dense one it was most of each step (Qwen 0.5B: 544 MB of float32 a token), and its noise, not
+    the layers, picked the format. Their perplexity is scored with the dense output projection."""
     from chatloop.engine.runner import ModelRunner
 
     max_batch = max(rows_list)
@@ -108,10 +124,13 @@ def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) ->
     for act in ("float32", "bfloat16"):
         dtype = torch.float32 if act == "float32" else torch.bfloat16
         dense = DENSE[act][0]
+        timing_head = dense
+        if "int8-avx2" in formats_for(act) and model.lm_head.weight.shape[0] % lowbit.BLOCK == 0:
+            timing_head = "int8-avx2"
         body, head = {}, {}
         for fmt in formats_for(act):
             try:
-                runner = ModelRunner(model, KernelPlan.uniform(fmt, act, head=dense), max_slots=max_batch,
+                runner = ModelRunner(model, KernelPlan.uniform(fmt, act, head=timing_head), max_slots=max_batch,
                                      max_len=max(len(calibration_ids), PREFILL) + 64)
             except (RuntimeError, ValueError) as e:  # a format this model's shapes or this CPU cannot run
                 body[fmt] = {"error": f"{type(e).__name__}: {e}"}
@@ -125,7 +144,9 @@ def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) ->
                 del runner
                 continue
             steps = _decode_times(runner, rows_list, reps)
-            prefill = _median_time(lambda: (runner.clear(), runner.prefill([prompt])), max(2, reps // 2))
+            prefill = _best_time(lambda: (runner.clear(), runner.prefill([prompt])), max(2, reps // 2))
+            if timing_head != dense:
+                runner.lm_head = runner.make_head(model, ((MANY, dense),))
             body[fmt] = {"step_s": {str(r): s for r, s in steps.items()}, "prefill_s": prefill,
                          "ppl": _perplexity(runner, calibration_ids)}
             if fmt == dense:  # the output projection's formats, on this runner's dense layers
@@ -137,9 +158,9 @@ def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) ->
                         continue
                     times = {}
                     for r in rows_list:
-                        times[str(r)] = _median_time(lambda x=torch.randn(r, hidden, dtype=dtype): runner.lm_head(x),
+                        times[str(r)] = _best_time(lambda x=torch.randn(r, hidden, dtype=dtype): runner.lm_head(x),
                                                      reps)
-                        if hfmt != dense and times["1"] > SLOWER_BY * head[dense]["step_s"]["1"]:
+                        if hfmt not in (dense, timing_head) and times["1"] > SLOWER_BY * head[dense]["step_s"]["1"]:
                             break
                     if len(times) < len(rows_list):
                         head[hfmt] = {"skipped": f"one row takes {times['1'] * 1000:.2f} ms, over {SLOWER_BY}x "
@@ -147,7 +168,7 @@ def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) ->
                         continue
                     head[hfmt] = {"step_s": times, "ppl": _perplexity(runner, calibration_ids)}
             del runner
-        results["acts"][act] = {"body": body, "head": head}
+        results["acts"][act] = {"body": body, "head": head, "timing_head": timing_head}
     results["float32_ppl"] = results["acts"]["float32"]["body"]["float32"]["ppl"]
     return results
 
@@ -177,11 +198,14 @@ def decide(results: dict, budget: float) -> tuple[KernelPlan, dict]:
         pick_body = [(r, min((f for f in body if r > 1 or f not in ROUNDED_ACTIVATIONS),
                              key=lambda f: body[f]["step_s"][str(r)])) for r in rows_list]
         prefill_fmt = min(body, key=lambda f: body[f]["prefill_s"])
-        pick_head = [(r, min(head, key=lambda f: head[f]["step_s"][str(r)])) for r in rows_list]
+        pick_head = [(r, min((f for f in head if r > 1 or f not in ROUNDED_ACTIVATIONS),
+                             key=lambda f: head[f]["step_s"][str(r)])) for r in rows_list]
         dense = DENSE[act][0]
 
+        timed_with = m["head"][m.get("timing_head", dense)]["step_s"]
+
         def step(r, b, h):  # a decode step: the layers' time with that format, the head's swapped in
-            return body[b]["step_s"][str(r)] - m["head"][dense]["step_s"][str(r)] + head[h]["step_s"][str(r)]
+            return body[b]["step_s"][str(r)] - timed_with[str(r)] + head[h]["step_s"][str(r)]
 
         per_token = [step(r, b, h) / r for (r, b), (_, h) in zip(pick_body, pick_head)]
         options[act] = {

@@ -39,6 +39,8 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+static inline __m256 half8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
 /* exp(x) for 8 floats (Cephes' polynomial, as in avx_mathfun): relative error ~1e-7. */
 static inline __m256 exp8(__m256 x) {
     x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-88.3762626647949f));
@@ -320,6 +322,50 @@ static inline __attribute__((always_inline)) void block_q4_x8(
         _mm512_storeu_ps(y + at, v);
     }
 }
+#ifdef __AVX512VNNI__
+#define HAVE_Q8X8 1
+/* 8-bit weights with 8-bit activations, where the CPU has VNNI (without it this gains nothing: AVX2's
+ * unsigned-times-signed maddubs needs the sign moved onto x, and the sums widened every chunk). The
+ * weights are signed, dpbusd's first operand unsigned: w + 128 (a sign-bit flip) times x sums to
+ * w.x + 128 * sum(x), and 128 times the block's sum (kept for the q4 mins anyway) is taken off. */
+static inline __attribute__((always_inline)) void block_q8_x8(
+        const int8_t *xq, const float *xd, const float *xsum, const int8_t *w, const float *ws, float *y,
+        int64_t m0, const int r, int64_t blk, int64_t N, int64_t K, const float *bias, const float *res) {
+    const int64_t G = K / 32;
+    const int8_t *qb = w + blk * G * 512;
+    const __m512i order = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15);
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    __m512 acc[QROWS];
+    for (int i = 0; i < QROWS; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < G; g++) {
+        const int8_t *qg = qb + g * 512;
+        __m512i dot[QROWS];
+        for (int i = 0; i < QROWS; i++) dot[i] = _mm512_setzero_si512();
+        for (int p = 0; p < 16; p += 2) {
+            __m512i v = quad(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(qg + 32 * p)), flip),
+                             _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(qg + 32 * p + 32)), flip));
+            for (int i = 0; i < r; i++) {
+                int32_t four;
+                memcpy(&four, xq + ((m0 + i) * G + g) * 32 + 2 * p, 4);
+                dot[i] = _mm512_dpbusd_epi32(dot[i], v, _mm512_set1_epi32(four));
+            }
+        }
+        for (int i = 0; i < r; i++) {
+            int64_t b = (m0 + i) * G + g;
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i]), _mm512_set1_ps(xd[b]), acc[i]);
+            acc[i] = _mm512_sub_ps(acc[i], _mm512_set1_ps(128.0f * xsum[b]));
+        }
+    }
+    int64_t n0 = blk * 16;
+    for (int i = 0; i < r; i++) {
+        int64_t at = (m0 + i) * N + n0;
+        __m512 v = _mm512_mul_ps(_mm512_permutexvar_ps(order, acc[i]), _mm512_loadu_ps(ws + n0));
+        if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + n0));
+        if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + at));
+        _mm512_storeu_ps(y + at, v);
+    }
+}
+#endif
 #else
 /* 256 bits: a chunk as it is holds the 16 columns' k-pair as unsigned bytes; maddubs with the x pair
  * broadcast gives the 16 columns' int16 sums, kept in int16 over half a group, then widened. */
@@ -397,7 +443,13 @@ static inline __attribute__((always_inline)) void product(
         for (int64_t blk = 0; blk < blocks; blk++) {
             for (int64_t m0 = tile; m0 < tile_end; m0 += QROWS) {
                 int r = tile_end - m0 < QROWS ? (int)(tile_end - m0) : QROWS;
-#define PASS(R) if (x8) block_q4_x8((const int8_t *)xq, xd, xsum, w, ws, y, m0, R, blk, N, K, bias, res); \
+#ifdef HAVE_Q8X8
+#define PASS_Q8X8(R) else if (x8) block_q8_x8((const int8_t *)xq, xd, xsum, w, ws, y, m0, R, blk, N, K, bias, res);
+#else
+#define PASS_Q8X8(R)
+#endif
+#define PASS(R) if (x8 && bits == 4) block_q4_x8((const int8_t *)xq, xd, xsum, w, ws, y, m0, R, blk, N, K, bias, res); \
+                PASS_Q8X8(R) \
                 else block_product(bits, (const int16_t *)xq, xd, xsum, w, ws, y, m0, R, blk, N, K, bias, res)
                 switch (r) {
                     case 1: PASS(1); break; case 2: PASS(2); break; case 3: PASS(3); break;
@@ -431,13 +483,24 @@ void chatloop_q8_mm(const float *x, const int8_t *q, const float *s, const float
     product(8, x, q, s, bias, res, y, scratch, M, N, K, norm, eps, glu, threads, 0);
 }
 
+#ifdef HAVE_Q8X8
+/* The same with x quantised to int8 (block_q8_x8; only in a build with AVX-512 VNNI). */
+void chatloop_q8x8_mm(const float *x, const int8_t *q, const float *s, const float *bias, const float *res,
+                      float *y, void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps,
+                      int glu, int threads) {
+    product(8, x, q, s, bias, res, y, scratch, M, N, K, norm, eps, glu, threads, 1);
+}
+#endif
+
 /* Decoding attention: one query per row and head, over that row's own history in the cache.
  *   q    [b, q_stride] float32: row i's head h at q + i * q_stride + h * d
- *   kc, vc [slots, KV, cap, d] float32 caches; row i is slot first_slot + i and sees lens[i] positions
+ *   kc, vc [slots, KV, cap, d] float16 caches; row i is slot first_slot + i and sees lens[i] positions
+ *        (float16, as llama.cpp's default cache: with 8 rows and a few hundred positions the cache, not
+ *        the weights, is most of what a step reads, and float16 halves it)
  *   out  [b, H * d]; scores: b * H * max(lens) floats of scratch
  * Query head h reads key/value head h / (H / KV) (grouped-query attention). d is a multiple of 8.
  * PyTorch's SDPA spends ~50 us a layer setting up its flash kernel for one query; this is ~5. */
-void chatloop_decode_attention(const float *q, int64_t q_stride, const float *kc, const float *vc, float *out,
+void chatloop_decode_attention(const float *q, int64_t q_stride, const uint16_t *kc, const uint16_t *vc, float *out,
                                const int64_t *lens, int64_t b, int64_t first_slot, int64_t H, int64_t KV,
                                int64_t cap, int64_t d, float scale, float *scores, int64_t max_len, int threads) {
     const int64_t G = H / KV;
@@ -445,14 +508,14 @@ void chatloop_decode_attention(const float *q, int64_t q_stride, const float *kc
     for (int64_t task = 0; task < b * H; task++) {
         int64_t i = task / H, h = task % H, L = lens[i];
         const float *qh = q + i * q_stride + h * d;
-        const float *kh = kc + ((first_slot + i) * KV + h / G) * cap * d;
-        const float *vh = vc + ((first_slot + i) * KV + h / G) * cap * d;
+        const uint16_t *kh = kc + ((first_slot + i) * KV + h / G) * cap * d;
+        const uint16_t *vh = vc + ((first_slot + i) * KV + h / G) * cap * d;
         float *s = scores + task * max_len, *o = out + i * H * d + h * d;
         float mx = -INFINITY;
         for (int64_t l = 0; l < L; l++) {
             __m256 acc = _mm256_setzero_ps();
             for (int64_t k = 0; k < d; k += 8)
-                acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh + k), _mm256_loadu_ps(kh + l * d + k), acc);
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh + k), half8(kh + l * d + k), acc);
             s[l] = hsum(acc) * scale;
             mx = s[l] > mx ? s[l] : mx;
         }
@@ -477,7 +540,7 @@ void chatloop_decode_attention(const float *q, int64_t q_stride, const float *kc
             for (int64_t p = 0; p < L; p++) {
                 __m256 sp = _mm256_set1_ps(s[p]);
                 for (int j = 0; j < w; j++)
-                    acc[j] = _mm256_fmadd_ps(sp, _mm256_loadu_ps(vh + p * d + k0 + 8 * j), acc[j]);
+                    acc[j] = _mm256_fmadd_ps(sp, half8(vh + p * d + k0 + 8 * j), acc[j]);
             }
             for (int j = 0; j < w; j++)
                 _mm256_storeu_ps(o + k0 + 8 * j, _mm256_mul_ps(acc[j], _mm256_set1_ps(1.0f / sum)));
@@ -494,7 +557,7 @@ void chatloop_decode_attention(const float *q, int64_t q_stride, const float *kc
 
 typedef struct {
     int32_t fmt;        /* 4: q4 (int4-avx2), 8: q8 (int8-avx2) */
-    int32_t x8;         /* q4 only: x quantised to int8 (int4-avx2-a8) */
+    int32_t x8;         /* x quantised to int8 (int4-avx2-a8, int8-avx2-a8) */
     const void *q;      /* packed weights [N, K/2] (q4) or [N, K] (q8) */
     const void *s;      /* q4: (scale, min) float16 [N, K/32, 2]; q8: float32 [N] */
     const float *bias;  /* [N] or NULL */
@@ -504,7 +567,7 @@ typedef struct {
 
 typedef struct {
     chatloop_linear qkv, o, gate_up, down;  /* qkv carries the input norm, gate_up the post-attention one */
-    float *kc, *vc;                          /* caches [slots, KV, cap, d] */
+    uint16_t *kc, *vc;                       /* float16 caches [slots, KV, cap, d] */
 } chatloop_layer;
 
 static void linear(const chatloop_linear *L, const float *x, const float *res, float *y, void *scratch,
@@ -512,6 +575,11 @@ static void linear(const chatloop_linear *L, const float *x, const float *res, f
     if (L->fmt == 4 && L->x8)
         chatloop_q4x8_mm(x, (const uint8_t *)L->q, (const uint16_t *)L->s, L->bias, res, y, scratch, M, L->N, L->K,
                          L->norm, eps, glu, threads);
+#ifdef HAVE_Q8X8
+    else if (L->x8)
+        chatloop_q8x8_mm(x, (const int8_t *)L->q, (const float *)L->s, L->bias, res, y, scratch, M, L->N, L->K,
+                         L->norm, eps, glu, threads);
+#endif
     else if (L->fmt == 4)
         chatloop_q4_mm(x, (const uint8_t *)L->q, (const uint16_t *)L->s, L->bias, res, y, scratch, M, L->N, L->K,
                        L->norm, eps, glu, threads);
@@ -549,9 +617,11 @@ void chatloop_decode_step(const chatloop_layer *layers, int64_t n_layers, float 
             for (int64_t head = 0; head < H + KV; head++) rotate(row + head * d, c, s, d);
             for (int64_t kv = 0; kv < KV; kv++) {
                 int64_t at = (((first_slot + i) * KV + kv) * cap + pos[i]) * d;
-                for (int64_t j = 0; j < d; j++) {
-                    L->kc[at + j] = row[(H + kv) * d + j];
-                    L->vc[at + j] = row[(H + KV + kv) * d + j];
+                for (int64_t j = 0; j < d; j += 8) {
+                    _mm_storeu_si128((__m128i *)(L->kc + at + j),
+                                     _mm256_cvtps_ph(_mm256_loadu_ps(row + (H + kv) * d + j), _MM_FROUND_TO_NEAREST_INT));
+                    _mm_storeu_si128((__m128i *)(L->vc + at + j),
+                                     _mm256_cvtps_ph(_mm256_loadu_ps(row + (H + KV + kv) * d + j), _MM_FROUND_TO_NEAREST_INT));
                 }
             }
         }

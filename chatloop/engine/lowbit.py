@@ -126,7 +126,8 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         log.warning("low-bit AVX2 kernels unavailable: %s", e)
         return None, str(e)
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    for fn in (lib.chatloop_q4_mm, lib.chatloop_q4x8_mm, lib.chatloop_q8_mm):
+    q8x8 = getattr(lib, "chatloop_q8x8_mm", None)  # only where the CPU has VNNI (lowbit.c)
+    for fn in (lib.chatloop_q4_mm, lib.chatloop_q4x8_mm, lib.chatloop_q8_mm, *([q8x8] if q8x8 else [])):
         fn.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, p, ctypes.c_float, c_int, c_int]
         fn.restype = None
     lib.chatloop_decode_attention.argtypes = [p, i64, p, p, p, p, i64, i64, i64, i64, i64, i64, ctypes.c_float,
@@ -140,6 +141,14 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
 
 def available() -> bool:
     return _library()[0] is not None
+
+
+def formats() -> tuple[str, ...]:
+    """Our formats this machine's build runs (none where it could not be built)."""
+    lib = _library()[0]
+    if lib is None:
+        return ()
+    return tuple(f for f in PRODUCTS if f != "int8-avx2-a8" or hasattr(lib, "chatloop_q8x8_mm"))
 
 
 def unavailable_reason() -> str:
@@ -264,20 +273,29 @@ def q8_mm(x: Tensor, q: Tensor, scale: Tensor, bias: Tensor | None = None, resid
     return _mm(_library()[0].chatloop_q8_mm, x, q, scale, bias, residual, norm, eps, glu)
 
 
-# format -> (its product, how its weights are packed); int4-avx2-a8 shares int4-avx2's packed weights
-PRODUCTS = {"int4-avx2": q4_mm, "int4-avx2-a8": q4x8_mm, "int8-avx2": q8_mm}
-LAYOUT = {"int4-avx2": "int4-avx2", "int4-avx2-a8": "int4-avx2", "int8-avx2": "int8-avx2"}
+def q8x8_mm(x: Tensor, q: Tensor, scale: Tensor, bias: Tensor | None = None, residual: Tensor | None = None,
+            norm: Tensor | None = None, eps: float = 0.0, glu: bool = False) -> Tensor:
+    """q8_mm with x quantised to int8 (only where the CPU has AVX-512 VNNI: formats())."""
+    return _mm(_library()[0].chatloop_q8x8_mm, x, q, scale, bias, residual, norm, eps, glu)
+
+
+# format -> its product, and how its weights are packed: an -a8 format shares its sibling's packed weights
+PRODUCTS = {"int4-avx2": q4_mm, "int4-avx2-a8": q4x8_mm, "int8-avx2": q8_mm, "int8-avx2-a8": q8x8_mm}
+LAYOUT = {"int4-avx2": "int4-avx2", "int4-avx2-a8": "int4-avx2", "int8-avx2": "int8-avx2",
+          "int8-avx2-a8": "int8-avx2"}
 PACK = {"int4-avx2": pack_q4, "int8-avx2": pack_q8}
 
 
 def decode_attention(q: Tensor, kc: Tensor, vc: Tensor, lens: list[int], first_slot: int, heads: int,
                      scale: float) -> Tensor:
     """One decoding step's attention: q [b, >= heads, d] float32 (row i's query heads first; rows
-    may hold more, e.g. the keys after them), caches [slots, kv heads, capacity, d]; row i is slot
-    first_slot + i and attends over its first lens[i] positions. Returns [b, heads * d]."""
+    may hold more, e.g. the keys after them), float16 caches [slots, kv heads, capacity, d]; row i is
+    slot first_slot + i and attends over its first lens[i] positions. Returns [b, heads * d]."""
     b, _, d = q.shape
     if q.stride(2) != 1 or q.stride(1) != d or not (kc.is_contiguous() and vc.is_contiguous()):
         raise ValueError("decode_attention needs contiguous heads and caches")
+    if kc.dtype != torch.float16 or vc.dtype != torch.float16 or q.dtype != torch.float32:
+        raise ValueError("decode_attention takes float32 queries and float16 caches")
     if d % 8:
         raise ValueError(f"decode_attention needs a head size divisible by 8, got {d}")
     out = torch.empty(b, heads * d)
@@ -305,7 +323,7 @@ class Layer(ctypes.Structure):
 def linear(fmt: str, q: Tensor, scales: Tensor, bias: Tensor | None, norm: Tensor | None) -> Linear:
     """A projection's weights for decode_step (the tensors must outlive the returned struct)."""
     q4 = LAYOUT[fmt] == "int4-avx2"
-    return Linear(4 if q4 else 8, int(fmt == "int4-avx2-a8"), q.data_ptr(), scales.data_ptr(), _ptr(bias),
+    return Linear(4 if q4 else 8, int(fmt.endswith("-a8")), q.data_ptr(), scales.data_ptr(), _ptr(bias),
                   _ptr(norm), q.shape[0], q.shape[1] * (2 if q4 else 1))
 
 

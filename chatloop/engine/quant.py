@@ -27,12 +27,13 @@ import torch.nn.functional as F
 from chatloop.engine import lowbit
 from chatloop.hardware import native_bf16
 
-FORMATS = ("float32", "float32-onednn", "bfloat16", "int8", "int4", "int8-avx2", "int4-avx2", "int4-avx2-a8")
-# our kernels (lowbit.py): float32 activations, where they could be built
-LOWBIT = ("int8-avx2", "int4-avx2", "int4-avx2-a8")
+FORMATS = ("float32", "float32-onednn", "bfloat16", "int8", "int4", "int8-avx2", "int4-avx2", "int8-avx2-a8",
+           "int4-avx2-a8")
+# our kernels (lowbit.py): float32 activations, where they could be built (int8-avx2-a8: with VNNI)
+LOWBIT = ("int8-avx2", "int4-avx2", "int8-avx2-a8", "int4-avx2-a8")
 # formats that round the activations to 8 bits (the others' products are as good as float32's): the
 # measured choice does not use them for one row, which reads weights and so gains nothing from it
-ROUNDED_ACTIVATIONS = ("int4-avx2-a8",)
+ROUNDED_ACTIVATIONS = ("int8-avx2-a8", "int4-avx2-a8")
 DENSE = {"float32": ("float32", "float32-onednn"), "bfloat16": ("bfloat16",)}
 INT4_GROUP = 32
 MANY = 1 << 30  # "any number of rows" in a plan
@@ -50,7 +51,7 @@ def onednn_bf16() -> bool:
 def formats_for(act: str) -> tuple[str, ...]:
     """The weight formats that run with activations of dtype `act`."""
     dense = DENSE[act] if onednn() else DENSE[act][:1]
-    ours = LOWBIT if act == "float32" and lowbit.available() else ()
+    ours = lowbit.formats() if act == "float32" else ()
     return (*dense, "int8", "int4", *ours)
 
 
@@ -179,6 +180,8 @@ class PackedLinear:
         packed: dict[str, _Weights] = {}
         self.kernels: dict[str, _Weights] = {}
         for fmt in {f for _, f in self.table}:
+            if fmt in LOWBIT and lowbit.available() and fmt not in lowbit.formats():
+                raise ValueError(f"{fmt} is not available here: its kernel needs AVX-512 VNNI")
             layout = lowbit.LAYOUT.get(fmt, fmt)
             if layout not in packed:
                 packed[layout] = _Weights(weight, layout, self.act, device)

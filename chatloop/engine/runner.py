@@ -75,6 +75,9 @@ class ModelRunner:
         # ...and where our AVX2 kernels are built, one C call per layer for all rows and heads
         # (lowbit.decode_attention: SDPA's set-up for one query cost ~50 us a layer, ours ~5)
         self.native_attention = self.small_attention and self.head_dim % 8 == 0 and lowbit.available()
+        # ...whose cache is float16 (half the bytes a step reads: with 8 rows and a few hundred positions
+        # the cache, not the weights, is most of them); prefill writes it and reads it back as float32
+        self.cache_dtype = torch.float16 if self.native_attention else self.dtype
         self._native_steps: dict[str, tuple] = {}  # body format -> (projections, capacity, layer array)
         self.one_call_steps = True  # decode through lowbit.decode_step where it can (False: layer by layer)
         self._rope_table = None
@@ -108,7 +111,7 @@ class ModelRunner:
         self.v: list[torch.Tensor] = []
         self.lens = [0] * max_slots  # tokens held in each slot's cache
         self.n = 0  # active slots are 0..n-1
-        block_bytes = len(self.layers) * 2 * self.kv_size * BLOCK * self.embed.element_size()
+        block_bytes = len(self.layers) * 2 * self.kv_size * BLOCK * self.cache_dtype.itemsize
         self.prefix = PrefixCache(prefix_cache_bytes, block_bytes) if prefix_cache_bytes >= block_bytes else None
         self.cacheable = [0] * max_slots  # how much of each slot's history may go into the prefix cache
         self.prefilled_tokens = 0  # prompt tokens run through prefill
@@ -152,8 +155,8 @@ class ModelRunner:
         new_cap = min(self.max_len, -(-needed // CACHE_GROWTH) * CACHE_GROWTH)
         shape = (self.max_slots, self.n_kv, new_cap, self.head_dim)
         for i in range(len(self.layers)):
-            k = torch.zeros(shape, dtype=self.dtype, device=self.device)
-            v = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            k = torch.zeros(shape, dtype=self.cache_dtype, device=self.device)
+            v = torch.zeros(shape, dtype=self.cache_dtype, device=self.device)
             if self.capacity:
                 k[:, :, : self.capacity] = self.k[i]
                 v[:, :, : self.capacity] = self.v[i]
@@ -339,8 +342,9 @@ class ModelRunner:
                     kc[first_slot, :, starts[0]].copy_(qk[0, H:])
                     vc[first_slot, :, starts[0]].copy_(v[0])
                 else:  # one indexed copy per cache into its flat [slots * kv heads * capacity, d] view
-                    kc.view(-1, d).index_copy_(0, kv_rows, qk.narrow(1, H, KV).reshape(b * KV, d))
-                    vc.view(-1, d).index_copy_(0, kv_rows, v.reshape(b * KV, d))
+                    keys = qk.narrow(1, H, KV).reshape(b * KV, d)
+                    kc.view(-1, d).index_copy_(0, kv_rows, keys.to(kc.dtype))
+                    vc.view(-1, d).index_copy_(0, kv_rows, v.reshape(b * KV, d).to(vc.dtype))
                 if self.native_attention:
                     out = lowbit.decode_attention(qk, kc, vc, kv_lens, first_slot, H, self.scale)
                 else:
@@ -389,8 +393,9 @@ class ModelRunner:
         for j, (s, causal) in enumerate(zip(starts, mask)):
             a, e = offsets[j], offsets[j + 1]
             rows = slice(first_slot + j, first_slot + j + 1)
+            keys, values = (c[rows, :, : s + e - a].to(q.dtype) for c in (kc, vc))  # float16 caches: as q
             outs.append(F.scaled_dot_product_attention(
-                q[:, :, a:e], kc[rows, :, : s + e - a], vc[rows, :, : s + e - a], attn_mask=causal,
+                q[:, :, a:e], keys, values, attn_mask=causal,
                 scale=self.scale, enable_gqa=groups > 1,
             ))
         return torch.cat(outs, dim=2)

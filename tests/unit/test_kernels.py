@@ -11,7 +11,7 @@ from chatloop.hardware import capped_below, native_bf16
 
 # Worst relative error of one matmul against float32, per format (random weights, no outliers).
 TOLERANCE = {"float32": 1e-6, "float32-onednn": 1e-5, "bfloat16": 0.02, "int8": 0.03, "int4": 0.25,
-             "int8-avx2": 0.03, "int4-avx2": 0.25, "int4-avx2-a8": 0.25}
+             "int8-avx2": 0.03, "int4-avx2": 0.25, "int8-avx2-a8": 0.03, "int4-avx2-a8": 0.25}
 
 
 def _relative_error(y, ref):
@@ -161,7 +161,7 @@ def test_a_quantised_format_slower_than_dense_for_one_row_is_measured_no_further
     assert plan.formats() <= {"float32", "float32-onednn", "bfloat16"}
 
 
-@pytest.mark.parametrize("fmt", ["float32-onednn", "int8-avx2", "int4-avx2", "int4-avx2-a8"])
+@pytest.mark.parametrize("fmt", ["float32-onednn", "int8-avx2", "int4-avx2", "int8-avx2-a8", "int4-avx2-a8"])
 def test_rows_of_different_lengths_decode_in_a_batch_as_they_do_alone(tiny_dir, fmt):
     """The fused path's batched decoding (masked attention through batched products, one indexed
     write of the new keys and values, our kernels' norm and residual) gives each row what it gets
@@ -187,7 +187,7 @@ def test_rows_of_different_lengths_decode_in_a_batch_as_they_do_alone(tiny_dir, 
 
 
 @pytest.mark.parametrize("model_type", ["llama", "qwen2"])  # qwen2: q, k and v have biases
-@pytest.mark.parametrize("fmt", ["int8-avx2", "int4-avx2", "int4-avx2-a8"])
+@pytest.mark.parametrize("fmt", ["int8-avx2", "int4-avx2", "int8-avx2-a8", "int4-avx2-a8"])
 def test_a_decoding_step_in_one_call_equals_it_layer_by_layer(tokenizer, tmp_path, model_type, fmt):
     """lowbit.decode_step (every layer in one C call: rotary embedding, cache writes, attention,
     projections) against the same runner stepping layer by layer, one row and three rows of different

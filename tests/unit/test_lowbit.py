@@ -7,9 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from chatloop.engine import lowbit
-from chatloop.engine.quant import MANY, KernelPlan, PackedLinear, formats_for
+from chatloop.engine.quant import LOWBIT, MANY, KernelPlan, PackedLinear, formats_for
 
 needs_kernels = pytest.mark.skipif(not lowbit.available(), reason=f"not built here: {lowbit.unavailable_reason()}")
+
+
+def _needs(fmt):
+    if fmt in LOWBIT and fmt not in lowbit.formats():
+        pytest.skip(f"{fmt} does not run here")
 
 
 def _rel(y, ref):
@@ -44,6 +49,9 @@ def test_products_match_the_dequantised_weights(rows):
     assert _rel(lowbit.q4_mm(x, q4, sm, b), ref4) < 1e-4
     assert _rel(lowbit.q8_mm(x, q8, s8, b), ref8) < 1e-4
     assert _rel(lowbit.q4x8_mm(x, q4, sm, b), ref4) < 0.01  # x rounded to int8: ~0.5% here
+    if "int8-avx2-a8" in lowbit.formats():  # (a build with VNNI)
+        assert _rel(lowbit.q8x8_mm(x, q8, s8, b), ref8) < 0.01
+        assert torch.equal(lowbit.q8x8_mm(x, q8, s8)[-1:], lowbit.q8x8_mm(x[-1:], q8, s8))
     assert _rel(ref8, F.linear(x, w, b)) < 0.01  # the layout is only a permutation: these are w's values
     for pack in (lowbit.pack_q4, lowbit.pack_q8):
         with pytest.raises(ValueError, match="divisible by 16"):
@@ -70,10 +78,11 @@ def test_8_bit_activations_share_the_4_bit_weights_and_serve_the_rows_the_plan_g
 
 
 @needs_kernels
-@pytest.mark.parametrize("fmt", ["int4-avx2", "int8-avx2", "int4-avx2-a8"])
+@pytest.mark.parametrize("fmt", ["int4-avx2", "int8-avx2", "int4-avx2-a8", "int8-avx2-a8"])
 def test_a_projection_with_its_norm_and_residual_in_one_call_equals_them_op_by_op(fmt):
     """residual + rms_norm(x) @ W.T + b in one call, against the same sum computed op by op with the
     same format's weights and with float32 ones."""
+    _needs(fmt)
     torch.manual_seed(3)
     n, k, eps = 80, 128, 1e-5
     w, b, norm = torch.randn(n, k) * 0.05, torch.randn(n), torch.rand(k) + 0.5
@@ -158,31 +167,35 @@ def test_decode_attention_equals_sdpa_row_by_row():
     key/value heads, as the default model), lengths that are and are not whole vectors of 8."""
     torch.manual_seed(5)
     heads, kv, d, cap = 9, 3, 64, 64
-    kc, vc = torch.randn(6, kv, cap, d), torch.randn(6, kv, cap, d)
+    kc, vc = (torch.randn(6, kv, cap, d).half() for _ in range(2))  # the runner's float16 caches
     qk = torch.randn(3, heads + kv, d)  # the keys after the queries, as the runner's rotated q and k
     lens = [1, 17, 40]
     out = lowbit.decode_attention(qk, kc, vc, lens, 2, heads, 0.125)
     for i, n in enumerate(lens):
         q = qk[i, :heads].view(1, kv, heads // kv, d)
-        ref = F.scaled_dot_product_attention(q, kc[2 + i : 3 + i, :, :n], vc[2 + i : 3 + i, :, :n], scale=0.125)
+        keys, values = (c[2 + i : 3 + i, :, :n].float() for c in (kc, vc))
+        ref = F.scaled_dot_product_attention(q, keys, values, scale=0.125)
         assert torch.allclose(out[i], ref.reshape(-1), atol=1e-5), i
     with pytest.raises(ValueError, match="divisible by 8"):
-        lowbit.decode_attention(torch.randn(1, 4, 12), torch.randn(1, 1, 8, 12), torch.randn(1, 1, 8, 12),
-                                [3], 0, 3, 0.3)
+        lowbit.decode_attention(torch.randn(1, 4, 12), torch.randn(1, 1, 8, 12).half(),
+                                torch.randn(1, 1, 8, 12).half(), [3], 0, 3, 0.3)
+    with pytest.raises(ValueError, match="float16 caches"):
+        lowbit.decode_attention(qk, kc.float(), vc.float(), lens, 2, heads, 0.125)
 
 
 @needs_kernels
-@pytest.mark.parametrize("fmt", ["int4-avx2", "int8-avx2", "int4-avx2-a8", "float32"])
+@pytest.mark.parametrize("fmt", ["int4-avx2", "int8-avx2", "int4-avx2-a8", "int8-avx2-a8", "float32"])
 def test_a_gated_down_projection_takes_gate_and_up_side_by_side(fmt):
     """down(silu(gate) * up) + residual in one call of our kernels (their own vectorised exp), the
     same as op by op; dense formats do it op by op."""
+    _needs(fmt)
     torch.manual_seed(6)
     w, gate_up, residual = torch.randn(48, 64) * 0.1, torch.randn(5, 128) * 3, torch.randn(5, 48)
     gate, up = gate_up.chunk(2, dim=-1)
     lin = PackedLinear(w, None, ((MANY, fmt),), "float32")
     y = lin(gate_up, residual=residual, glu=True)
     ref = residual + lin(F.silu(gate) * up)
-    if fmt == "int4-avx2-a8":  # our exp and torch's may round an input to the other int8 step
+    if fmt.endswith("-a8"):  # our exp and torch's may round an input to the other int8 step
         assert _rel(y - residual, ref - residual) < 0.01
     else:
         assert torch.allclose(y, ref, rtol=1e-5, atol=1e-5)
