@@ -130,7 +130,8 @@ def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) ->
         body, head = {}, {}
         for fmt in formats_for(act):
             try:
-                runner = ModelRunner(model, KernelPlan.uniform(fmt, act, head=timing_head), max_slots=max_batch,
+                plan = KernelPlan.uniform(fmt, act, head=timing_head)
+                runner = ModelRunner(model, plan, max_slots=max_batch,
                                      max_len=max(len(calibration_ids), PREFILL) + 64)
             except (RuntimeError, ValueError) as e:  # a format this model's shapes or this CPU cannot run
                 body[fmt] = {"error": f"{type(e).__name__}: {e}"}
@@ -158,8 +159,9 @@ def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) ->
                         continue
                     times = {}
                     for r in rows_list:
-                        times[str(r)] = _best_time(lambda x=torch.randn(r, hidden, dtype=dtype): runner.lm_head(x),
-                                                     reps)
+                        x = torch.randn(r, hidden, dtype=dtype)
+                        times[str(r)] = _best_time(lambda x=x: runner.lm_head(x), reps)
+                        # (never skipped: the dense one, and the one the layers were timed with)
                         if hfmt not in (dense, timing_head) and times["1"] > SLOWER_BY * head[dense]["step_s"]["1"]:
                             break
                     if len(times) < len(rows_list):
