@@ -492,6 +492,101 @@ void chatloop_q8x8_mm(const float *x, const int8_t *q, const float *s, const flo
 }
 #endif
 
+/* One row's attention for n (<= 8; a constant after inlining) query heads that share a key/value head:
+ * each key and value is read and widened from float16 once for all n. qh: the first head's query (the
+ * n are consecutive), s: n * stride floats of scores, o: the first head's output. */
+static inline __attribute__((always_inline)) void attend_group(
+        const int n, const float *qh, const uint16_t *kh, const uint16_t *vh, float *o, float *s, int64_t stride,
+        int64_t L, int64_t d, float scale) {
+    float sum[8];
+    /* scores, P positions at a time (n * P accumulators, at most 12): their sums reduced together */
+    const int P = n <= 3 ? 4 : n <= 6 ? 2 : 1;
+    int64_t l = 0;
+    for (; l + P <= L; l += P) {
+        __m256 acc[8][4];
+        for (int h = 0; h < n; h++)
+            for (int j = 0; j < P; j++) acc[h][j] = _mm256_setzero_ps();
+        for (int64_t k = 0; k < d; k += 8) {
+            __m256 qv[8];
+            for (int h = 0; h < n; h++) qv[h] = _mm256_loadu_ps(qh + h * d + k);
+            for (int j = 0; j < P; j++) {
+                __m256 key = half8(kh + (l + j) * d + k);
+                for (int h = 0; h < n; h++) acc[h][j] = _mm256_fmadd_ps(qv[h], key, acc[h][j]);
+            }
+        }
+        for (int h = 0; h < n; h++) {
+            if (P == 4) {
+                __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(acc[h][0], acc[h][1]), _mm256_hadd_ps(acc[h][2], acc[h][3]));
+                __m128 r = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+                _mm_storeu_ps(s + h * stride + l, _mm_mul_ps(r, _mm_set1_ps(scale)));
+            } else {
+                for (int j = 0; j < P; j++) s[h * stride + l + j] = hsum(acc[h][j]) * scale;
+            }
+        }
+    }
+    for (; l < L; l++) {
+        __m256 acc[8];
+        for (int h = 0; h < n; h++) acc[h] = _mm256_setzero_ps();
+        for (int64_t k = 0; k < d; k += 8) {
+            __m256 key = half8(kh + l * d + k);
+            for (int h = 0; h < n; h++) acc[h] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + h * d + k), key, acc[h]);
+        }
+        for (int h = 0; h < n; h++) s[h * stride + l] = hsum(acc[h]) * scale;
+    }
+    for (int h = 0; h < n; h++) {
+        float *sh = s + h * stride, mx = -INFINITY;
+        __m256 vm = _mm256_set1_ps(-INFINITY);
+        for (l = 0; l + 8 <= L; l += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(sh + l));
+        for (; l < L; l++) mx = sh[l] > mx ? sh[l] : mx;
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        mx = _mm_cvtss_f32(m4) > mx ? _mm_cvtss_f32(m4) : mx;
+        __m256 vmx = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
+        for (l = 0; l + 8 <= L; l += 8) {
+            __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sh + l), vmx));
+            _mm256_storeu_ps(sh + l, e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        sum[h] = hsum(vsum);
+        for (; l < L; l++) {
+            float tail[8] = {sh[l] - mx};
+            float e = _mm256_cvtss_f32(exp8(_mm256_loadu_ps(tail)));
+            sh[l] = e;
+            sum[h] += e;
+        }
+    }
+    /* the values, NV vectors of dimensions at a time for all n heads (n * NV accumulators: at most 8),
+     * then one at a time where d leaves a remainder */
+    const int NV = n <= 2 ? 4 : n <= 4 ? 2 : 1;
+    int64_t k0 = 0;
+    for (; k0 + 8 * NV <= d; k0 += 8 * NV) {
+        __m256 acc[8][4];
+        for (int h = 0; h < n; h++)
+            for (int j = 0; j < NV; j++) acc[h][j] = _mm256_setzero_ps();
+        for (int64_t p = 0; p < L; p++) {
+            __m256 v[4];
+            for (int j = 0; j < NV; j++) v[j] = half8(vh + p * d + k0 + 8 * j);
+            for (int h = 0; h < n; h++) {
+                __m256 sp = _mm256_set1_ps(s[h * stride + p]);
+                for (int j = 0; j < NV; j++) acc[h][j] = _mm256_fmadd_ps(sp, v[j], acc[h][j]);
+            }
+        }
+        for (int h = 0; h < n; h++)
+            for (int j = 0; j < NV; j++)
+                _mm256_storeu_ps(o + h * d + k0 + 8 * j, _mm256_mul_ps(acc[h][j], _mm256_set1_ps(1.0f / sum[h])));
+    }
+    for (; k0 < d; k0 += 8) {
+        __m256 acc[8];
+        for (int h = 0; h < n; h++) acc[h] = _mm256_setzero_ps();
+        for (int64_t p = 0; p < L; p++) {
+            __m256 v = half8(vh + p * d + k0);
+            for (int h = 0; h < n; h++) acc[h] = _mm256_fmadd_ps(_mm256_set1_ps(s[h * stride + p]), v, acc[h]);
+        }
+        for (int h = 0; h < n; h++) _mm256_storeu_ps(o + h * d + k0, _mm256_mul_ps(acc[h], _mm256_set1_ps(1.0f / sum[h])));
+    }
+}
+
 /* Decoding attention: one query per row and head, over that row's own history in the cache.
  *   q    [b, q_stride] float32: row i's head h at q + i * q_stride + h * d
  *   kc, vc [slots, KV, cap, d] float16 caches; row i is slot first_slot + i and sees lens[i] positions
@@ -504,46 +599,22 @@ void chatloop_decode_attention(const float *q, int64_t q_stride, const uint16_t 
                                const int64_t *lens, int64_t b, int64_t first_slot, int64_t H, int64_t KV,
                                int64_t cap, int64_t d, float scale, float *scores, int64_t max_len, int threads) {
     const int64_t G = H / KV;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && b * H > 1)
-    for (int64_t task = 0; task < b * H; task++) {
-        int64_t i = task / H, h = task % H, L = lens[i];
-        const float *qh = q + i * q_stride + h * d;
-        const uint16_t *kh = kc + ((first_slot + i) * KV + h / G) * cap * d;
-        const uint16_t *vh = vc + ((first_slot + i) * KV + h / G) * cap * d;
-        float *s = scores + task * max_len, *o = out + i * H * d + h * d;
-        float mx = -INFINITY;
-        for (int64_t l = 0; l < L; l++) {
-            __m256 acc = _mm256_setzero_ps();
-            for (int64_t k = 0; k < d; k += 8)
-                acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh + k), half8(kh + l * d + k), acc);
-            s[l] = hsum(acc) * scale;
-            mx = s[l] > mx ? s[l] : mx;
-        }
-        __m256 vmx = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
-        int64_t l = 0;
-        for (; l + 8 <= L; l += 8) {
-            __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + l), vmx));
-            _mm256_storeu_ps(s + l, e);
-            vsum = _mm256_add_ps(vsum, e);
-        }
-        float sum = hsum(vsum);
-        for (; l < L; l++) {
-            float tail[8] = {s[l] - mx};
-            float e = _mm256_cvtss_f32(exp8(_mm256_loadu_ps(tail)));
-            s[l] = e;
-            sum += e;
-        }
-        for (int64_t k0 = 0; k0 < d; k0 += 64) { /* 64 of the head's dimensions per pass over the values */
-            int w = d - k0 < 64 ? (int)(d - k0) / 8 : 8;
-            __m256 acc[8];
-            for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
-            for (int64_t p = 0; p < L; p++) {
-                __m256 sp = _mm256_set1_ps(s[p]);
-                for (int j = 0; j < w; j++)
-                    acc[j] = _mm256_fmadd_ps(sp, half8(vh + p * d + k0 + 8 * j), acc[j]);
+    /* one task per row and key/value head (its query heads in groups of up to 8) */
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && b * KV > 1)
+    for (int64_t task = 0; task < b * KV; task++) {
+        int64_t i = task / KV, kv = task % KV, L = lens[i];
+        const uint16_t *kh = kc + ((first_slot + i) * KV + kv) * cap * d;
+        const uint16_t *vh = vc + ((first_slot + i) * KV + kv) * cap * d;
+        for (int64_t h0 = 0; h0 < G; h0 += 8) {
+            int64_t h = kv * G + h0;
+            const float *qh = q + i * q_stride + h * d;
+            float *s = scores + (i * H + h) * max_len, *o = out + i * H * d + h * d;
+#define GROUP(N) attend_group(N, qh, kh, vh, o, s, max_len, L, d, scale)
+            switch (G - h0 < 8 ? G - h0 : 8) {
+                case 1: GROUP(1); break; case 2: GROUP(2); break; case 3: GROUP(3); break; case 4: GROUP(4); break;
+                case 5: GROUP(5); break; case 6: GROUP(6); break; case 7: GROUP(7); break; default: GROUP(8);
             }
-            for (int j = 0; j < w; j++)
-                _mm256_storeu_ps(o + k0 + 8 * j, _mm256_mul_ps(acc[j], _mm256_set1_ps(1.0f / sum)));
+#undef GROUP
         }
     }
 }

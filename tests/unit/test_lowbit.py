@@ -162,11 +162,14 @@ def test_a_compiler_without_the_wider_flags_builds_for_avx2(monkeypatch, tmp_pat
 
 
 @needs_kernels
-def test_decode_attention_equals_sdpa_row_by_row():
-    """Rows of different lengths, in slots after the first, grouped-query heads (9 query heads on 3
-    key/value heads, as the default model), lengths that are and are not whole vectors of 8."""
+@pytest.mark.parametrize("heads, kv, d", [(9, 3, 64), (20, 2, 72), (4, 4, 32), (14, 2, 64)])
+def test_decode_attention_equals_sdpa_row_by_row(heads, kv, d):
+    """Rows of different lengths, in slots after the first, grouped-query heads: 9 query heads on 3
+    key/value heads (the default model), 7 on 1 (Qwen 0.5B's 14 on 2), 10 on 1 (past a group of 8),
+    one each; lengths that are and are not whole vectors of 8; a head size that is not a whole
+    number of the kernel's passes over the values (72)."""
     torch.manual_seed(5)
-    heads, kv, d, cap = 9, 3, 64, 64
+    cap = 64
     kc, vc = (torch.randn(6, kv, cap, d).half() for _ in range(2))  # the runner's float16 caches
     qk = torch.randn(3, heads + kv, d)  # the keys after the queries, as the runner's rotated q and k
     lens = [1, 17, 40]
