@@ -61,6 +61,23 @@ def _transformers_tok_s(engine, prompt_ids: list[int], tokens: int) -> float:
     return engine.run_on_engine_thread(run)
 
 
+def source_gguf(src) -> str | None:
+    """The GGUF file llama.cpp can run with the same weights as the resolved model `src`: a .gguf REF
+    itself, or the bundled file the default's registered versions were converted from; None otherwise
+    (a pulled model keeps only its converted weights, a fine-tuned one has other weights)."""
+    if src.kind == "gguf":
+        return str(src.path)
+    try:
+        manifest = json.loads((src.path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if str(manifest.get("source", "")).startswith("bundled:"):
+        from chatloop.models.refs import bundled_gguf
+
+        return str(bundled_gguf())
+    return None
+
+
 def _llama_cpp_tok_s(gguf: str | None, prompts: list[str], tokens: int) -> float | None:
     if gguf is None or importlib.util.find_spec("llama_cpp") is None:
         return None
@@ -119,9 +136,11 @@ def _startup(model: str) -> dict:
 
 def run_decode_bench(model: str = "default", tokens: int = 128, startup: bool = True, dtype: str = "auto",
                      device: str | None = None) -> dict:
-    from chatloop.models.refs import resolve
+    from chatloop.registry.resolve import resolve_ref
 
-    engine = Engine.start(model, dtype, max_batch=8, prefix_cache_mb=0, device=device)  # cold prefills: decoding is measured here
+    src = resolve_ref(model)  # a registered name too (`chatloop models pull NAME`), as every command takes
+    # cold prefills: decoding is measured here
+    engine = Engine.start(src, dtype, max_batch=8, prefix_cache_mb=0, device=device)
     try:
         prompts = [render_prompt(engine.tokenizer, [{"role": "user", "content": p}]).ids for p in PROMPTS]
         greedy = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
@@ -130,8 +149,7 @@ def run_decode_bench(model: str = "default", tokens: int = 128, startup: bool = 
         singles = [engine.generate(p, greedy) for p in prompts[:3]]
         single_tok_s = sum(r.completion_tokens for r in singles) / sum(r.latency_s for r in singles)
         aggregate = {str(k): _concurrent(engine, prompts, k, tokens) for k in (1, 4, 8)}
-        src = resolve(model)
-        llama_cpp = _llama_cpp_tok_s(str(src.path) if src.kind == "gguf" else None, PROMPTS[:3], tokens)
+        llama_cpp = _llama_cpp_tok_s(source_gguf(src), PROMPTS[:3], tokens)
         single_decode = statistics.median(r.decode_tok_s for r in singles)
         bandwidth = engine.run_on_engine_thread(lambda: copy_bandwidth(engine.device))
         step_bytes = engine.runner.weight_bytes(1)

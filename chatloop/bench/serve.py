@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from chatloop.bench import prefix
-from chatloop.bench.decode import PROMPTS
+from chatloop.bench.decode import PROMPTS, source_gguf
 
 
 def _free_port() -> int:
@@ -133,15 +133,16 @@ def _llama_cpp_server(gguf: str | None, tokens: int) -> dict | None:
 def run_serve_bench(model: str = "default", tokens: int = 128) -> dict:
     import openai
 
-    from chatloop.models.refs import resolve
+    from chatloop.registry.resolve import resolve_ref
 
+    src = resolve_ref(model)  # in this user's registry: the benchmark's server has a database of its own
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "CHATLOOP_DATABASE_URL": f"sqlite:///{Path(tmp) / 'bench.db'}"}
         _cli("users", "create", "bench@example.com", "--password-stdin", env=env, stdin="bench-password\n")
         key = _cli("keys", "create", "bench@example.com", env=env)
         port = _free_port()
-        server = subprocess.Popen([sys.executable, "-m", "chatloop", "serve", "--port", str(port), "--model", model],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command = [sys.executable, "-m", "chatloop", "serve", "--port", str(port), "--model", str(src.path)]
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             url = f"http://127.0.0.1:{port}"
             wait_healthy(url, 180)
@@ -155,8 +156,7 @@ def run_serve_bench(model: str = "default", tokens: int = 128) -> dict:
         finally:
             server.terminate()
             server.wait(30)
-    src = resolve(model)
-    llama = _llama_cpp_server(str(src.path) if src.kind == "gguf" else None, tokens)
+    llama = _llama_cpp_server(source_gguf(src), tokens)
     ratios = {"aggregate_8_vs_1": round(rounds["8"]["tok_s"] / rounds["1"]["tok_s"], 2)}
     if llama and "aggregate_tok_s" in llama and llama["aggregate_tok_s"]["8"]:
         ratios["aggregate_8_vs_llama_cpp_server_8"] = round(rounds["8"]["tok_s"] / llama["aggregate_tok_s"]["8"], 2)
