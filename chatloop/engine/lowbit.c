@@ -271,6 +271,11 @@ static inline __attribute__((always_inline)) void block_product(
 static inline __m512i quad(__m256i a, __m256i b) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_unpacklo_epi16(a, b)), _mm256_unpackhi_epi16(a, b), 1);
 }
+static inline void store16(float *y, int64_t at, int64_t n0, __m512 v, const float *bias, const float *res) {
+    if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + n0)); /* 16 columns from n0, at y + at */
+    if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + at));
+    _mm512_storeu_ps(y + at, v);
+}
 static inline __m512i quad_dot(__m512i acc, __m512i w, const int8_t *x) { /* + 16 columns' 4 products */
     int32_t four;
     memcpy(&four, x, 4);
@@ -316,10 +321,7 @@ static inline __attribute__((always_inline)) void block_q4_x8(
     int64_t n0 = blk * 16;
     for (int i = 0; i < r; i++) {
         int64_t at = (m0 + i) * N + n0;
-        __m512 v = _mm512_permutexvar_ps(order, acc[i]);
-        if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + n0));
-        if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + at));
-        _mm512_storeu_ps(y + at, v);
+        store16(y, at, n0, _mm512_permutexvar_ps(order, acc[i]), bias, res);
     }
 }
 #ifdef __AVX512VNNI__
@@ -359,10 +361,7 @@ static inline __attribute__((always_inline)) void block_q8_x8(
     int64_t n0 = blk * 16;
     for (int i = 0; i < r; i++) {
         int64_t at = (m0 + i) * N + n0;
-        __m512 v = _mm512_mul_ps(_mm512_permutexvar_ps(order, acc[i]), _mm512_loadu_ps(ws + n0));
-        if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + n0));
-        if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + at));
-        _mm512_storeu_ps(y + at, v);
+        store16(y, at, n0, _mm512_mul_ps(_mm512_permutexvar_ps(order, acc[i]), _mm512_loadu_ps(ws + n0)), bias, res);
     }
 }
 #endif
