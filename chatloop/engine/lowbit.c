@@ -39,6 +39,13 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+static inline float hmax(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
 static inline __m256 half8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
 /* exp(x) for 8 floats (Cephes' polynomial, as in avx_mathfun): relative error ~1e-7. */
@@ -90,10 +97,7 @@ static void quantize_rows(const float *x, int64_t M, int64_t K, const float *nor
                 if (norm) v[j] = _mm256_mul_ps(v[j], _mm256_loadu_ps(norm + (b - m * (K / 32)) * 32 + 8 * j));
                 mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[j]));
             }
-            __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-            m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-            float amax = _mm_cvtss_f32(m4), d = amax / (x8 ? 127.0f : 32767.0f);
+            float amax = hmax(mx), d = amax / (x8 ? 127.0f : 32767.0f);
             xd[b] = d;
             __m256 inv = _mm256_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
             __m256i i[4];
@@ -206,6 +210,12 @@ static inline fv f_half(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si
 static inline fv f_load(const float *p) { return _mm256_loadu_ps(p); }
 static inline void f_store(float *p, fv v) { _mm256_storeu_ps(p, v); }
 #endif
+/* A product's VW output columns from n0, stored at y + at with the bias and the residual added. */
+static inline void store_out(float *y, int64_t at, int64_t n0, fv v, const float *bias, const float *res) {
+    if (bias) v = f_add(v, f_load(bias + n0));
+    if (res) v = f_add(v, f_load(res + at));
+    f_store(y + at, v);
+}
 
 /* The 16 output columns of block `blk` for rows m0..m0+r (r <= QROWS; bits and r are constants after
  * inlining). q4: w is the nibbles, ws (scale, min) float16; q8: w is int8, ws the float scales. */
@@ -248,10 +258,7 @@ static inline __attribute__((always_inline)) void block_product(
         int64_t n0 = blk * 16 + part * VW;
         for (int i = 0; i < r; i++) {
             int64_t at = (m0 + i) * N + n0;
-            fv v = bits == 4 ? acc[i] : f_mul(acc[i], f_load((const float *)ws + n0));
-            if (bias) v = f_add(v, f_load(bias + n0));
-            if (res) v = f_add(v, f_load(res + at));
-            f_store(y + at, v);
+            store_out(y, at, n0, bits == 4 ? acc[i] : f_mul(acc[i], f_load((const float *)ws + n0)), bias, res);
         }
     }
 }
@@ -271,10 +278,8 @@ static inline __attribute__((always_inline)) void block_product(
 static inline __m512i quad(__m256i a, __m256i b) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_unpacklo_epi16(a, b)), _mm256_unpackhi_epi16(a, b), 1);
 }
-static inline void store16(float *y, int64_t at, int64_t n0, __m512 v, const float *bias, const float *res) {
-    if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + n0)); /* 16 columns from n0, at y + at */
-    if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + at));
-    _mm512_storeu_ps(y + at, v);
+static inline __m512 quad_order(__m512 v) { /* columns to or from the lanes' order (its own inverse) */
+    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15), v);
 }
 static inline __m512i quad_dot(__m512i acc, __m512i w, const int8_t *x) { /* + 16 columns' 4 products */
     int32_t four;
@@ -292,7 +297,6 @@ static inline __attribute__((always_inline)) void block_q4_x8(
     const int64_t G = K / 32;
     const uint8_t *qb = w + blk * G * 256;
     const uint16_t *sb = ws + blk * G * 32;
-    const __m512i order = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15); /* its own inverse */
     const __m256i low = _mm256_set1_epi8(0x0F);
     __m512 acc[QROWS];
     for (int i = 0; i < QROWS; i++) acc[i] = _mm512_setzero_ps();
@@ -310,8 +314,7 @@ static inline __attribute__((always_inline)) void block_q4_x8(
                 dot[i] = quad_dot(quad_dot(dot[i], lo, xb + 2 * c), hi, xb + 16 + 2 * c);
             }
         }
-        __m512 scale = _mm512_permutexvar_ps(order, f_half(sb + g * 32));
-        __m512 mn = _mm512_permutexvar_ps(order, f_half(sb + g * 32 + 16));
+        __m512 scale = quad_order(f_half(sb + g * 32)), mn = quad_order(f_half(sb + g * 32 + 16));
         for (int i = 0; i < r; i++) {
             int64_t b = (m0 + i) * G + g;
             acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i]), _mm512_mul_ps(scale, _mm512_set1_ps(xd[b])), acc[i]);
@@ -321,7 +324,7 @@ static inline __attribute__((always_inline)) void block_q4_x8(
     int64_t n0 = blk * 16;
     for (int i = 0; i < r; i++) {
         int64_t at = (m0 + i) * N + n0;
-        store16(y, at, n0, _mm512_permutexvar_ps(order, acc[i]), bias, res);
+        store_out(y, at, n0, quad_order(acc[i]), bias, res);
     }
 }
 #ifdef __AVX512VNNI__
@@ -335,7 +338,6 @@ static inline __attribute__((always_inline)) void block_q8_x8(
         int64_t m0, const int r, int64_t blk, int64_t N, int64_t K, const float *bias, const float *res) {
     const int64_t G = K / 32;
     const int8_t *qb = w + blk * G * 512;
-    const __m512i order = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15);
     const __m256i flip = _mm256_set1_epi8((char)0x80);
     __m512 acc[QROWS];
     for (int i = 0; i < QROWS; i++) acc[i] = _mm512_setzero_ps();
@@ -361,7 +363,7 @@ static inline __attribute__((always_inline)) void block_q8_x8(
     int64_t n0 = blk * 16;
     for (int i = 0; i < r; i++) {
         int64_t at = (m0 + i) * N + n0;
-        store16(y, at, n0, _mm512_mul_ps(_mm512_permutexvar_ps(order, acc[i]), _mm512_loadu_ps(ws + n0)), bias, res);
+        store_out(y, at, n0, _mm512_mul_ps(quad_order(acc[i]), _mm512_loadu_ps(ws + n0)), bias, res);
     }
 }
 #endif
@@ -413,11 +415,8 @@ static inline __attribute__((always_inline)) void block_q4_x8(
     }
     for (int i = 0; i < r; i++)
         for (int part = 0; part < 2; part++) {
-            int64_t n0 = blk * 16 + 8 * part, at = (m0 + i) * N + n0;
-            __m256 v = acc[i][part];
-            if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + n0));
-            if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res + at));
-            _mm256_storeu_ps(y + at, v);
+            int64_t n0 = blk * 16 + 8 * part;
+            store_out(y, (m0 + i) * N + n0, n0, acc[i][part], bias, res);
         }
 }
 #endif
@@ -537,10 +536,7 @@ static inline __attribute__((always_inline)) void attend_group(
         __m256 vm = _mm256_set1_ps(-INFINITY);
         for (l = 0; l + 8 <= L; l += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(sh + l));
         for (; l < L; l++) mx = sh[l] > mx ? sh[l] : mx;
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        mx = _mm_cvtss_f32(m4) > mx ? _mm_cvtss_f32(m4) : mx;
+        mx = hmax(vm) > mx ? hmax(vm) : mx;
         __m256 vmx = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
         for (l = 0; l + 8 <= L; l += 8) {
             __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sh + l), vmx));

@@ -126,8 +126,7 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
         log.warning("low-bit AVX2 kernels unavailable: %s", e)
         return None, str(e)
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    q8x8 = getattr(lib, "chatloop_q8x8_mm", None)  # only where the CPU has VNNI (lowbit.c)
-    for fn in (lib.chatloop_q4_mm, lib.chatloop_q4x8_mm, lib.chatloop_q8_mm, *([q8x8] if q8x8 else [])):
+    for fn in (getattr(lib, name) for name in SYMBOLS.values() if hasattr(lib, name)):
         fn.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, p, ctypes.c_float, c_int, c_int]
         fn.restype = None
     lib.chatloop_decode_attention.argtypes = [p, i64, p, p, p, p, i64, i64, i64, i64, i64, i64, ctypes.c_float,
@@ -148,7 +147,7 @@ def formats() -> tuple[str, ...]:
     lib = _library()[0]
     if lib is None:
         return ()
-    return tuple(f for f in PRODUCTS if f != "int8-avx2-a8" or hasattr(lib, "chatloop_q8x8_mm"))
+    return tuple(f for f, name in SYMBOLS.items() if hasattr(lib, name))
 
 
 def unavailable_reason() -> str:
@@ -279,11 +278,17 @@ def q8x8_mm(x: Tensor, q: Tensor, scale: Tensor, bias: Tensor | None = None, res
     return _mm(_library()[0].chatloop_q8x8_mm, x, q, scale, bias, residual, norm, eps, glu)
 
 
-# format -> its product, and how its weights are packed: an -a8 format shares its sibling's packed weights
+# format -> its product; how its weights are packed (an -a8 format packs as the format it names)
 PRODUCTS = {"int4-avx2": q4_mm, "int4-avx2-a8": q4x8_mm, "int8-avx2": q8_mm, "int8-avx2-a8": q8x8_mm}
-LAYOUT = {"int4-avx2": "int4-avx2", "int4-avx2-a8": "int4-avx2", "int8-avx2": "int8-avx2",
-          "int8-avx2-a8": "int8-avx2"}
 PACK = {"int4-avx2": pack_q4, "int8-avx2": pack_q8}
+# format -> lowbit.c's function (chatloop_q8x8_mm is only in a build with VNNI)
+SYMBOLS = {"int4-avx2": "chatloop_q4_mm", "int4-avx2-a8": "chatloop_q4x8_mm", "int8-avx2": "chatloop_q8_mm",
+           "int8-avx2-a8": "chatloop_q8x8_mm"}
+
+
+def layout(fmt: str) -> str:
+    """The format whose packed weights `fmt` runs on: -a8 formats differ only in how they take x."""
+    return fmt.removesuffix("-a8")
 
 
 def decode_attention(q: Tensor, kc: Tensor, vc: Tensor, lens: list[int], first_slot: int, heads: int,
@@ -310,8 +315,8 @@ def decode_attention(q: Tensor, kc: Tensor, vc: Tensor, lens: list[int], first_s
 
 class Linear(ctypes.Structure):
     """lowbit.c's chatloop_linear: one projection's packed weights, as decode_step reads them."""
-    _fields_ = [("fmt", ctypes.c_int32), ("x8", ctypes.c_int32), ("q", ctypes.c_void_p), ("s", ctypes.c_void_p), ("bias", ctypes.c_void_p),
-                ("norm", ctypes.c_void_p), ("N", ctypes.c_int64), ("K", ctypes.c_int64)]
+    _fields_ = [("fmt", ctypes.c_int32), ("x8", ctypes.c_int32), ("q", ctypes.c_void_p), ("s", ctypes.c_void_p),
+                ("bias", ctypes.c_void_p), ("norm", ctypes.c_void_p), ("N", ctypes.c_int64), ("K", ctypes.c_int64)]
 
 
 class Layer(ctypes.Structure):
@@ -322,7 +327,7 @@ class Layer(ctypes.Structure):
 
 def linear(fmt: str, q: Tensor, scales: Tensor, bias: Tensor | None, norm: Tensor | None) -> Linear:
     """A projection's weights for decode_step (the tensors must outlive the returned struct)."""
-    q4 = LAYOUT[fmt] == "int4-avx2"
+    q4 = layout(fmt) == "int4-avx2"
     return Linear(4 if q4 else 8, int(fmt.endswith("-a8")), q.data_ptr(), scales.data_ptr(), _ptr(bias),
                   _ptr(norm), q.shape[0], q.shape[1] * (2 if q4 else 1))
 

@@ -129,7 +129,7 @@ class _Weights:
                 raise ValueError(f"{fmt} takes float32 activations")
             if not lowbit.available():
                 raise ValueError(f"{fmt} is not available here: {lowbit.unavailable_reason()}")
-            self.q, self.scales = lowbit.PACK[lowbit.LAYOUT[fmt]](w)
+            self.q, self.scales = lowbit.PACK[lowbit.layout(fmt)](w)
         elif fmt == "int4":
             out, k = w.shape
             if k % INT4_GROUP:
@@ -182,7 +182,7 @@ class PackedLinear:
         for fmt in {f for _, f in self.table}:
             if fmt in LOWBIT and lowbit.available() and fmt not in lowbit.formats():
                 raise ValueError(f"{fmt} is not available here: its kernel needs AVX-512 VNNI")
-            layout = lowbit.LAYOUT.get(fmt, fmt)
+            layout = lowbit.layout(fmt)
             if layout not in packed:
                 packed[layout] = _Weights(weight, layout, self.act, device)
             self.kernels[fmt] = packed[layout]
