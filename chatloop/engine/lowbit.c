@@ -24,6 +24,7 @@
  */
 #include <immintrin.h>
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -73,7 +74,12 @@ static inline __m256 exp8(__m256 x) {
 static void quantize_rows(const float *x, int64_t M, int64_t K, const float *norm, float eps, int glu,
                           int x8, void *xq, float *xd, float *xsum) {
     const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
-    for (int64_t m = 0; m < M; m++) {
+    /* the team's threads share the work: whole rows, or where there are fewer rows than threads, parts
+     * of each row (each part computes its row's norm itself) */
+    const int64_t G = K / 32, parts = M >= omp_get_num_threads() ? 1 : omp_get_num_threads();
+#pragma omp for schedule(static)
+    for (int64_t unit = 0; unit < M * parts; unit++) {
+        const int64_t m = unit / parts, part = unit % parts;
         __m256 rs = _mm256_set1_ps(1.0f);
         if (norm) { /* RMS norm first: x * norm / rms(x) */
             __m256 ss = _mm256_setzero_ps();
@@ -83,8 +89,8 @@ static void quantize_rows(const float *x, int64_t M, int64_t K, const float *nor
             }
             rs = _mm256_set1_ps(1.0f / sqrtf(hsum(ss) / (float)K + eps));
         }
-        for (int64_t b = m * (K / 32); b < (m + 1) * (K / 32); b++) {
-            const float *xb = glu ? x + m * 2 * K + (b - m * (K / 32)) * 32 : x + b * 32;
+        for (int64_t b = m * G + part * G / parts; b < m * G + (part + 1) * G / parts; b++) {
+            const float *xb = glu ? x + m * 2 * K + (b - m * G) * 32 : x + b * 32;
             __m256 v[4], mx = _mm256_setzero_ps();
             for (int j = 0; j < 4; j++) {
                 if (glu) { /* x is [gate | up]: the input is silu(gate) * up = gate / (1 + exp(-gate)) * up */
@@ -94,7 +100,7 @@ static void quantize_rows(const float *x, int64_t M, int64_t K, const float *nor
                 } else {
                     v[j] = _mm256_mul_ps(_mm256_loadu_ps(xb + 8 * j), rs);
                 }
-                if (norm) v[j] = _mm256_mul_ps(v[j], _mm256_loadu_ps(norm + (b - m * (K / 32)) * 32 + 8 * j));
+                if (norm) v[j] = _mm256_mul_ps(v[j], _mm256_loadu_ps(norm + (b - m * G) * 32 + 8 * j));
                 mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[j]));
             }
             float amax = hmax(mx), d = amax / (x8 ? 127.0f : 32767.0f);
@@ -424,20 +430,21 @@ static inline __attribute__((always_inline)) void block_q4_x8(
 /* y = rmsnorm?(x) @ W.T + bias + res, for either format. norm: NULL, or the RMS norm's weight [K]
  * (with eps) applied to x's rows first. glu: x is [M, 2K], gate then up, and the input is
  * silu(gate) * up (norm NULL). bias, res: NULL or [N] and [M, N]. N is a multiple of 16. scratch:
- * see quantize_into. Rows run in tiles of TILE, OpenMP over blocks of 16 output columns, rows in
+ * see quantize_into. Rows run in tiles of TILE, the team's threads over blocks of 16 output columns, rows in
  * passes of up to QROWS with the pass size a constant in each branch (the row loop unrolls and the
- * accumulators stay in registers). */
+ * accumulators stay in registers).
+ * Called by every thread of an OpenMP team (the worksharing loops inside bind to it; each ends in a
+ * barrier, so y is complete on return), or by one thread outside any. */
 static inline __attribute__((always_inline)) void product(
         const int bits, const float *x, const void *w, const void *ws, const float *bias, const float *res, float *y,
-        void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps, int glu, int threads,
-        const int x8) {
+        void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps, int glu, const int x8) {
     void *xq;
     float *xd, *xsum;
     quantize_into(scratch, x, M, K, norm, eps, glu, x8, &xq, &xd, &xsum);
     const int64_t blocks = N / 16;
     for (int64_t tile = 0; tile < M; tile += TILE) {
         int64_t tile_end = tile + TILE < M ? tile + TILE : M;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+#pragma omp for schedule(static)
         for (int64_t blk = 0; blk < blocks; blk++) {
             for (int64_t m0 = tile; m0 < tile_end; m0 += QROWS) {
                 int r = tile_end - m0 < QROWS ? (int)(tile_end - m0) : QROWS;
@@ -465,20 +472,23 @@ static inline __attribute__((always_inline)) void product(
 void chatloop_q4_mm(const float *x, const uint8_t *q, const uint16_t *sm, const float *bias, const float *res,
                     float *y, void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps,
                     int glu, int threads) {
-    product(4, x, q, sm, bias, res, y, scratch, M, N, K, norm, eps, glu, threads, 0);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    product(4, x, q, sm, bias, res, y, scratch, M, N, K, norm, eps, glu, 0);
 }
 
 /* The same with x quantised to int8 (block_q4_x8). */
 void chatloop_q4x8_mm(const float *x, const uint8_t *q, const uint16_t *sm, const float *bias, const float *res,
                       float *y, void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps,
                       int glu, int threads) {
-    product(4, x, q, sm, bias, res, y, scratch, M, N, K, norm, eps, glu, threads, 1);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    product(4, x, q, sm, bias, res, y, scratch, M, N, K, norm, eps, glu, 1);
 }
 
 void chatloop_q8_mm(const float *x, const int8_t *q, const float *s, const float *bias, const float *res,
                     float *y, void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps,
                     int glu, int threads) {
-    product(8, x, q, s, bias, res, y, scratch, M, N, K, norm, eps, glu, threads, 0);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    product(8, x, q, s, bias, res, y, scratch, M, N, K, norm, eps, glu, 0);
 }
 
 #ifdef HAVE_Q8X8
@@ -486,7 +496,8 @@ void chatloop_q8_mm(const float *x, const int8_t *q, const float *s, const float
 void chatloop_q8x8_mm(const float *x, const int8_t *q, const float *s, const float *bias, const float *res,
                       float *y, void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps,
                       int glu, int threads) {
-    product(8, x, q, s, bias, res, y, scratch, M, N, K, norm, eps, glu, threads, 1);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    product(8, x, q, s, bias, res, y, scratch, M, N, K, norm, eps, glu, 1);
 }
 #endif
 
@@ -582,28 +593,33 @@ static inline __attribute__((always_inline)) void attend_group(
     }
 }
 
-/* Decoding attention: one query per row and head, over that row's own history in the cache.
+/* Attention for one query per row and head, over that row's own history in the cache: a decoding
+ * step's rows (each the next token of its sequence), or a prefill's tokens once their keys and values
+ * are in the cache (each a row of its prompt's slot, seeing the positions up to its own).
  *   q    [b, q_stride] float32: row i's head h at q + i * q_stride + h * d
- *   kc, vc [slots, KV, cap, d] float16 caches; row i is slot first_slot + i and sees lens[i] positions
- *        (float16, as llama.cpp's default cache: with 8 rows and a few hundred positions the cache, not
- *        the weights, is most of what a step reads, and float16 halves it)
- *   out  [b, H * d]; scores: b * H * max(lens) floats of scratch
+ *   kc, vc [slots, KV, cap, d] float16 caches; row i reads slot slots[i] (slots NULL: first_slot + i)
+ *        and sees lens[i] positions (float16, as llama.cpp's default cache: with 8 rows and a few
+ *        hundred positions the cache, not the weights, is most of what a step reads, and float16 halves it)
+ *   out  [b, H * d]; scores: threads * 8 * max(lens) floats of scratch
  * Query head h reads key/value head h / (H / KV) (grouped-query attention). d is a multiple of 8.
- * PyTorch's SDPA spends ~50 us a layer setting up its flash kernel for one query; this is ~5. */
-void chatloop_decode_attention(const float *q, int64_t q_stride, const uint16_t *kc, const uint16_t *vc, float *out,
-                               const int64_t *lens, int64_t b, int64_t first_slot, int64_t H, int64_t KV,
-                               int64_t cap, int64_t d, float scale, float *scores, int64_t max_len, int threads) {
+ * PyTorch's SDPA spends ~50 us a layer setting up its flash kernel for one query; this is ~5.
+ * Called by every thread of a team (or one thread outside any), as product(). */
+static void attention(const float *q, int64_t q_stride, const uint16_t *kc, const uint16_t *vc, float *out,
+                      const int64_t *slots, int64_t first_slot, const int64_t *lens, int64_t b, int64_t H,
+                      int64_t KV, int64_t cap, int64_t d, float scale, float *scores, int64_t max_len) {
     const int64_t G = H / KV;
-    /* one task per row and key/value head (its query heads in groups of up to 8) */
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && b * KV > 1)
+    float *s = scores + (int64_t)omp_get_thread_num() * 8 * max_len;
+    /* one task per row and key/value head (its query heads in groups of up to 8); a prefill's rows see
+     * histories of different lengths, so the tasks are handed out as threads come free */
+#pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < b * KV; task++) {
-        int64_t i = task / KV, kv = task % KV, L = lens[i];
-        const uint16_t *kh = kc + ((first_slot + i) * KV + kv) * cap * d;
-        const uint16_t *vh = vc + ((first_slot + i) * KV + kv) * cap * d;
+        int64_t i = task / KV, kv = task % KV, L = lens[i], slot = slots ? slots[i] : first_slot + i;
+        const uint16_t *kh = kc + (slot * KV + kv) * cap * d;
+        const uint16_t *vh = vc + (slot * KV + kv) * cap * d;
         for (int64_t h0 = 0; h0 < G; h0 += 8) {
             int64_t h = kv * G + h0;
             const float *qh = q + i * q_stride + h * d;
-            float *s = scores + (i * H + h) * max_len, *o = out + i * H * d + h * d;
+            float *o = out + i * H * d + h * d;
 #define GROUP(N) attend_group(N, qh, kh, vh, o, s, max_len, L, d, scale)
             switch (G - h0 < 8 ? G - h0 : 8) {
                 case 1: GROUP(1); break; case 2: GROUP(2); break; case 3: GROUP(3); break; case 4: GROUP(4); break;
@@ -612,6 +628,14 @@ void chatloop_decode_attention(const float *q, int64_t q_stride, const uint16_t 
 #undef GROUP
         }
     }
+}
+
+void chatloop_attention(const float *q, int64_t q_stride, const uint16_t *kc, const uint16_t *vc, float *out,
+                        const int64_t *slots, int64_t first_slot, const int64_t *lens, int64_t b, int64_t H,
+                        int64_t KV, int64_t cap, int64_t d, float scale, float *scores, int64_t max_len,
+                        int threads) {
+#pragma omp parallel num_threads(threads) if (threads > 1 && b * KV > 1)
+    attention(q, q_stride, kc, vc, out, slots, first_slot, lens, b, H, KV, cap, d, scale, scores, max_len);
 }
 
 /* --- A whole decoding step in one call ------------------------------------------------------------
@@ -637,30 +661,36 @@ typedef struct {
 } chatloop_layer;
 
 static void linear(const chatloop_linear *L, const float *x, const float *res, float *y, void *scratch,
-                   int64_t M, float eps, int glu, int threads) {
+                   int64_t M, float eps, int glu) {
     if (L->fmt == 4 && L->x8)
-        chatloop_q4x8_mm(x, (const uint8_t *)L->q, (const uint16_t *)L->s, L->bias, res, y, scratch, M, L->N, L->K,
-                         L->norm, eps, glu, threads);
+        product(4, x, L->q, L->s, L->bias, res, y, scratch, M, L->N, L->K, L->norm, eps, glu, 1);
 #ifdef HAVE_Q8X8
     else if (L->x8)
-        chatloop_q8x8_mm(x, (const int8_t *)L->q, (const float *)L->s, L->bias, res, y, scratch, M, L->N, L->K,
-                         L->norm, eps, glu, threads);
+        product(8, x, L->q, L->s, L->bias, res, y, scratch, M, L->N, L->K, L->norm, eps, glu, 1);
 #endif
     else if (L->fmt == 4)
-        chatloop_q4_mm(x, (const uint8_t *)L->q, (const uint16_t *)L->s, L->bias, res, y, scratch, M, L->N, L->K,
-                       L->norm, eps, glu, threads);
+        product(4, x, L->q, L->s, L->bias, res, y, scratch, M, L->N, L->K, L->norm, eps, glu, 0);
     else
-        chatloop_q8_mm(x, (const int8_t *)L->q, (const float *)L->s, L->bias, res, y, scratch, M, L->N, L->K,
-                       L->norm, eps, glu, threads);
+        product(8, x, L->q, L->s, L->bias, res, y, scratch, M, L->N, L->K, L->norm, eps, glu, 0);
 }
 
 /* Rotary embedding of one head in place at one position: x * cos + roll(x, d/2) * sin, where sin
  * carries rotate_half's sign (the runner's table). */
 static inline void rotate(float *x, const float *cos, const float *sin, int64_t d) {
-    float tmp[512];
     const int64_t half = d / 2;
-    for (int64_t j = 0; j < d; j++) tmp[j] = x[j];
-    for (int64_t j = 0; j < d; j++) x[j] = tmp[j] * cos[j] + tmp[(j + half) % d] * sin[j];
+    int64_t j = 0;
+    for (; j + 8 <= half; j += 8) {
+        __m256 a = _mm256_loadu_ps(x + j), b = _mm256_loadu_ps(x + j + half);
+        _mm256_storeu_ps(x + j, _mm256_fmadd_ps(b, _mm256_loadu_ps(sin + j),
+                                                _mm256_mul_ps(a, _mm256_loadu_ps(cos + j))));
+        _mm256_storeu_ps(x + j + half, _mm256_fmadd_ps(a, _mm256_loadu_ps(sin + j + half),
+                                                       _mm256_mul_ps(b, _mm256_loadu_ps(cos + j + half))));
+    }
+    for (; j < half; j++) {
+        float a = x[j], b = x[j + half];
+        x[j] = a * cos[j] + b * sin[j];
+        x[j + half] = b * cos[j + half] + a * sin[j + half];
+    }
 }
 
 /* h [b, hidden]: the embedded tokens in, the last layer's output out (in place). Row i is slot
@@ -674,27 +704,31 @@ void chatloop_decode_step(const chatloop_layer *layers, int64_t n_layers, float 
     const int64_t width = (H + 2 * KV) * d;
     int64_t max_len = 0;
     for (int64_t i = 0; i < b; i++) max_len = lens[i] > max_len ? lens[i] : max_len;
+    /* one team for the whole step: its threads share every stage (each ends in a barrier), and wait
+     * at those barriers instead of being started and stopped again for each of the layers' stages */
+#pragma omp parallel num_threads(threads) if (threads > 1)
     for (int64_t l = 0; l < n_layers; l++) {
         const chatloop_layer *L = layers + l;
-        linear(&L->qkv, h, NULL, qkv, scratch, b, eps, 0, threads);
-        for (int64_t i = 0; i < b; i++) {
+        linear(&L->qkv, h, NULL, qkv, scratch, b, eps, 0);
+        /* each row's query and key heads rotated; a key head, once rotated, goes into the cache with
+         * its value head */
+#pragma omp for schedule(static)
+        for (int64_t unit = 0; unit < b * (H + KV); unit++) {
+            int64_t i = unit / (H + KV), head = unit % (H + KV);
             float *row = qkv + i * width;
-            const float *c = cos + pos[i] * d, *s = sin + pos[i] * d;
-            for (int64_t head = 0; head < H + KV; head++) rotate(row + head * d, c, s, d);
-            for (int64_t kv = 0; kv < KV; kv++) {
-                int64_t at = (((first_slot + i) * KV + kv) * cap + pos[i]) * d;
-                for (int64_t j = 0; j < d; j += 8) {
-                    _mm_storeu_si128((__m128i *)(L->kc + at + j),
-                                     _mm256_cvtps_ph(_mm256_loadu_ps(row + (H + kv) * d + j), _MM_FROUND_TO_NEAREST_INT));
-                    _mm_storeu_si128((__m128i *)(L->vc + at + j),
-                                     _mm256_cvtps_ph(_mm256_loadu_ps(row + (H + KV + kv) * d + j), _MM_FROUND_TO_NEAREST_INT));
-                }
+            rotate(row + head * d, cos + pos[i] * d, sin + pos[i] * d, d);
+            if (head < H) continue;
+            int64_t kv = head - H, at = (((first_slot + i) * KV + kv) * cap + pos[i]) * d;
+            for (int64_t j = 0; j < d; j += 8) {
+                _mm_storeu_si128((__m128i *)(L->kc + at + j),
+                                 _mm256_cvtps_ph(_mm256_loadu_ps(row + head * d + j), _MM_FROUND_TO_NEAREST_INT));
+                _mm_storeu_si128((__m128i *)(L->vc + at + j),
+                                 _mm256_cvtps_ph(_mm256_loadu_ps(row + (H + KV + kv) * d + j), _MM_FROUND_TO_NEAREST_INT));
             }
         }
-        chatloop_decode_attention(qkv, width, L->kc, L->vc, att, lens, b, first_slot, H, KV, cap, d, scale, scores,
-                                  max_len, threads);
-        linear(&L->o, att, h, h, scratch, b, eps, 0, threads);
-        linear(&L->gate_up, h, NULL, gu, scratch, b, eps, 0, threads);
-        linear(&L->down, gu, h, h, scratch, b, eps, 1, threads);
+        attention(qkv, width, L->kc, L->vc, att, NULL, first_slot, lens, b, H, KV, cap, d, scale, scores, max_len);
+        linear(&L->o, att, h, h, scratch, b, eps, 0);
+        linear(&L->gate_up, h, NULL, gu, scratch, b, eps, 0);
+        linear(&L->down, gu, h, h, scratch, b, eps, 1);
     }
 }

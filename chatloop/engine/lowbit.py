@@ -129,9 +129,9 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     for fn in (getattr(lib, name) for name in SYMBOLS.values() if hasattr(lib, name)):
         fn.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, p, ctypes.c_float, c_int, c_int]
         fn.restype = None
-    lib.chatloop_decode_attention.argtypes = [p, i64, p, p, p, p, i64, i64, i64, i64, i64, i64, ctypes.c_float,
-                                              p, i64, c_int]
-    lib.chatloop_decode_attention.restype = None
+    lib.chatloop_attention.argtypes = [p, i64, p, p, p, p, i64, p, i64, i64, i64, i64, i64, ctypes.c_float, p, i64,
+                                       c_int]
+    lib.chatloop_attention.restype = None
     lib.chatloop_decode_step.argtypes = [p, i64, p, i64, i64, p, p, p, p, i64, i64, i64, i64, ctypes.c_float,
                                          ctypes.c_float, p, p, p, p, p, c_int]
     lib.chatloop_decode_step.restype = None
@@ -216,17 +216,28 @@ def unpack_q8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return rows.float() * scale[:, None]
 
 
-_scratch_buf = threading.local()
+_buffers = threading.local()
+
+
+def _buffer(name: str, nbytes: int) -> int:
+    """The address of a scratch buffer of at least `nbytes`, kept per thread and name, grown as needed."""
+    held = getattr(_buffers, "held", None)
+    if held is None:
+        held = _buffers.held = {}
+    buf = held.get(name)
+    if buf is None or buf.numel() < nbytes:
+        buf = held[name] = torch.empty(max(nbytes, 1 << 16), dtype=torch.uint8)
+    return buf.data_ptr()
 
 
 def _scratch(m: int, k: int) -> int:
-    """A buffer for x quantised to int16 plus its block scales and sums (2*M*K + 8*M*K/32 bytes),
-    kept per thread and grown as needed."""
-    need = 2 * m * k + 8 * m * (k // GROUP)
-    buf = getattr(_scratch_buf, "t", None)
-    if buf is None or buf.numel() < need:
-        buf = _scratch_buf.t = torch.empty(max(need, 1 << 16), dtype=torch.uint8)
-    return buf.data_ptr()
+    """A buffer for x quantised to int16 plus its block scales and sums (2*M*K + 8*M*K/32 bytes)."""
+    return _buffer("x", 2 * m * k + 8 * m * (k // GROUP))
+
+
+def _scores(threads: int, max_len: int) -> int:
+    """Scratch for attention's scores: 8 heads' worth of max_len floats per thread."""
+    return _buffer("scores", threads * 8 * max_len * 4)
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -291,25 +302,30 @@ def layout(fmt: str) -> str:
     return fmt.removesuffix("-a8")
 
 
-def decode_attention(q: Tensor, kc: Tensor, vc: Tensor, lens: list[int], first_slot: int, heads: int,
-                     scale: float) -> Tensor:
-    """One decoding step's attention: q [b, >= heads, d] float32 (row i's query heads first; rows
-    may hold more, e.g. the keys after them), float16 caches [slots, kv heads, capacity, d]; row i is
-    slot first_slot + i and attends over its first lens[i] positions. Returns [b, heads * d]."""
+def attention(q: Tensor, kc: Tensor, vc: Tensor, lens: list[int], slots: list[int], heads: int,
+              scale: float) -> Tensor:
+    """Attention for one query per row: q [b, >= heads, d] float32 (row i's query heads first; rows may
+    hold more, e.g. the keys after them), float16 caches [slots, kv heads, capacity, d]; row i reads
+    slot slots[i] and attends over its first lens[i] positions. Returns [b, heads * d]. A decoding
+    step's rows are its sequences; a prefill's are its tokens, once their keys and values are in the
+    cache (a token at position p of its slot sees p + 1 positions)."""
     b, _, d = q.shape
     if q.stride(2) != 1 or q.stride(1) != d or not (kc.is_contiguous() and vc.is_contiguous()):
-        raise ValueError("decode_attention needs contiguous heads and caches")
+        raise ValueError("attention needs contiguous heads and caches")
     if kc.dtype != torch.float16 or vc.dtype != torch.float16 or q.dtype != torch.float32:
-        raise ValueError("decode_attention takes float32 queries and float16 caches")
+        raise ValueError("attention takes float32 queries and float16 caches")
     if d % 8:
-        raise ValueError(f"decode_attention needs a head size divisible by 8, got {d}")
+        raise ValueError(f"attention needs a head size divisible by 8, got {d}")
+    if len(lens) != b or len(slots) != b:
+        raise ValueError(f"attention needs a length and a slot for each of the {b} rows")
     out = torch.empty(b, heads * d)
     max_len = max(lens)
-    scores = torch.empty(b * heads * max_len)
-    lengths = torch.tensor(lens, dtype=torch.int64)
-    _library()[0].chatloop_decode_attention(
-        q.data_ptr(), q.stride(0), kc.data_ptr(), vc.data_ptr(), out.data_ptr(), lengths.data_ptr(), b, first_slot,
-        heads, kc.shape[1], kc.shape[2], d, scale, scores.data_ptr(), max_len, torch.get_num_threads())
+    threads = torch.get_num_threads()
+    lengths = torch.as_tensor(lens, dtype=torch.int64)
+    where = torch.as_tensor(slots, dtype=torch.int64)
+    _library()[0].chatloop_attention(
+        q.data_ptr(), q.stride(0), kc.data_ptr(), vc.data_ptr(), out.data_ptr(), where.data_ptr(), 0,
+        lengths.data_ptr(), b, heads, kc.shape[1], kc.shape[2], d, scale, _scores(threads, max_len), max_len, threads)
     return out
 
 
@@ -354,9 +370,9 @@ def decode_step(stack, h: Tensor, first_slot: int, positions: list[int], rope: t
     pos = torch.tensor(positions, dtype=torch.int64)
     lens = pos + 1
     qkv, att, gu = torch.empty(b, width), torch.empty(b, heads * d), torch.empty(b, inter2)
-    scores = torch.empty(b * heads * int(lens.max()))
+    threads = torch.get_num_threads()
     _library()[0].chatloop_decode_step(
         ctypes.byref(stack), len(stack), h.data_ptr(), b, first_slot, pos.data_ptr(), lens.data_ptr(),
         cos.data_ptr(), sin.data_ptr(), heads, kv_heads, d, capacity, eps, scale, qkv.data_ptr(), att.data_ptr(),
-        gu.data_ptr(), scores.data_ptr(), _scratch(b, max(hidden, heads * d, inter2 // 2)), torch.get_num_threads())
+        gu.data_ptr(), _scores(threads, int(lens.max())), _scratch(b, max(hidden, heads * d, inter2 // 2)), threads)
     return h

@@ -73,7 +73,7 @@ class ModelRunner:
         # The exact plan keeps SDPA (transformers' arithmetic); bf16 products are slow without native bf16.
         self.small_attention = not self.exact and self.dtype == torch.float32 and dev.type == "cpu"
         # ...and where our AVX2 kernels are built, one C call per layer for all rows and heads
-        # (lowbit.decode_attention: SDPA's set-up for one query cost ~50 us a layer, ours ~5)
+        # (lowbit.attention: SDPA's set-up for one query cost ~50 us a layer, ours ~5)
         self.native_attention = self.small_attention and self.head_dim % 8 == 0 and lowbit.available()
         # ...whose cache is float16 (half the bytes a step reads: with 8 rows and a few hundred positions
         # the cache, not the weights, is most of them); prefill writes it and reads it back as float32
@@ -305,6 +305,7 @@ class ModelRunner:
             # Our attention kernel takes each row's length; SDPA needs a mask unless every row sees
             # all kv_len positions (always so for one row), which the exact plan passes regardless.
             kv_lens = [p + 1 for p in starts]
+            row_slots = list(range(first_slot, first_slot + b))
             mask = bias = None
             if not self.native_attention and (self.exact or min(starts) != max(starts)):
                 mask = (torch.arange(kv_len, device=dev)[None, :] <= start[:, None]).view(b, 1, 1, kv_len)
@@ -320,7 +321,15 @@ class ModelRunner:
             for n in lengths:
                 offsets.append(offsets[-1] + n)
             mask = None
-            if any(starts):  # some prompts continue a cached prefix: each attends over its slot
+            # Several prompts, or one continuing a cached prefix, attend through our kernel where it runs:
+            # each token over its own slot's positions up to its own (SDPA would take a mask over all
+            # the packed tokens: 80% of a prefill of 8 short prompts). One fresh prompt keeps SDPA's
+            # causal kernel, which is faster for long ones.
+            native = self.native_attention and (len(lengths) > 1 or any(starts))
+            if native:
+                row_slots = [first_slot + j for j, n in enumerate(lengths) for _ in range(n)]
+                kv_lens = [s + i + 1 for s, n in zip(starts, lengths) for i in range(n)]
+            elif any(starts):  # some prompts continue a cached prefix: each attends over its slot
                 mask = [torch.arange(s + n, device=dev)[None, :] <= torch.arange(s, s + n, device=dev)[:, None]
                         for s, n in zip(starts, lengths)]
             elif len(lengths) > 1:  # block-diagonal causal: each prompt sees only its own past
@@ -346,7 +355,7 @@ class ModelRunner:
                     kc.view(-1, d).index_copy_(0, kv_rows, keys.to(kc.dtype))
                     vc.view(-1, d).index_copy_(0, kv_rows, v.reshape(b * KV, d).to(vc.dtype))
                 if self.native_attention:
-                    out = lowbit.decode_attention(qk, kc, vc, kv_lens, first_slot, H, self.scale)
+                    out = lowbit.attention(qk, kc, vc, kv_lens, row_slots, H, self.scale)
                 else:
                     q = qk.narrow(1, 0, H).view(b, KV, H // KV, d)
                     keys = kc.narrow(0, first_slot, b).narrow(2, 0, kv_len)
@@ -358,9 +367,13 @@ class ModelRunner:
                         out = torch.matmul(torch.softmax(scores, -1), values)
                     out = out.view(b, self.q_size)
             else:
-                heads = (x.transpose(0, 1).unsqueeze(0) for x in (qk[:, :H], qk[:, H:], v))  # [1, heads, t, d]
-                out = self._prefill_attention(kc, vc, *heads, first_slot, starts, offsets, mask)
-                out = out[0].transpose(0, 1).reshape(t, self.q_size)
+                self._write_prompts(kc, vc, qk[:, H:], v, first_slot, starts, offsets)
+                if native:
+                    out = lowbit.attention(qk, kc, vc, kv_lens, row_slots, H, self.scale)
+                else:
+                    heads = (x.transpose(0, 1).unsqueeze(0) for x in (qk[:, :H], qk[:, H:], v))  # [1, heads, t, d]
+                    out = self._prefill_attention(kc, vc, *heads, first_slot, starts, offsets, mask)
+                    out = out[0].transpose(0, 1).reshape(t, self.q_size)
             h = layer.o(out, residual=h)
             h = layer.down(layer.gate_up(h, norm_fn=norm), residual=h, glu=True)  # silu(gate) * up inside
         if not (decode or all_logits):
@@ -376,16 +389,23 @@ class ModelRunner:
             cos, sin = cos[0], sin[0] * self._rope_sign
         return cos.unsqueeze(1), sin.unsqueeze(1)
 
-    def _prefill_attention(self, kc, vc, q, k, v, first_slot, starts, offsets, mask):
-        """Write a packed prefill's keys and values into its slots (prompt j from starts[j]) and
-        attend: each prompt over its own past, which for one continuing a cached prefix includes
-        the positions copied into its slot (`mask` is then one causal mask per prompt)."""
-        groups = self.n_heads // self.n_kv
+    @staticmethod
+    def _write_prompts(kc, vc, keys, values, first_slot, starts, offsets):
+        """Write a packed prefill's keys and values [tokens, kv heads, d] into its slots (prompt j
+        from position starts[j])."""
         for j, s in enumerate(starts):
             a, e = offsets[j], offsets[j + 1]
-            kc[first_slot + j, :, s : s + e - a] = k[0, :, a:e]
-            vc[first_slot + j, :, s : s + e - a] = v[0, :, a:e]
+            kc[first_slot + j, :, s : s + e - a] = keys[a:e].transpose(0, 1)
+            vc[first_slot + j, :, s : s + e - a] = values[a:e].transpose(0, 1)
+
+    def _prefill_attention(self, kc, vc, q, k, v, first_slot, starts, offsets, mask):
+        """A packed prefill's attention through SDPA, its keys and values already in their slots: each
+        prompt over its own past, which for one continuing a cached prefix includes the positions
+        copied into its slot (`mask` is then one causal mask per prompt)."""
+        groups = self.n_heads // self.n_kv
         if not isinstance(mask, list):
+            if kc.dtype != q.dtype:  # seen as the cache holds them, as every other path sees them
+                k, v = (x.to(kc.dtype).to(q.dtype) for x in (k, v))
             return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale, enable_gqa=groups > 1
             )

@@ -173,7 +173,11 @@ def test_a_quantised_format_slower_than_dense_for_one_row_is_measured_no_further
 def test_rows_of_different_lengths_decode_in_a_batch_as_they_do_alone(tiny_dir, fmt):
     """The fused path's batched decoding (masked attention through batched products, one indexed
     write of the new keys and values, our kernels' norm and residual) gives each row what it gets
-    decoding alone (SDPA without a mask): the same logits up to float rounding."""
+    decoding alone (SDPA without a mask): the same logits up to float rounding. (Where our kernels
+    run, the packed prefill attends through our attention and a lone prompt through SDPA: the same
+    inputs, another order of sums and exp; our formats' int16 activations can turn such a last bit
+    into a quantum, which this tiny model's large random weights amplify to ~2e-3 on logits of ~10. A
+    wrong slot or position would be off by the size of the logits.)"""
     from chatloop.engine.runner import ModelRunner
     from chatloop.models.loading import load_model
 
@@ -191,7 +195,7 @@ def test_rows_of_different_lengths_decode_in_a_batch_as_they_do_alone(tiny_dir, 
         tokens = [5 + step, 7 + step, 9 + step]
         together = batch.decode(tokens)
         for i, runner in enumerate(alone):
-            assert torch.allclose(together[i], runner.decode([tokens[i]])[0], rtol=1e-3, atol=1e-3), (step, i)
+            assert torch.allclose(together[i], runner.decode([tokens[i]])[0], rtol=1e-3, atol=3e-3), (step, i)
 
 
 @pytest.mark.parametrize("model_type", ["llama", "qwen2"])  # qwen2: q, k and v have biases

@@ -163,27 +163,30 @@ def test_a_compiler_without_the_wider_flags_builds_for_avx2(monkeypatch, tmp_pat
 
 @needs_kernels
 @pytest.mark.parametrize("heads, kv, d", [(9, 3, 64), (20, 2, 72), (4, 4, 32), (14, 2, 64)])
-def test_decode_attention_equals_sdpa_row_by_row(heads, kv, d):
-    """Rows of different lengths, in slots after the first, grouped-query heads: 9 query heads on 3
-    key/value heads (the default model), 7 on 1 (Qwen 0.5B's 14 on 2), 10 on 1 (past a group of 8),
-    one each; lengths that are and are not whole vectors of 8; a head size that is not a whole
-    number of the kernel's passes over the values (72)."""
+def test_attention_equals_sdpa_row_by_row(heads, kv, d):
+    """Rows of different lengths, in slots given per row (a decoding step's consecutive slots, or a
+    prefill's tokens, several in one slot), grouped-query heads: 9 query heads on 3 key/value heads
+    (the default model), 7 on 1 (Qwen 0.5B's 14 on 2), 10 on 1 (past a group of 8), one each; lengths
+    that are and are not whole vectors of 8; a head size that is not a whole number of the kernel's
+    passes over the values (72)."""
     torch.manual_seed(5)
     cap = 64
     kc, vc = (torch.randn(6, kv, cap, d).half() for _ in range(2))  # the runner's float16 caches
-    qk = torch.randn(3, heads + kv, d)  # the keys after the queries, as the runner's rotated q and k
-    lens = [1, 17, 40]
-    out = lowbit.decode_attention(qk, kc, vc, lens, 2, heads, 0.125)
-    for i, n in enumerate(lens):
+    qk = torch.randn(5, heads + kv, d)  # the keys after the queries, as the runner's rotated q and k
+    lens, slots = [1, 17, 40, 18, 2], [2, 3, 4, 3, 0]
+    out = lowbit.attention(qk, kc, vc, lens, slots, heads, 0.125)
+    for i, (n, slot) in enumerate(zip(lens, slots)):
         q = qk[i, :heads].view(1, kv, heads // kv, d)
-        keys, values = (c[2 + i : 3 + i, :, :n].float() for c in (kc, vc))
+        keys, values = (c[slot : slot + 1, :, :n].float() for c in (kc, vc))
         ref = F.scaled_dot_product_attention(q, keys, values, scale=0.125)
         assert torch.allclose(out[i], ref.reshape(-1), atol=1e-5), i
     with pytest.raises(ValueError, match="divisible by 8"):
-        lowbit.decode_attention(torch.randn(1, 4, 12), torch.randn(1, 1, 8, 12).half(),
-                                torch.randn(1, 1, 8, 12).half(), [3], 0, 3, 0.3)
+        lowbit.attention(torch.randn(1, 4, 12), torch.randn(1, 1, 8, 12).half(),
+                         torch.randn(1, 1, 8, 12).half(), [3], [0], 3, 0.3)
     with pytest.raises(ValueError, match="float16 caches"):
-        lowbit.decode_attention(qk, kc.float(), vc.float(), lens, 2, heads, 0.125)
+        lowbit.attention(qk, kc.float(), vc.float(), lens, slots, heads, 0.125)
+    with pytest.raises(ValueError, match="a length and a slot for each"):
+        lowbit.attention(qk, kc, vc, lens[:2], slots[:2], heads, 0.125)
 
 
 @needs_kernels

@@ -7,7 +7,9 @@ import random
 import pytest
 import torch
 
+from chatloop.engine import lowbit
 from chatloop.engine.prefix_cache import BLOCK, PrefixCache
+from chatloop.engine.quant import formats_for
 from chatloop.engine.runner import ModelRunner
 from chatloop.engine.sampling import SamplingParams
 from chatloop.engine.scheduler import Engine
@@ -61,8 +63,18 @@ def tiny_model(tiny_dir):
     return load_model(str(tiny_dir), "float32").model
 
 
-def runner(model, budget: int = 64 << 20, slots: int = 4) -> ModelRunner:
-    return ModelRunner(model, "float32", max_slots=slots, max_len=512, prefix_cache_bytes=budget)
+def runner(model, budget: int = 64 << 20, slots: int = 4, plan: str = "float32") -> ModelRunner:
+    return ModelRunner(model, plan, max_slots=slots, max_len=512, prefix_cache_bytes=budget)
+
+
+# The exact plan (SDPA over a float32 cache), and a fused one where our kernels run: a float16 cache,
+# whose prompts continuing a cached prefix, or packed with others, attend through lowbit.attention.
+PLANS = [("float32", 1e-4), ("float32-onednn", 1e-3)]
+
+
+def needs_plan(plan: str) -> None:
+    if plan != "float32" and (plan not in formats_for("float32") or not lowbit.available()):
+        pytest.skip(f"{plan} with our attention does not run here")
 
 
 def ids(n: int, seed: int) -> list[int]:
@@ -70,8 +82,11 @@ def ids(n: int, seed: int) -> list[int]:
     return [rng.randrange(100, 40000) for _ in range(n)]
 
 
-def test_a_cached_prefix_is_not_prefilled_again_and_logits_match(tiny_model):
-    cold, warm = runner(tiny_model, budget=0), runner(tiny_model)
+@pytest.mark.parametrize("plan, tol", PLANS)
+def test_a_cached_prefix_is_not_prefilled_again_and_logits_match(tiny_model, plan, tol):
+    needs_plan(plan)
+    cold, warm = runner(tiny_model, budget=0, plan=plan), runner(tiny_model, plan=plan)
+    assert warm.native_attention == (plan != "float32")
     assert cold.prefix is None
     first = ids(70, 1)
     second = first + ids(30, 2)
@@ -82,9 +97,9 @@ def test_a_cached_prefix_is_not_prefilled_again_and_logits_match(tiny_model):
     assert warm.last_reused == [64] and warm.reused_tokens == 64  # 4 full blocks of the first prompt
     assert warm.prefilled_tokens == 70 + 36  # only what the cache did not hold
     want = cold.prefill([second])
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
     # and decoding on top of the reused prefix sees the same history
-    torch.testing.assert_close(warm.decode([5]), cold.decode([5]), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(warm.decode([5]), cold.decode([5]), rtol=tol, atol=tol)
 
 
 def test_a_whole_cached_prompt_still_prefills_its_last_token(tiny_model):
@@ -96,8 +111,10 @@ def test_a_whole_cached_prompt_still_prefills_its_last_token(tiny_model):
     assert warm.last_reused == [2 * BLOCK]  # the last block holds the token whose logits are needed
 
 
-def test_packed_prefill_mixes_cached_and_new_prompts(tiny_model):
-    cold, warm = runner(tiny_model, budget=0), runner(tiny_model)
+@pytest.mark.parametrize("plan, tol", PLANS)
+def test_packed_prefill_mixes_cached_and_new_prompts(tiny_model, plan, tol):
+    needs_plan(plan)
+    cold, warm = runner(tiny_model, budget=0, plan=plan), runner(tiny_model, plan=plan)
     shared = ids(40, 4)
     warm.prefill([shared])
     warm.remove(0, history=shared)
@@ -105,8 +122,8 @@ def test_packed_prefill_mixes_cached_and_new_prompts(tiny_model):
     got = warm.prefill(prompts)
     assert warm.last_reused == [32, 0, 32]
     want = torch.cat([cold.prefill([p]) for p in prompts])
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(warm.decode([1, 2, 3]), cold.decode([1, 2, 3]), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    torch.testing.assert_close(warm.decode([1, 2, 3]), cold.decode([1, 2, 3]), rtol=tol, atol=tol)
 
 
 def test_removing_a_slot_stores_its_answer_and_moves_the_rest(tiny_model):
