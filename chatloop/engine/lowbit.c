@@ -223,6 +223,16 @@ static inline void store_out(float *y, int64_t at, int64_t n0, fv v, const float
     f_store(y + at, v);
 }
 
+/* Weights are read once per step, from memory (a model's do not fit in the caches), as one stream per
+ * thread; at a few rows a block's arithmetic is short and the hardware's prefetcher does not run far
+ * enough ahead of it. Each group's loop asks for the bytes AHEAD further on (within a thread's range of
+ * blocks, the next block's follow its own): 8 rows of 4-bit products took 17% less. */
+#define AHEAD 8192
+static inline __attribute__((always_inline)) void prefetch(const void *p, const int bytes) {
+    /* (inlined: as a call, GCC finds it has no effect and drops it) */
+    for (int at = 0; at < bytes; at += 64) _mm_prefetch((const char *)p + at, _MM_HINT_T0);
+}
+
 /* The 16 output columns of block `blk` for rows m0..m0+r (r <= QROWS; bits and r are constants after
  * inlining). q4: w is the nibbles, ws (scale, min) float16; q8: w is int8, ws the float scales. */
 static inline __attribute__((always_inline)) void block_product(
@@ -235,6 +245,10 @@ static inline __attribute__((always_inline)) void block_product(
         fv acc[QROWS];
         for (int i = 0; i < QROWS; i++) acc[i] = f_zero();
         for (int64_t g = 0; g < G; g++) {
+            if (part == 0) {
+                prefetch(qb + g * (bits == 4 ? 256 : 512) + AHEAD, bits == 4 ? 256 : 512);
+                if (bits == 4) prefetch(sb + g * 32 + AHEAD / 8, 64);  /* 64 bytes of scales a 256 of weights */
+            }
             iv dot[QROWS];
             for (int i = 0; i < QROWS; i++) dot[i] = i_zero();
             if (bits == 4) {
@@ -308,6 +322,8 @@ static inline __attribute__((always_inline)) void block_q4_x8(
     for (int i = 0; i < QROWS; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t g = 0; g < G; g++) {
         const uint8_t *qg = qb + g * 256;
+        prefetch(qg + AHEAD, 256);
+        prefetch(sb + g * 32 + AHEAD / 8, 64);
         __m512i dot[QROWS];
         for (int i = 0; i < QROWS; i++) dot[i] = _mm512_setzero_si512();
         for (int c = 0; c < 8; c += 2) {
@@ -349,6 +365,7 @@ static inline __attribute__((always_inline)) void block_q8_x8(
     for (int i = 0; i < QROWS; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t g = 0; g < G; g++) {
         const int8_t *qg = qb + g * 512;
+        prefetch(qg + AHEAD, 512);
         __m512i dot[QROWS];
         for (int i = 0; i < QROWS; i++) dot[i] = _mm512_setzero_si512();
         for (int p = 0; p < 16; p += 2) {
@@ -388,6 +405,8 @@ static inline __attribute__((always_inline)) void block_q4_x8(
     for (int64_t g = 0; g < G; g++) {
         const uint8_t *qg = qb + g * 256;
         const uint16_t *sg = sb + g * 32;
+        prefetch(qg + AHEAD, 256);
+        prefetch(sg + AHEAD / 8, 64);
         __m256 sc0 = f_half(sg), sc1 = f_half(sg + 8);
         for (int half = 0; half < 2; half++) { /* int16 sums over 4 chunks, then into the float sums */
             __m256i s[QROWS];
