@@ -103,6 +103,11 @@ class SequenceSampler:
         if self.seen is not None:
             self.seen[token] = True
 
+    @property
+    def adjusts(self) -> bool:
+        """Whether adjust_logits changes anything (a grammar or a penalty)."""
+        return self.constraint is not None or self.seen is not None or self.counts is not None
+
     def adjust_logits(self, logits: torch.Tensor) -> None:
         """In place on one row of logits: the grammar mask, then the penalties."""
         p = self.params
@@ -150,13 +155,18 @@ def sample_next(logits: torch.Tensor, samplers: list[SequenceSampler]) -> list[i
     """Pick one token per row of `logits` [n, vocab] (float32; modified in place). A row whose
     logits could not be adjusted gets the exception instead of a token; the others are unaffected."""
     failed: dict[int, Exception] = {}
-    for i, (row, s) in enumerate(zip(logits, samplers)):
+    for i, s in enumerate(samplers):
+        if not s.adjusts:
+            continue
         try:
-            s.adjust_logits(row)
+            s.adjust_logits(logits[i])
         except Exception as e:  # noqa: BLE001 - handed back in the row's place; the engine ends that sequence
             failed[i] = e
-            row.zero_()
-    out: list[int | Exception] = logits.argmax(dim=-1).tolist()
+            logits[i].zero_()
+    # numpy's argmax (vectorised; the same first index of the maximum, NaN counting as one) takes a
+    # seventh of torch's on a CPU: 0.03 vs 0.2 ms for 8 rows of a 49,152-token vocabulary, every step
+    out: list[int | Exception] = (logits.numpy().argmax(axis=1) if logits.device.type == "cpu"
+                                  else logits.argmax(dim=-1)).tolist()
     sampled = [i for i, s in enumerate(samplers) if not s.params.greedy and i not in failed]
     for i, e in failed.items():
         out[i] = e
