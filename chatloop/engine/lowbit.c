@@ -531,6 +531,11 @@ static inline __attribute__((always_inline)) void attend_group(
     const int P = n <= 3 ? 4 : n <= 6 ? 2 : 1;
     int64_t l = 0;
     for (; l + P <= L; l += P) {
+        /* the cache was written a step ago and the weights since have pushed it out of the caches:
+         * the keys 16 positions on, and these positions' values (read next), are asked for now
+         * (8 rows at ~100 positions: 1.7 -> 1.4 ms of attention a step) */
+        prefetch(kh + (l + 16) * d, (int)(P * d * 2));
+        prefetch(vh + l * d, (int)(P * d * 2));
         __m256 acc[8][4];
         for (int h = 0; h < n; h++)
             for (int j = 0; j < P; j++) acc[h][j] = _mm256_setzero_ps();
