@@ -717,6 +717,38 @@ static inline void rotate(float *x, const float *cos, const float *sin, int64_t 
     }
 }
 
+/* Rows of q, k and v ([b, (H + 2 KV) d], as the fused projection gives them): each row's query and key
+ * heads rotated in place for its position pos[i], and its keys and values written into the float16
+ * caches [slots, KV, cap, d] at that position of slot slots[i] (slots NULL: first_slot + i). A
+ * decoding step's rows, or a prefill's tokens. Called by every thread of a team, as product(). */
+static void rope_store(float *qkv, int64_t b, const int64_t *slots, int64_t first_slot, const int64_t *pos,
+                       const float *cos, const float *sin, int64_t H, int64_t KV, int64_t d, int64_t cap,
+                       uint16_t *kc, uint16_t *vc) {
+    const int64_t width = (H + 2 * KV) * d;
+#pragma omp for schedule(static)
+    for (int64_t unit = 0; unit < b * (H + KV); unit++) {
+        int64_t i = unit / (H + KV), head = unit % (H + KV);
+        float *row = qkv + i * width;
+        rotate(row + head * d, cos + pos[i] * d, sin + pos[i] * d, d);
+        if (head < H) continue;  /* a key head, once rotated, goes into the cache with its value head */
+        int64_t kv = head - H, slot = slots ? slots[i] : first_slot + i;
+        int64_t at = ((slot * KV + kv) * cap + pos[i]) * d;
+        for (int64_t j = 0; j < d; j += 8) {
+            _mm_storeu_si128((__m128i *)(kc + at + j),
+                             _mm256_cvtps_ph(_mm256_loadu_ps(row + head * d + j), _MM_FROUND_TO_NEAREST_INT));
+            _mm_storeu_si128((__m128i *)(vc + at + j),
+                             _mm256_cvtps_ph(_mm256_loadu_ps(row + (H + KV + kv) * d + j), _MM_FROUND_TO_NEAREST_INT));
+        }
+    }
+}
+
+void chatloop_rope_store(float *qkv, int64_t b, const int64_t *slots, const int64_t *pos, const float *cos,
+                         const float *sin, int64_t H, int64_t KV, int64_t d, int64_t cap, uint16_t *kc, uint16_t *vc,
+                         int threads) {
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    rope_store(qkv, b, slots, 0, pos, cos, sin, H, KV, d, cap, kc, vc);
+}
+
 /* h [b, hidden]: the embedded tokens in, the last layer's output out (in place). Row i is slot
  * first_slot + i at position pos[i] and sees lens[i] = pos[i] + 1 positions. cos, sin: the runner's
  * rotary table [positions, d]. Work buffers: qkv [b, (H + 2 KV) d], att [b, H d], gu [b, 2 I],
@@ -734,22 +766,7 @@ void chatloop_decode_step(const chatloop_layer *layers, int64_t n_layers, float 
     for (int64_t l = 0; l < n_layers; l++) {
         const chatloop_layer *L = layers + l;
         linear(&L->qkv, h, NULL, qkv, scratch, b, eps, 0);
-        /* each row's query and key heads rotated; a key head, once rotated, goes into the cache with
-         * its value head */
-#pragma omp for schedule(static)
-        for (int64_t unit = 0; unit < b * (H + KV); unit++) {
-            int64_t i = unit / (H + KV), head = unit % (H + KV);
-            float *row = qkv + i * width;
-            rotate(row + head * d, cos + pos[i] * d, sin + pos[i] * d, d);
-            if (head < H) continue;
-            int64_t kv = head - H, at = (((first_slot + i) * KV + kv) * cap + pos[i]) * d;
-            for (int64_t j = 0; j < d; j += 8) {
-                _mm_storeu_si128((__m128i *)(L->kc + at + j),
-                                 _mm256_cvtps_ph(_mm256_loadu_ps(row + head * d + j), _MM_FROUND_TO_NEAREST_INT));
-                _mm_storeu_si128((__m128i *)(L->vc + at + j),
-                                 _mm256_cvtps_ph(_mm256_loadu_ps(row + (H + KV + kv) * d + j), _MM_FROUND_TO_NEAREST_INT));
-            }
-        }
+        rope_store(qkv, b, NULL, first_slot, pos, cos, sin, H, KV, d, cap, L->kc, L->vc);
         attention(qkv, width, L->kc, L->vc, att, NULL, first_slot, lens, b, H, KV, cap, d, scale, scores, max_len);
         linear(&L->o, att, h, h, scratch, b, eps, 0);
         linear(&L->gate_up, h, NULL, gu, scratch, b, eps, 0);

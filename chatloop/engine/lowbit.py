@@ -132,6 +132,8 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     lib.chatloop_attention.argtypes = [p, i64, p, p, p, p, i64, p, i64, i64, i64, i64, i64, ctypes.c_float, p, i64,
                                        c_int]
     lib.chatloop_attention.restype = None
+    lib.chatloop_rope_store.argtypes = [p, i64, p, p, p, p, i64, i64, i64, i64, p, p, c_int]
+    lib.chatloop_rope_store.restype = None
     lib.chatloop_decode_step.argtypes = [p, i64, p, i64, i64, p, p, p, p, i64, i64, i64, i64, ctypes.c_float,
                                          ctypes.c_float, p, p, p, p, p, c_int]
     lib.chatloop_decode_step.restype = None
@@ -327,6 +329,30 @@ def attention(q: Tensor, kc: Tensor, vc: Tensor, lens: list[int], slots: list[in
         q.data_ptr(), q.stride(0), kc.data_ptr(), vc.data_ptr(), out.data_ptr(), where.data_ptr(), 0,
         lengths.data_ptr(), b, heads, kc.shape[1], kc.shape[2], d, scale, _scores(threads, max_len), max_len, threads)
     return out
+
+
+def rope_store(qkv: Tensor, positions: Tensor, slots: list[int], rope: tuple[Tensor, Tensor], heads: int,
+               kv_heads: int, kc: Tensor, vc: Tensor) -> None:
+    """Rows of q, k and v side by side (qkv [b, (heads + 2 kv_heads) d] float32, the fused projection's
+    output): each row's query and key heads rotated in place for its position (positions [b] int64),
+    and its keys and values written at that position of its slot (slots[i]) in the float16 caches
+    [slots, kv heads, capacity, d]. rope: the rotary (cos, signed sin) tables [positions, d]."""
+    b = qkv.shape[0]
+    cos, sin = rope
+    d = cos.shape[1]
+    if qkv.shape[1] != (heads + 2 * kv_heads) * d or not (qkv.is_contiguous() and kc.is_contiguous()
+                                                          and vc.is_contiguous()):
+        raise ValueError("rope_store needs contiguous rows of q, k and v and contiguous caches")
+    if kc.dtype != torch.float16 or vc.dtype != torch.float16 or qkv.dtype != torch.float32 or d % 8:
+        raise ValueError("rope_store takes float32 rows, float16 caches and a head size divisible by 8")
+    if len(slots) != b or positions.shape != (b,) or positions.dtype != torch.int64:
+        raise ValueError(f"rope_store needs an int64 position and a slot for each of the {b} rows")
+    if b and int(positions.max()) >= min(cos.shape[0], kc.shape[2]):
+        raise ValueError("a position is past the rotary table or the cache")
+    where = torch.as_tensor(slots, dtype=torch.int64)
+    _library()[0].chatloop_rope_store(qkv.data_ptr(), b, where.data_ptr(), positions.data_ptr(), cos.data_ptr(),
+                                      sin.data_ptr(), heads, kv_heads, d, kc.shape[2], kc.data_ptr(), vc.data_ptr(),
+                                      torch.get_num_threads())
 
 
 class Linear(ctypes.Structure):

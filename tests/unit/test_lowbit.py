@@ -190,6 +190,41 @@ def test_attention_equals_sdpa_row_by_row(heads, kv, d):
 
 
 @needs_kernels
+@pytest.mark.parametrize("heads, kv, d", [(9, 3, 64), (4, 2, 72)])
+def test_rope_store_rotates_and_caches_as_torch_does(heads, kv, d):
+    """A prefill's rotary embedding and cache writes in one call: q and k rotated in place as the
+    runner's torch path rotates them (x * cos + roll(x, d/2) * signed sin), v left alone, and each
+    row's key and value heads in its slot at its position, as float16; nothing else in the caches
+    changes. Head sizes of 64 and 72 (half of it, 36, is not a whole vector of 8)."""
+    from chatloop.engine.runner import _rotate
+
+    torch.manual_seed(9)
+    positions = torch.tensor([0, 1, 2, 5, 6, 30], dtype=torch.int64)
+    slots = [1, 1, 1, 3, 3, 0]
+    table = 40
+    angles = torch.rand(table, d // 2) * 6
+    cos = torch.cat([angles.cos(), angles.cos()], -1)
+    sin = torch.cat([-angles.sin(), angles.sin()], -1)  # rotate_half's sign folded in, as the runner's table
+    qkv = torch.randn(len(slots), (heads + 2 * kv) * d)
+    kc, vc = (torch.randn(4, kv, 32, d).half() for _ in range(2))
+    want_k, want_v = kc.clone(), vc.clone()
+    x = qkv.view(len(slots), heads + 2 * kv, d)
+    rotated = _rotate(x[:, : heads + kv], cos[positions].unsqueeze(1), sin[positions].unsqueeze(1))
+    for i, (p, slot) in enumerate(zip(positions.tolist(), slots)):
+        want_k[slot, :, p] = rotated[i, heads:].half()
+        want_v[slot, :, p] = x[i, heads + kv :].half()
+    values = x[:, heads + kv :].clone()
+    lowbit.rope_store(qkv, positions, slots, (cos, sin), heads, kv, kc, vc)
+    assert torch.allclose(x[:, : heads + kv], rotated, atol=1e-5)
+    assert torch.equal(x[:, heads + kv :], values)
+    assert torch.allclose(kc.float(), want_k.float(), rtol=1e-3, atol=1e-3) and torch.equal(vc, want_v)  # 1 ulp
+    with pytest.raises(ValueError, match="past the rotary table"):
+        lowbit.rope_store(qkv, positions + table, slots, (cos, sin), heads, kv, kc, vc)
+    with pytest.raises(ValueError, match="a slot for each"):
+        lowbit.rope_store(qkv, positions, slots[:2], (cos, sin), heads, kv, kc, vc)
+
+
+@needs_kernels
 @pytest.mark.parametrize("fmt", ["int4-avx2", "int8-avx2", "int4-avx2-a8", "int8-avx2-a8", "float32"])
 def test_a_gated_down_projection_takes_gate_and_up_side_by_side(fmt):
     """down(silu(gate) * up) + residual in one call of our kernels (their own vectorised exp), the
