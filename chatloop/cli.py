@@ -368,13 +368,16 @@ def bench_decode(
     tokens: Annotated[int, typer.Option("--tokens", min=8, help="Tokens generated per stream.")] = 128,
     dtype: DTypeOpt = DType.auto,
     device: DeviceOpt = None,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, max=20, help=(
+        "Rounds of each measurement (ours interleaved); each reports its fastest."))] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Decode speed: transformers generate and llama.cpp vs our engine, 1/4/8 concurrent streams, the
     kernels chosen, the fraction of the memory-bandwidth roofline, startup time."""
     from chatloop.bench.decode import print_report, run_decode_bench
 
-    _bench(lambda: run_decode_bench(model, tokens, dtype=dtype.value, device=device), as_json, print_report)
+    _bench(lambda: run_decode_bench(model, tokens, dtype=dtype.value, device=device, rounds=rounds), as_json,
+           print_report)
 
 
 @bench_app.command("serve")

@@ -22,3 +22,20 @@ def test_llama_cpp_runs_the_gguf_the_model_came_from_and_nothing_else(tmp_path):
     assert source_gguf(_version(tmp_path / "pulled", "catalog:qwen@sha256:00")) is None
     assert source_gguf(_version(tmp_path / "tuned", "runs:my-sft")) is None
     assert source_gguf(ResolvedRef("dir", tmp_path / "no-manifest", "y", "1")) is None
+
+
+def test_each_measurement_reports_its_fastest_round(tiny_dir, monkeypatch):
+    """A whole `bench decode` on the tiny model (no GGUF, so no llama.cpp): its keys, the rounds it ran
+    (counted by the engine's calls), each figure positive, the ratios computed from them."""
+    from chatloop.bench import decode
+
+    calls = []
+    real = decode._concurrent
+    monkeypatch.setattr(decode, "_concurrent", lambda engine, p, k, t: calls.append(k) or real(engine, p, k, t))
+    report = decode.run_decode_bench(str(tiny_dir), tokens=8, startup=False, dtype="float32", rounds=2)
+    assert report["rounds"] == 2 and calls == [1, 4, 8, 1, 4, 8]
+    assert report["llama_cpp_tok_s"] is None and "single_vs_llama_cpp" not in report["ratios"]
+    assert report["single_tok_s"] > 0 and all(v > 0 for v in report["aggregate_tok_s"].values())
+    ratio = report["aggregate_tok_s"]["8"] / report["single_tok_s"]
+    assert abs(report["ratios"]["aggregate_8_vs_single"] - ratio) < 0.02  # each figure rounded on its own
+    assert report["chosen_kernels"]["choice"] == {"forced": "float32"}
