@@ -156,8 +156,8 @@ def run_decode_bench(model: str = "default", tokens: int = 128, startup: bool = 
             tok_s = sum(r.completion_tokens for r in run) / sum(r.latency_s for r in run)
             if tok_s > single_tok_s:
                 single_tok_s, singles = tok_s, run
-            for k in aggregate:
-                aggregate[k] = max(aggregate[k], _concurrent(engine, prompts, int(k), tokens))
+            for k, best in aggregate.items():
+                aggregate[k] = max(best, _concurrent(engine, prompts, int(k), tokens))
         llama_cpp = _llama_cpp_tok_s(source_gguf(src), PROMPTS[:3], tokens, rounds)
         single_decode = statistics.median(r.decode_tok_s for r in singles)
         bandwidth = engine.run_on_engine_thread(lambda: copy_bandwidth(engine.device))
