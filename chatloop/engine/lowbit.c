@@ -224,11 +224,11 @@ static inline void store_out(float *y, int64_t at, int64_t n0, fv v, const float
 }
 
 /* Weights are read once per step, from memory (a model's do not fit in the caches), as one stream per
- * thread; with 8-bit activations (batches, prefill) a block's arithmetic is short and the hardware's
- * prefetcher does not run far enough ahead of it. Their group loops ask for the bytes AHEAD further
- * on (within a thread's range of blocks, the next block's follow its own): 8 rows of 4-bit products
- * took 10-17% less. The int16 products (block_product: one or two rows) do not: there the hardware
- * keeps up, and asking as well made one row of 8-bit weights 20% slower. */
+ * thread; at a few rows a block's arithmetic is short and the hardware's prefetcher does not run far
+ * enough ahead of it. The group loops ask for the bytes AHEAD further on (within a thread's range of
+ * blocks, the next block's follow its own): 8 rows of 4-bit products took 10-17% less, one row a few
+ * percent. Except one row of 8-bit weights with int16 activations (block_product), a plain stream
+ * at 1 byte a weight, which the hardware keeps up with: asking as well made it 20% slower. */
 #define AHEAD 8192
 static inline __attribute__((always_inline)) void prefetch(const void *p, const int bytes) {
     /* (inlined: as a call, GCC finds it has no effect and drops it) */
@@ -247,6 +247,10 @@ static inline __attribute__((always_inline)) void block_product(
         fv acc[QROWS];
         for (int i = 0; i < QROWS; i++) acc[i] = f_zero();
         for (int64_t g = 0; g < G; g++) {
+            if (bits == 4 && part == 0) {
+                prefetch(qb + g * 256 + AHEAD, 256);
+                prefetch(sb + g * 32 + AHEAD / 8, 64);  /* 64 bytes of scales a 256 of weights */
+            }
             iv dot[QROWS];
             for (int i = 0; i < QROWS; i++) dot[i] = i_zero();
             if (bits == 4) {
