@@ -112,9 +112,10 @@ def test_decide_picks_the_fastest_format_per_case_within_the_budget():
     assert strict == KernelPlan.uniform("float32")
 
 
-def test_formats_that_round_the_activations_to_8_bits_serve_batches_not_one_row():
+def test_formats_that_round_the_activations_to_8_bits_serve_batches_not_one_row_or_prefill():
     """One row is bound by the bytes of weights, where 8-bit activations gain nothing but their
-    rounding: int4-avx2-a8 is not chosen there even when measured a little faster."""
+    rounding: int4-avx2-a8 is not chosen there even when measured a little faster. Nor for the
+    prefill, which gives every answer its first token, even when measured much faster."""
     results = _fake(
         step_ms={"float32": {"float32": {1: 30, 8: 50}, "int4-avx2": {1: 10, 8: 40}, "int4-avx2-a8": {1: 9, 8: 25}}},
         ppl={"float32": {"float32": 10.0, "int4-avx2": 10.05, "int4-avx2-a8": 10.08}},
@@ -122,7 +123,7 @@ def test_formats_that_round_the_activations_to_8_bits_serve_batches_not_one_row(
         head_ms={"float32": {"float32": {1: 5, 8: 6}}}, head_ppl={"float32": {"float32": 10.0}},
     )
     plan, _ = kernels.decide(results, budget=0.02)
-    assert plan.body == ((1, "int4-avx2"), (MANY, "int4-avx2-a8"))
+    assert plan.body == ((1, "int4-avx2"), (8, "int4-avx2-a8"), (MANY, "int4-avx2"))
 
 
 def test_auto_measures_once_per_machine_and_model_then_reads_the_cache(tiny_dir, tmp_path, monkeypatch):
