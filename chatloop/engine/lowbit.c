@@ -66,6 +66,15 @@ static inline __m256 exp8(__m256 x) {
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
+/* Without AVX-512, x quantised to int8 is stored with each pair of bytes doubled (x0 x1 x0 x1, x2 x3
+ * x2 x3, ...; as many bytes as int16): the AVX2 products (block_q4_x8) broadcast one k-pair at a time,
+ * and a 32-bit broadcast from memory is a plain load, where a 16-bit one also takes a shuffle. */
+#ifdef __AVX512BW__
+#define X8_PAIRS 0
+#else
+#define X8_PAIRS 1
+#endif
+
 /* Activations are quantised to int16 in blocks of 32 (scale = max|x| / 32767): the products then run
  * on integer multiply-adds (madd: 16 int16 products summed in pairs per instruction), with float32
  * scales applied once per block. (llama.cpp quantises activations to int8, which is faster but
@@ -119,7 +128,13 @@ static void quantize_rows(const float *x, int64_t M, int64_t K, const float *nor
             if (x8) {
                 __m256i p = _mm256_packs_epi16(p0, p1); /* dwords: i0 0-3, i1 0-3, i2 0-3, i3 0-3, i0 4-7, ... */
                 p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+#if X8_PAIRS
+                __m256i lo = _mm256_unpacklo_epi16(p, p), hi = _mm256_unpackhi_epi16(p, p); /* pairs doubled */
+                _mm256_storeu_si256((__m256i *)((int8_t *)xq + b * 64), _mm256_permute2x128_si256(lo, hi, 0x20));
+                _mm256_storeu_si256((__m256i *)((int8_t *)xq + b * 64 + 32), _mm256_permute2x128_si256(lo, hi, 0x31));
+#else
                 _mm256_storeu_si256((__m256i *)((int8_t *)xq + b * 32), p);
+#endif
             } else {
                 _mm256_storeu_si256((__m256i *)((int16_t *)xq + b * 32), _mm256_permute4x64_epi64(p0, 0xD8));
                 _mm256_storeu_si256((__m256i *)((int16_t *)xq + b * 32 + 16), _mm256_permute4x64_epi64(p1, 0xD8));
@@ -133,7 +148,7 @@ static void quantize_rows(const float *x, int64_t M, int64_t K, const float *nor
 static inline void quantize_into(void *scratch, const float *x, int64_t M, int64_t K, const float *norm,
                                  float eps, int glu, int x8, void **xq, float **xd, float **xsum) {
     *xq = scratch;
-    *xd = (float *)((char *)scratch + M * K * (x8 ? 1 : 2));
+    *xd = (float *)((char *)scratch + M * K * (x8 && !X8_PAIRS ? 1 : 2));
     *xsum = *xd + M * (K / 32);
     quantize_rows(x, M, K, norm, eps, glu, x8, *xq, *xd, *xsum);
 }
@@ -188,6 +203,13 @@ static inline void f_store(float *p, fv v) { _mm512_storeu_ps(p, v); }
 #define VW 8
 #define QROWS 4
 typedef __m256i iv;
+/* An accumulator as it is: GCC otherwise reassociates a row's chain of integer adds, computes every
+ * product of the group first and spills them (16 registers do not hold them), which made the AVX2
+ * products at several rows take about twice as long as their arithmetic. */
+static inline __m256i keep(__m256i v) {
+    __asm__("" : "+x"(v));
+    return v;
+}
 typedef __m256 fv;
 static inline iv i_zero(void) { return _mm256_setzero_si256(); }
 static inline fv f_zero(void) { return _mm256_setzero_ps(); }
@@ -204,7 +226,7 @@ static inline iv pair_dot(iv acc, iv w, const int16_t *x) { /* acc + 8 columns' 
 #ifdef __AVXVNNI__
     return _mm256_dpwssd_avx_epi32(acc, w, _mm256_set1_epi32(pair));
 #else
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(w, _mm256_set1_epi32(pair)));
+    return keep(_mm256_add_epi32(acc, _mm256_madd_epi16(w, _mm256_set1_epi32(pair))));
 #endif
 }
 static inline fv to_f(iv a) { return _mm256_cvtepi32_ps(a); }
@@ -417,12 +439,12 @@ static inline __attribute__((always_inline)) void block_q4_x8(
                 __m256i a = _mm256_loadu_si256((const __m256i *)(qg + 32 * c));
                 __m256i lo = _mm256_and_si256(a, low), hi = _mm256_and_si256(_mm256_srli_epi16(a, 4), low);
                 for (int i = 0; i < r; i++) {
-                    const int8_t *xb = xq + ((m0 + i) * G + g) * 32;
-                    int16_t p0, p1;
-                    memcpy(&p0, xb + 2 * c, 2);
-                    memcpy(&p1, xb + 16 + 2 * c, 2);
-                    s[i] = _mm256_add_epi16(s[i], _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi16(p0)),
-                                                                   _mm256_maddubs_epi16(hi, _mm256_set1_epi16(p1))));
+                    const int8_t *xb = xq + ((m0 + i) * G + g) * 64; /* doubled pairs (X8_PAIRS) */
+                    int32_t p0, p1;
+                    memcpy(&p0, xb + 4 * c, 4);
+                    memcpy(&p1, xb + 32 + 4 * c, 4);
+                    s[i] = keep(_mm256_add_epi16(s[i], _mm256_add_epi16(
+                        _mm256_maddubs_epi16(lo, _mm256_set1_epi32(p0)), _mm256_maddubs_epi16(hi, _mm256_set1_epi32(p1)))));
                 }
             }
             for (int i = 0; i < r; i++) {
