@@ -33,11 +33,14 @@ from chatloop.hardware import fingerprint, fingerprint_key
 
 log = logging.getLogger(__name__)
 
-PREFILL = 128  # tokens of the measured prefill
-ROWS = (1, 2, 4, 8)  # decoding batch sizes measured; more rows than the last take the prefill's format
+PREFILLS = (32, 128)  # tokens of the measured prefills: a short chat message, and longer prompts or
+# several packed ones (their best formats differ: on an AVX2-only Zen 3, 8-bit weights beat oneDNN's
+# float32 by 20% at 41 tokens and tied with it at 128)
+SHORT_UP_TO = 64  # prefills of up to this many tokens take the short one's format, longer the long one's
+ROWS = (1, 2, 4, 8)  # decoding batch sizes measured; more rows than the last take the prefills' formats
 SLOWER_BY = 1.5  # a quantised format this much slower than dense for one row is measured no further
 WARM_S, WARM_CALLS = 0.02, 3  # untimed calls before each case is timed: this long, at most this many
-VERSION = 6  # bump when the measurement changes: old cache entries are then measured again
+VERSION = 7  # bump when the measurement changes: old cache entries are then measured again
 
 # Calibration text, written for this project: everyday English and Chinese, as chats look.
 CALIBRATION = [
@@ -117,7 +120,6 @@ def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) ->
     from chatloop.engine.runner import ModelRunner
 
     max_batch = max(rows_list)
-    prompt = calibration_ids[:PREFILL]
     hidden = model.lm_head.weight.shape[1]
     results: dict = {"rows": rows_list, "acts": {}}
     dense_step = math.inf  # the fastest dense single-row step so far (each dtype's dense formats come first)
@@ -132,7 +134,7 @@ def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) ->
             try:
                 plan = KernelPlan.uniform(fmt, act, head=timing_head)
                 runner = ModelRunner(model, plan, max_slots=max_batch,
-                                     max_len=max(len(calibration_ids), PREFILL) + 64)
+                                     max_len=max(len(calibration_ids), *PREFILLS) + 64)
             except (RuntimeError, ValueError) as e:  # a format this model's shapes or this CPU cannot run
                 body[fmt] = {"error": f"{type(e).__name__}: {e}"}
                 continue
@@ -145,7 +147,8 @@ def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) ->
                 del runner
                 continue
             steps = _decode_times(runner, rows_list, reps)
-            prefill = _best_time(lambda: (runner.clear(), runner.prefill([prompt])), max(2, reps // 2))
+            prefill = {str(n): _best_time(lambda n=n: (runner.clear(), runner.prefill([calibration_ids[:n]])), reps)
+                       for n in PREFILLS}
             if timing_head != dense:
                 runner.lm_head = runner.make_head(model, ((MANY, dense),))
             body[fmt] = {"step_s": {str(r): s for r, s in steps.items()}, "prefill_s": prefill,
@@ -202,7 +205,9 @@ def decide(results: dict, budget: float) -> tuple[KernelPlan, dict]:
         # the prefill gives every answer its first token: it keeps the int16 activations one row has (int8
         # ones in a prefill once turned the default model's "The capital of France is Paris." into
         # "L'Étoile, ...": a near tie; batches of decoding rows may round them)
-        prefill_fmt = min((f for f in body if f not in ROUNDED_ACTIVATIONS), key=lambda f: body[f]["prefill_s"])
+        prefill = [(SHORT_UP_TO if n == PREFILLS[0] else MANY,
+                    min((f for f in body if f not in ROUNDED_ACTIVATIONS), key=lambda f: body[f]["prefill_s"][str(n)]))
+                   for n in PREFILLS]
         pick_head = [(r, min((f for f in head if r > 1 or f not in ROUNDED_ACTIVATIONS),
                              key=lambda f: head[f]["step_s"][str(r)])) for r in rows_list]
         dense = DENSE[act][0]
@@ -214,7 +219,7 @@ def decide(results: dict, budget: float) -> tuple[KernelPlan, dict]:
 
         per_token = [step(r, b, h) / r for (r, b), (_, h) in zip(pick_body, pick_head)]
         options[act] = {
-            "plan": KernelPlan(act, _table(pick_body + [(MANY, prefill_fmt)]), _table(pick_head)),
+            "plan": KernelPlan(act, _table(pick_body + prefill), _table(pick_head)),
             "cost_per_token_ms": statistics.mean(per_token) * 1000,
             "tok_s": {str(r): r / step(r, b, h) for (r, b), (_, h) in zip(pick_body, pick_head)},
         }

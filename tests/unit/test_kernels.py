@@ -80,8 +80,9 @@ def test_caps_on_the_kernels_turn_native_bf16_off(monkeypatch):
 def _fake(step_ms: dict, ppl: dict, prefill_ms: dict, head_ms: dict, head_ppl: dict) -> dict:
     def entry(ms, p, pre=None):
         out = {"step_s": {str(r): v / 1000 for r, v in ms.items()}, "ppl": p}
-        if pre is not None:
-            out["prefill_s"] = pre / 1000
+        if pre is not None:  # ms, or per prefill size {tokens: ms}
+            sizes = pre if isinstance(pre, dict) else {n: pre for n in kernels.PREFILLS}
+            out["prefill_s"] = {str(n): v / 1000 for n, v in sizes.items()}
         return out
 
     acts = {}
@@ -124,6 +125,19 @@ def test_formats_that_round_the_activations_to_8_bits_serve_batches_not_one_row_
     )
     plan, _ = kernels.decide(results, budget=0.02)
     assert plan.body == ((1, "int4-avx2"), (8, "int4-avx2-a8"), (MANY, "int4-avx2"))
+
+
+def test_short_and_long_prefills_each_take_their_fastest_format():
+    short, long = kernels.PREFILLS
+    results = _fake(
+        step_ms={"float32": {"float32": {1: 30, 8: 50}, "int8-avx2": {1: 12, 8: 45}}},
+        ppl={"float32": {"float32": 10.0, "int8-avx2": 10.05}},
+        prefill_ms={"float32": {"float32": {short: 60, long: 200}, "int8-avx2": {short: 45, long: 210}}},
+        head_ms={"float32": {"float32": {1: 5, 8: 6}}}, head_ppl={"float32": {"float32": 10.0}},
+    )
+    plan, _ = kernels.decide(results, budget=0.02)
+    assert plan.body == ((kernels.SHORT_UP_TO, "int8-avx2"), (MANY, "float32"))
+    assert short <= kernels.SHORT_UP_TO < long
 
 
 def test_auto_measures_once_per_machine_and_model_then_reads_the_cache(tiny_dir, tmp_path, monkeypatch):
