@@ -74,6 +74,12 @@ static inline __m256 exp8(__m256 x) {
 #else
 #define X8_PAIRS 1
 #endif
+/* There the products also sum a whole group (32 k) of nibble x byte products in int16 lanes: with
+ * q <= 15 a lane's sum is at most 15 * sum|xq| <= 15 * (sum|x| / d + 16), below 2^15 when the block's
+ * scale d is at least sum|x| / 2168. So d is also kept >= sum|x| / X8_SUM (a margin below that):
+ * the usual max|x| / 127 is larger unless the block's mean |x| is over half its max, which typical
+ * activations' is not; then they round as 7-bit. */
+#define X8_SUM 2150.0f
 
 /* Activations are quantised to int16 in blocks of 32 (scale = max|x| / 32767): the products then run
  * on integer multiply-adds (madd: 16 int16 products summed in pairs per instruction), with float32
@@ -100,7 +106,7 @@ static void quantize_rows(const float *x, int64_t M, int64_t K, const float *nor
         }
         for (int64_t b = m * G + part * G / parts; b < m * G + (part + 1) * G / parts; b++) {
             const float *xb = glu ? x + m * 2 * K + (b - m * G) * 32 : x + b * 32;
-            __m256 v[4], mx = _mm256_setzero_ps();
+            __m256 v[4], mx = _mm256_setzero_ps(), sa = _mm256_setzero_ps();
             for (int j = 0; j < 4; j++) {
                 if (glu) { /* x is [gate | up]: the input is silu(gate) * up = gate / (1 + exp(-gate)) * up */
                     __m256 g = _mm256_loadu_ps(xb + 8 * j), u = _mm256_loadu_ps(xb + K + 8 * j);
@@ -111,8 +117,10 @@ static void quantize_rows(const float *x, int64_t M, int64_t K, const float *nor
                 }
                 if (norm) v[j] = _mm256_mul_ps(v[j], _mm256_loadu_ps(norm + (b - m * G) * 32 + 8 * j));
                 mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[j]));
+                sa = _mm256_add_ps(sa, _mm256_andnot_ps(sign, v[j]));
             }
             float amax = hmax(mx), d = amax / (x8 ? 127.0f : 32767.0f);
+            if (x8 && X8_PAIRS) d = fmaxf(d, hsum(sa) / X8_SUM);
             xd[b] = d;
             __m256 inv = _mm256_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
             __m256i i[4];
@@ -416,7 +424,9 @@ static inline __attribute__((always_inline)) void block_q8_x8(
 #endif
 #else
 /* 256 bits: a chunk as it is holds the 16 columns' k-pair as unsigned bytes; maddubs with the x pair
- * broadcast gives the 16 columns' int16 sums, kept in int16 over half a group, then widened. */
+ * broadcast gives the 16 columns' int16 sums, kept in int16 over the whole group (X8_SUM bounds
+ * them), then widened once: the widening and scaling were a quarter of the kernel's time when they
+ * ran every half group. */
 static inline __attribute__((always_inline)) void block_q4_x8(
         const int8_t *xq, const float *xd, const float *xsum, const uint8_t *w, const uint16_t *ws, float *y,
         int64_t m0, const int r, int64_t blk, int64_t N, int64_t K, const float *bias, const float *res) {
@@ -431,35 +441,27 @@ static inline __attribute__((always_inline)) void block_q4_x8(
         const uint16_t *sg = sb + g * 32;
         prefetch(qg + AHEAD, 256);
         prefetch(sg + AHEAD / 8, 64);
-        __m256 sc0 = f_half(sg), sc1 = f_half(sg + 8);
-        for (int half = 0; half < 2; half++) { /* int16 sums over 4 chunks, then into the float sums */
-            __m256i s[QROWS];
-            for (int i = 0; i < QROWS; i++) s[i] = _mm256_setzero_si256();
-            for (int c = 4 * half; c < 4 * half + 4; c++) {
-                __m256i a = _mm256_loadu_si256((const __m256i *)(qg + 32 * c));
-                __m256i lo = _mm256_and_si256(a, low), hi = _mm256_and_si256(_mm256_srli_epi16(a, 4), low);
-                for (int i = 0; i < r; i++) {
-                    const int8_t *xb = xq + ((m0 + i) * G + g) * 64; /* doubled pairs (X8_PAIRS) */
-                    int32_t p0, p1;
-                    memcpy(&p0, xb + 4 * c, 4);
-                    memcpy(&p1, xb + 32 + 4 * c, 4);
-                    s[i] = keep(_mm256_add_epi16(s[i], _mm256_add_epi16(
-                        _mm256_maddubs_epi16(lo, _mm256_set1_epi32(p0)), _mm256_maddubs_epi16(hi, _mm256_set1_epi32(p1)))));
-                }
-            }
+        __m256i s[QROWS];
+        for (int i = 0; i < QROWS; i++) s[i] = _mm256_setzero_si256();
+        for (int c = 0; c < 8; c++) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)(qg + 32 * c));
+            __m256i lo = _mm256_and_si256(a, low), hi = _mm256_and_si256(_mm256_srli_epi16(a, 4), low);
             for (int i = 0; i < r; i++) {
-                __m256 xs = _mm256_set1_ps(xd[(m0 + i) * G + g]);
-                __m256 v0 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(s[i])));
-                __m256 v1 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(s[i], 1)));
-                acc[i][0] = _mm256_fmadd_ps(v0, _mm256_mul_ps(sc0, xs), acc[i][0]);
-                acc[i][1] = _mm256_fmadd_ps(v1, _mm256_mul_ps(sc1, xs), acc[i][1]);
+                const int8_t *xb = xq + ((m0 + i) * G + g) * 64; /* doubled pairs (X8_PAIRS) */
+                int32_t p0, p1;
+                memcpy(&p0, xb + 4 * c, 4);
+                memcpy(&p1, xb + 32 + 4 * c, 4);
+                s[i] = keep(_mm256_add_epi16(s[i], _mm256_add_epi16(
+                    _mm256_maddubs_epi16(lo, _mm256_set1_epi32(p0)), _mm256_maddubs_epi16(hi, _mm256_set1_epi32(p1)))));
             }
         }
-        __m256 mn0 = f_half(sg + 16), mn1 = f_half(sg + 24);
+        __m256 sc0 = f_half(sg), sc1 = f_half(sg + 8), mn0 = f_half(sg + 16), mn1 = f_half(sg + 24);
         for (int i = 0; i < r; i++) {
-            __m256 xm = _mm256_set1_ps(xsum[(m0 + i) * G + g]);
-            acc[i][0] = _mm256_fmadd_ps(mn0, xm, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_ps(mn1, xm, acc[i][1]);
+            __m256 xs = _mm256_set1_ps(xd[(m0 + i) * G + g]), xm = _mm256_set1_ps(xsum[(m0 + i) * G + g]);
+            __m256 v0 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(s[i])));
+            __m256 v1 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(s[i], 1)));
+            acc[i][0] = _mm256_fmadd_ps(mn0, xm, _mm256_fmadd_ps(v0, _mm256_mul_ps(sc0, xs), acc[i][0]));
+            acc[i][1] = _mm256_fmadd_ps(mn1, xm, _mm256_fmadd_ps(v1, _mm256_mul_ps(sc1, xs), acc[i][1]));
         }
     }
     for (int i = 0; i < r; i++)

@@ -78,6 +78,20 @@ def test_8_bit_activations_share_the_4_bit_weights_and_serve_the_rows_the_plan_g
 
 
 @needs_kernels
+def test_8_bit_activations_cannot_overflow_a_groups_integer_sum():
+    """The worst case for the int16 sums of the AVX2 kernel: every weight of a group but one at the top
+    of the 4-bit grid (15), every activation at the top of int8 and of one sign. 31 * 15 * 127 would
+    wrap around in int16; the activations' scale keeps the sum in range instead."""
+    _needs("int4-avx2-a8")
+    w = torch.ones(16, 128)
+    w[:, ::32] = 0.0  # q = 15 everywhere but the first of each group (q = 0)
+    q, sm = lowbit.pack_q4(w)
+    for x in (torch.full((3, 128), 2.5), torch.full((3, 128), -0.5)):
+        exact = F.linear(x, lowbit.unpack_q4(q, sm))
+        assert _rel(lowbit.q4x8_mm(x, q, sm), exact) < 0.01
+
+
+@needs_kernels
 @pytest.mark.parametrize("fmt", ["int4-avx2", "int8-avx2", "int4-avx2-a8", "int8-avx2-a8"])
 def test_a_projection_with_its_norm_and_residual_in_one_call_equals_them_op_by_op(fmt):
     """residual + rms_norm(x) @ W.T + b in one call, against the same sum computed op by op with the
