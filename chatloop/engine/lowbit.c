@@ -80,10 +80,11 @@ static inline __m256 exp8(__m256 x) {
  * the usual max|x| / 127 is larger unless the block's mean |x| is over half its max, which typical
  * activations' is not; then they round as 7-bit. */
 #define X8_SUM 2150.0f
-/* Rows a pass of the int8-activation products takes: 8 with AVX2 too, where block_product takes 4
- * (QROWS). Their int16 sums fill half the registers and the float ones, touched once a group, may
- * live in L1: the weights' nibbles are then unpacked once for 8 rows (10% less time at 8 rows). */
-#define X8ROWS 8
+/* Rows a pass of the products takes, in every build: with AVX2 a row's int32 (or int16) sums take one
+ * register per 8 columns, and 8 rows' float sums, touched once a group, may live in L1 (the
+ * compiler keeps them in registers where they fit); a block's weights are then unpacked once for 8
+ * rows (AVX2, 8 rows: 10% less time with int8 activations, 5-20% with int16 ones). */
+#define ROWS 8
 
 /* Activations are quantised to int16 in blocks of 32 (scale = max|x| / 32767): the products then run
  * on integer multiply-adds (madd: 16 int16 products summed in pairs per instruction), with float32
@@ -175,12 +176,10 @@ static inline void quantize_into(void *scratch, const float *x, int64_t M, int64
  *       scales and 16 mins (float16).
  *   q8: 512 bytes: chunk p (32 bytes) holds k-pair p, byte 2j + t as above; s: one float32 scale
  *       per column.
- * With AVX-512 a vector is the whole block (16 columns of int32), with AVX2 half of it, and a pass
- * takes 8 or 4 rows (what the registers hold). An int32 sum over a group cannot overflow:
+ * With AVX-512 a vector is the whole block (16 columns of int32), with AVX2 half of it. An int32 sum over a group cannot overflow:
  * 32 * 127 * 32767 < 2^31. */
 #ifdef __AVX512BW__
 #define VW 16
-#define QROWS 8
 typedef __m512i iv;
 typedef __m512 fv;
 static inline iv i_zero(void) { return _mm512_setzero_si512(); }
@@ -213,7 +212,6 @@ static inline fv f_load(const float *p) { return _mm512_loadu_ps(p); }
 static inline void f_store(float *p, fv v) { _mm512_storeu_ps(p, v); }
 #else
 #define VW 8
-#define QROWS 4
 typedef __m256i iv;
 /* An accumulator as it is: GCC otherwise reassociates a row's chain of integer adds, computes every
  * product of the group first and spills them to the stack (16 registers do not hold them); keeping
@@ -269,52 +267,84 @@ static inline __attribute__((always_inline)) void prefetch(const void *p, const 
     for (int at = 0; at < bytes; at += 64) _mm_prefetch((const char *)p + at, _MM_HINT_T0);
 }
 
-/* The 16 output columns of block `blk` for rows m0..m0+r (r <= QROWS; bits and r are constants after
- * inlining). q4: w is the nibbles, ws (scale, min) float16; q8: w is int8, ws the float scales. */
+/* One group's products for one part (VW columns) of block qb's 16, rows m0..m0+r, added to acc[i]. */
+static inline __attribute__((always_inline)) void group_part(
+        const int bits, const int16_t *xq, const float *xd, const float *xsum, const uint8_t *qb,
+        const uint16_t *sb, int64_t m0, const int r, int64_t g, int64_t G, int part, fv *acc) {
+    iv dot[ROWS];
+    for (int i = 0; i < ROWS; i++) dot[i] = i_zero();
+    if (bits == 4) {
+        const uint8_t *qg = qb + g * 256;
+        for (int c = 0; c < 8; c++) {
+            iv lo = nibbles(qg + 32 * c, 0, part), hi = nibbles(qg + 32 * c, 1, part);
+            for (int i = 0; i < r; i++) {
+                const int16_t *xb = xq + ((m0 + i) * G + g) * 32;
+                dot[i] = pair_dot(pair_dot(dot[i], lo, xb + 2 * c), hi, xb + 2 * (c + 8));
+            }
+        }
+        fv scale = f_half(sb + g * 32 + part * VW), mn = f_half(sb + g * 32 + 16 + part * VW);
+        for (int i = 0; i < r; i++) {
+            int64_t b = (m0 + i) * G + g;
+            acc[i] = f_fmadd(to_f(dot[i]), f_mul(scale, f_set1(xd[b])), acc[i]);
+            acc[i] = f_fmadd(mn, f_set1(xsum[b]), acc[i]);
+        }
+    } else {
+        const int8_t *qg = (const int8_t *)qb + g * 512;
+        for (int c = 0; c < 16; c++) {
+            iv v = bytes(qg + 32 * c, part);
+            for (int i = 0; i < r; i++) dot[i] = pair_dot(dot[i], v, xq + ((m0 + i) * G + g) * 32 + 2 * c);
+        }
+        for (int i = 0; i < r; i++)
+            acc[i] = f_fmadd(to_f(dot[i]), f_set1(xd[(m0 + i) * G + g]), acc[i]);
+    }
+}
+
+/* The 16 output columns of block `blk` for rows m0..m0+r (r <= ROWS; bits and r are constants after
+ * inlining). q4: w is the nibbles, ws (scale, min) float16; q8: w is int8, ws the float scales.
+ * With AVX2 a block is two parts of 8 columns. 4-bit weights at up to 4 rows run part by part over
+ * the groups, the float sums in registers; else group by group, both parts' float sums kept (in L1
+ * where the registers do not hold them): on an AVX2-only Zen 3 that took 5-20% off 8-bit weights
+ * at 1-8 rows and 4-bit ones at 8 rows, and made 4-bit ones at 1-2 rows a few percent slower. */
 static inline __attribute__((always_inline)) void block_product(
         const int bits, const int16_t *xq, const float *xd, const float *xsum, const void *w, const void *ws,
         float *y, int64_t m0, const int r, int64_t blk, int64_t N, int64_t K, const float *bias, const float *res) {
+    enum { PARTS = 16 / VW };
     const int64_t G = K / 32;
     const uint8_t *qb = (const uint8_t *)w + blk * G * (bits == 4 ? 256 : 512);
     const uint16_t *sb = (const uint16_t *)ws + blk * G * 32;
-    for (int part = 0; part < 16 / VW; part++) {
-        fv acc[QROWS];
-        for (int i = 0; i < QROWS; i++) acc[i] = f_zero();
-        for (int64_t g = 0; g < G; g++) {
-            if (bits == 4 && part == 0) {
-                prefetch(qb + g * 256 + AHEAD, 256);
-                prefetch(sb + g * 32 + AHEAD / 8, 64);  /* 64 bytes of scales a 256 of weights */
+    if (bits == 4 && r <= 4) {
+        for (int part = 0; part < PARTS; part++) {
+            fv acc[4];
+            for (int i = 0; i < 4; i++) acc[i] = f_zero();
+            for (int64_t g = 0; g < G; g++) {
+                if (part == 0) {
+                    prefetch(qb + g * 256 + AHEAD, 256);
+                    prefetch(sb + g * 32 + AHEAD / 8, 64);  /* 64 bytes of scales a 256 of weights */
+                }
+                group_part(bits, xq, xd, xsum, qb, sb, m0, r, g, G, part, acc);
             }
-            iv dot[QROWS];
-            for (int i = 0; i < QROWS; i++) dot[i] = i_zero();
-            if (bits == 4) {
-                const uint8_t *qg = qb + g * 256;
-                for (int c = 0; c < 8; c++) {
-                    iv lo = nibbles(qg + 32 * c, 0, part), hi = nibbles(qg + 32 * c, 1, part);
-                    for (int i = 0; i < r; i++) {
-                        const int16_t *xb = xq + ((m0 + i) * G + g) * 32;
-                        dot[i] = pair_dot(pair_dot(dot[i], lo, xb + 2 * c), hi, xb + 2 * (c + 8));
-                    }
-                }
-                fv scale = f_half(sb + g * 32 + part * VW), mn = f_half(sb + g * 32 + 16 + part * VW);
-                for (int i = 0; i < r; i++) {
-                    int64_t b = (m0 + i) * G + g;
-                    acc[i] = f_fmadd(to_f(dot[i]), f_mul(scale, f_set1(xd[b])), acc[i]);
-                    acc[i] = f_fmadd(mn, f_set1(xsum[b]), acc[i]);
-                }
-            } else {
-                const int8_t *qg = (const int8_t *)qb + g * 512;
-                for (int c = 0; c < 16; c++) {
-                    iv v = bytes(qg + 32 * c, part);
-                    for (int i = 0; i < r; i++) dot[i] = pair_dot(dot[i], v, xq + ((m0 + i) * G + g) * 32 + 2 * c);
-                }
-                for (int i = 0; i < r; i++) acc[i] = f_fmadd(to_f(dot[i]), f_set1(xd[(m0 + i) * G + g]), acc[i]);
-            }
+            int64_t n0 = blk * 16 + part * VW;
+            for (int i = 0; i < r; i++) store_out(y, (m0 + i) * N + n0, n0, acc[i], bias, res);
         }
+        return;
+    }
+    fv acc[PARTS][ROWS];
+    for (int part = 0; part < PARTS; part++)
+        for (int i = 0; i < ROWS; i++) acc[part][i] = f_zero();
+    for (int64_t g = 0; g < G; g++) {
+        if (bits == 4) {
+            prefetch(qb + g * 256 + AHEAD, 256);
+            prefetch(sb + g * 32 + AHEAD / 8, 64);
+        }
+        for (int part = 0; part < PARTS; part++)
+            group_part(bits, xq, xd, xsum, qb, sb, m0, r, g, G, part, acc[part]);
+    }
+    for (int part = 0; part < PARTS; part++) {
         int64_t n0 = blk * 16 + part * VW;
         for (int i = 0; i < r; i++) {
             int64_t at = (m0 + i) * N + n0;
-            store_out(y, at, n0, bits == 4 ? acc[i] : f_mul(acc[i], f_load((const float *)ws + n0)), bias, res);
+            store_out(y, at, n0, bits == 4 ? acc[part][i] : f_mul(acc[part][i], f_load((const float *)ws + n0)),
+                      bias, res);
         }
     }
 }
@@ -354,14 +384,14 @@ static inline __attribute__((always_inline)) void block_q4_x8(
     const uint8_t *qb = w + blk * G * 256;
     const uint16_t *sb = ws + blk * G * 32;
     const __m256i low = _mm256_set1_epi8(0x0F);
-    __m512 acc[QROWS];
-    for (int i = 0; i < QROWS; i++) acc[i] = _mm512_setzero_ps();
+    __m512 acc[ROWS];
+    for (int i = 0; i < ROWS; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t g = 0; g < G; g++) {
         const uint8_t *qg = qb + g * 256;
         prefetch(qg + AHEAD, 256);
         prefetch(sb + g * 32 + AHEAD / 8, 64);
-        __m512i dot[QROWS];
-        for (int i = 0; i < QROWS; i++) dot[i] = _mm512_setzero_si512();
+        __m512i dot[ROWS];
+        for (int i = 0; i < ROWS; i++) dot[i] = _mm512_setzero_si512();
         for (int c = 0; c < 8; c += 2) {
             __m256i a = _mm256_loadu_si256((const __m256i *)(qg + 32 * c));
             __m256i b = _mm256_loadu_si256((const __m256i *)(qg + 32 * c + 32));
@@ -397,13 +427,13 @@ static inline __attribute__((always_inline)) void block_q8_x8(
     const int64_t G = K / 32;
     const int8_t *qb = w + blk * G * 512;
     const __m256i flip = _mm256_set1_epi8((char)0x80);
-    __m512 acc[QROWS];
-    for (int i = 0; i < QROWS; i++) acc[i] = _mm512_setzero_ps();
+    __m512 acc[ROWS];
+    for (int i = 0; i < ROWS; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t g = 0; g < G; g++) {
         const int8_t *qg = qb + g * 512;
         prefetch(qg + AHEAD, 512);
-        __m512i dot[QROWS];
-        for (int i = 0; i < QROWS; i++) dot[i] = _mm512_setzero_si512();
+        __m512i dot[ROWS];
+        for (int i = 0; i < ROWS; i++) dot[i] = _mm512_setzero_si512();
         for (int p = 0; p < 16; p += 2) {
             __m512i v = quad(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(qg + 32 * p)), flip),
                              _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(qg + 32 * p + 32)), flip));
@@ -438,15 +468,15 @@ static inline __attribute__((always_inline)) void block_q4_x8(
     const uint8_t *qb = w + blk * G * 256;
     const uint16_t *sb = ws + blk * G * 32;
     const __m256i low = _mm256_set1_epi8(0x0F);
-    __m256 acc[X8ROWS][2];
-    for (int i = 0; i < X8ROWS; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    __m256 acc[ROWS][2];
+    for (int i = 0; i < ROWS; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     for (int64_t g = 0; g < G; g++) {
         const uint8_t *qg = qb + g * 256;
         const uint16_t *sg = sb + g * 32;
         prefetch(qg + AHEAD, 256);
         prefetch(sg + AHEAD / 8, 64);
-        __m256i s[X8ROWS];
-        for (int i = 0; i < X8ROWS; i++) s[i] = _mm256_setzero_si256();
+        __m256i s[ROWS];
+        for (int i = 0; i < ROWS; i++) s[i] = _mm256_setzero_si256();
         for (int c = 0; c < 8; c++) {
             __m256i a = _mm256_loadu_si256((const __m256i *)(qg + 32 * c));
             __m256i lo = _mm256_and_si256(a, low), hi = _mm256_and_si256(_mm256_srli_epi16(a, 4), low);
@@ -480,7 +510,7 @@ static inline __attribute__((always_inline)) void block_q4_x8(
  * (with eps) applied to x's rows first. glu: x is [M, 2K], gate then up, and the input is
  * silu(gate) * up (norm NULL). bias, res: NULL or [N] and [M, N]. N is a multiple of 16. scratch:
  * see quantize_into. Rows run in tiles of TILE, the team's threads over blocks of 16 output columns, rows in
- * passes of up to QROWS with the pass size a constant in each branch (the row loop unrolls and the
+ * passes of up to ROWS with the pass size a constant in each branch (the row loop unrolls and the
  * accumulators stay in registers).
  * Called by every thread of an OpenMP team (the worksharing loops inside bind to it; each ends in a
  * barrier, so y is complete on return), or by one thread outside any. */
@@ -491,13 +521,12 @@ static inline __attribute__((always_inline)) void product(
     float *xd, *xsum;
     quantize_into(scratch, x, M, K, norm, eps, glu, x8, &xq, &xd, &xsum);
     const int64_t blocks = N / 16;
-    const int pass = x8 ? X8ROWS : QROWS;
     for (int64_t tile = 0; tile < M; tile += TILE) {
         int64_t tile_end = tile + TILE < M ? tile + TILE : M;
 #pragma omp for schedule(static)
         for (int64_t blk = 0; blk < blocks; blk++) {
-            for (int64_t m0 = tile; m0 < tile_end; m0 += pass) {
-                int r = tile_end - m0 < pass ? (int)(tile_end - m0) : pass;
+            for (int64_t m0 = tile; m0 < tile_end; m0 += ROWS) {
+                int r = tile_end - m0 < ROWS ? (int)(tile_end - m0) : ROWS;
 #ifdef HAVE_Q8X8
 #define PASS_X8(R) if (bits == 4) block_q4_x8((const int8_t *)xq, xd, xsum, w, ws, y, m0, R, blk, N, K, bias, res); \
                    else block_q8_x8((const int8_t *)xq, xd, xsum, w, ws, y, m0, R, blk, N, K, bias, res)
@@ -514,10 +543,8 @@ static inline __attribute__((always_inline)) void product(
                 } else {
                     switch (r) {
                         case 1: PASS(1); break; case 2: PASS(2); break; case 3: PASS(3); break;
-#if QROWS == 8
-                        case 4: PASS(4); break; case 5: PASS(5); break; case 6: PASS(6); break; case 7: PASS(7); break;
-#endif
-                        default: PASS(QROWS);
+                        case 4: PASS(4); break; case 5: PASS(5); break; case 6: PASS(6); break;
+                        case 7: PASS(7); break; default: PASS(8);
                     }
                 }
 #undef PASS
