@@ -13,7 +13,8 @@ a calibration text is compared with float32's. Per case the fastest format withi
 budget (CHATLOOP_KERNEL_PPL_BUDGET, relative) wins; of the two activation dtypes, the one with the
 lower mean per-token cost over the cases. The choice and its measurements are cached in
 CHATLOOP_HOME/kernels/, keyed by the machine's fingerprint (CPU, flags, kernel caps, torch, threads;
-hardware.py) and the model's architecture and shapes, and logged.
+hardware.py) and the model's architecture and shapes, and logged; a change to our kernels' source
+(lowbit.c) measures again.
 """
 
 import hashlib
@@ -40,7 +41,8 @@ SHORT_UP_TO = 64  # prefills of up to this many tokens take the short one's form
 ROWS = (1, 2, 4, 8)  # decoding batch sizes measured; more rows than the last take the prefills' formats
 SLOWER_BY = 1.5  # a quantised format this much slower than dense for one row is measured no further
 WARM_S, WARM_CALLS = 0.02, 3  # untimed calls before each case is timed: this long, at most this many
-VERSION = 7  # bump when the measurement changes: old cache entries are then measured again
+VERSION = 7  # bump when the measurement changes: old cache entries are then measured again (as they are
+# when our kernels' source changes: their speeds are what was measured)
 
 # Calibration text, written for this project: everyday English and Chinese, as chats look.
 CALIBRATION = [
@@ -272,7 +274,8 @@ def choose_plan(model, tokenizer, model_id: str) -> tuple[KernelPlan, dict]:
     if path.is_file():
         try:
             cached = json.loads(path.read_text(encoding="utf-8"))
-            if cached.get("version") == VERSION and cached.get("budget") == budget:
+            if (cached.get("version") == VERSION and cached.get("budget") == budget
+                    and cached.get("kernels") == lowbit.source_key()):
                 return KernelPlan.from_json(cached["plan"]), {**cached["summary"], "cached": str(path)}
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("ignoring the unreadable kernel choice %s: %s", path, e)
@@ -284,7 +287,8 @@ def choose_plan(model, tokenizer, model_id: str) -> tuple[KernelPlan, dict]:
     plan = _check_combined(model, plan, ids, results["float32_ppl"] * (1 + budget))
     summary["measured_s"] = round(time.perf_counter() - t, 1)
     summary["float32_ppl"] = round(results["float32_ppl"], 4)
-    record = {"version": VERSION, "budget": budget, "model": model_id, "machine": fingerprint(),
+    record = {"version": VERSION, "budget": budget, "kernels": lowbit.source_key(), "model": model_id,
+              "machine": fingerprint(),
               "plan": plan.to_json(), "summary": summary, "measurements": results}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(record, indent=1))

@@ -164,6 +164,10 @@ def test_auto_measures_once_per_machine_and_model_then_reads_the_cache(tiny_dir,
     monkeypatch.setattr(kernels, "measure", no_measuring)
     again, summary = kernels.choose_plan(loaded.model, loaded.tokenizer, loaded.model_id)
     assert again == plan and summary["cached"] == str(files[0])
+    # other kernels (an upgrade changed lowbit.c): their speeds were not measured, so they are
+    monkeypatch.setattr(kernels.lowbit, "source_key", lambda: "another-source")
+    with pytest.raises(AssertionError, match="measured again"):
+        kernels.choose_plan(loaded.model, loaded.tokenizer, loaded.model_id)
 
 
 def test_a_quantised_format_slower_than_dense_for_one_row_is_measured_no_further(tiny_dir, monkeypatch):
