@@ -140,6 +140,38 @@ def test_short_and_long_prefills_each_take_their_fastest_format():
     assert short <= kernels.SHORT_UP_TO < long
 
 
+def test_contending_formats_are_timed_again_in_turn_and_keep_their_fastest_time(monkeypatch):
+    """A neighbour slowed the first round of a8 (14 ms for 8 rows): timed again in turn with int8-avx2
+    it shows its own time and wins; float32, far behind in every case, is not timed again."""
+    short, long = (str(n) for n in kernels.PREFILLS)
+
+    def times(one, eight, prefill):
+        return {"step_s": {"1": one, "8": eight}, "prefill_s": {short: prefill, long: 4 * prefill}}
+
+    body = {"float32": times(0.030, 0.050, 0.100), "int8-avx2": times(0.006, 0.0127, 0.050),
+            "int4-avx2-a8": times(0.005, 0.0144, 0.045)}
+    later = {"int8-avx2": [times(0.007, 0.0141, 0.049)] * 2,
+             "int4-avx2-a8": [times(0.0045, 0.0096, 0.044), times(0.006, 0.0150, 0.047)]}
+    timed = []
+
+    def time_layers(runner, rows_list, ids, reps):
+        timed.append(runner)
+        t = later[runner].pop(0)
+        return t["step_s"], t["prefill_s"]
+
+    monkeypatch.setattr(kernels, "_time_layers", time_layers)
+    kept = {f: f for f in body}  # (the runners: here their names)
+    kernels._retime(body, kept, [1, 8], [], 3)
+    assert timed == ["int8-avx2", "int4-avx2-a8"] * (kernels.ROUNDS - 1)
+    assert body["int4-avx2-a8"]["step_s"] == {"1": 0.0045, "8": 0.0096}
+    assert body["int8-avx2"]["step_s"] == {"1": 0.006, "8": 0.0127}  # each case its fastest round
+    assert body["float32"] == times(0.030, 0.050, 0.100)
+    kernels._retime(body, {}, [1, 8], [], 3)  # nothing kept (no room): nothing to time again
+    slow = {"bfloat16": times(0.040, 0.060, 0.300), "int8": times(0.030, 0.055, 0.200)}
+    kernels._retime(slow, {f: f for f in slow}, [1, 8], [], 3, rivals=[body])
+    assert len(timed) == 2 * (kernels.ROUNDS - 1)  # over 1.5x float32's formats in every case: not again
+
+
 def test_auto_measures_once_per_machine_and_model_then_reads_the_cache(tiny_dir, tmp_path, monkeypatch):
     from chatloop.models.loading import load_model
 
