@@ -83,7 +83,7 @@ static inline __m256 exp8(__m256 x) {
 /* Rows a pass of the products takes, in every build: with AVX2 a row's int32 (or int16) sums take one
  * register per 8 columns, and 8 rows' float sums, touched once a group, may live in L1 (the
  * compiler keeps them in registers where they fit); a block's weights are then unpacked once for 8
- * rows (AVX2, 8 rows: 10% less time with int8 activations, 5-20% with int16 ones). */
+ * rows (AVX2, 8 rows against 4: 10% less time with int8 activations, 8-16% with int16 ones). */
 #define ROWS 8
 
 /* Activations are quantised to int16 in blocks of 32 (scale = max|x| / 32767): the products then run
@@ -176,8 +176,8 @@ static inline void quantize_into(void *scratch, const float *x, int64_t M, int64
  *       scales and 16 mins (float16).
  *   q8: 512 bytes: chunk p (32 bytes) holds k-pair p, byte 2j + t as above; s: one float32 scale
  *       per column.
- * With AVX-512 a vector is the whole block (16 columns of int32), with AVX2 half of it. An int32 sum over a group cannot overflow:
- * 32 * 127 * 32767 < 2^31. */
+ * With AVX-512 a vector is the whole block (16 columns of int32), with AVX2 half of it. An int32
+ * sum over a group cannot overflow: 32 * 127 * 32767 < 2^31. */
 #ifdef __AVX512BW__
 #define VW 16
 typedef __m512i iv;
@@ -303,8 +303,9 @@ static inline __attribute__((always_inline)) void group_part(
  * inlining). q4: w is the nibbles, ws (scale, min) float16; q8: w is int8, ws the float scales.
  * With AVX2 a block is two parts of 8 columns. 4-bit weights at up to 4 rows run part by part over
  * the groups, the float sums in registers; else group by group, both parts' float sums kept (in L1
- * where the registers do not hold them): on an AVX2-only Zen 3 that took 5-20% off 8-bit weights
- * at 1-8 rows and 4-bit ones at 8 rows, and made 4-bit ones at 1-2 rows a few percent slower. */
+ * where the registers do not hold them): on an AVX2-only Zen 3 that took 2-16% off the 8-bit
+ * output projection at 1-8 rows and ~8% off 4-bit layers at 8 rows, and made 4-bit ones at 1-2
+ * rows a few percent slower. */
 static inline __attribute__((always_inline)) void block_product(
         const int bits, const int16_t *xq, const float *xd, const float *xsum, const void *w, const void *ws,
         float *y, int64_t m0, const int r, int64_t blk, int64_t N, int64_t K, const float *bias, const float *res) {
