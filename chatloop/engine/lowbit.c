@@ -534,19 +534,13 @@ static inline __attribute__((always_inline)) void product(
 #else
 #define PASS_X8(R) block_q4_x8((const int8_t *)xq, xd, xsum, w, ws, y, m0, R, blk, N, K, bias, res)
 #endif
-#define PASS(R) block_product(bits, (const int16_t *)xq, xd, xsum, w, ws, y, m0, R, blk, N, K, bias, res)
-                if (x8) {
-                    switch (r) {
-                        case 1: PASS_X8(1); break; case 2: PASS_X8(2); break; case 3: PASS_X8(3); break;
-                        case 4: PASS_X8(4); break; case 5: PASS_X8(5); break; case 6: PASS_X8(6); break;
-                        case 7: PASS_X8(7); break; default: PASS_X8(8);
-                    }
-                } else {
-                    switch (r) {
-                        case 1: PASS(1); break; case 2: PASS(2); break; case 3: PASS(3); break;
-                        case 4: PASS(4); break; case 5: PASS(5); break; case 6: PASS(6); break;
-                        case 7: PASS(7); break; default: PASS(8);
-                    }
+#define PASS(R) do { if (x8) { PASS_X8(R); } \
+                     else block_product(bits, (const int16_t *)xq, xd, xsum, w, ws, y, m0, R, blk, N, K, bias, res); \
+                } while (0)
+                switch (r) {
+                    case 1: PASS(1); break; case 2: PASS(2); break; case 3: PASS(3); break;
+                    case 4: PASS(4); break; case 5: PASS(5); break; case 6: PASS(6); break;
+                    case 7: PASS(7); break; default: PASS(8);
                 }
 #undef PASS
 #undef PASS_X8
