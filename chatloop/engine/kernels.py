@@ -130,8 +130,8 @@ def _keep_bytes() -> int:
 def _retime(body: dict, kept: dict, rows_list: list[int], ids: list[int], reps: int, rivals=()) -> None:
     """Rounds 2..ROUNDS: the formats within CONTENDS of some case's fastest (theirs, or the other
     activation dtype's in `rivals`: bf16 ones far behind float32's are not timed again) are timed
-    again, one after another, and each case keeps its fastest time. On a small VM a neighbour took a core for
-    seconds at a time: one round, timed format after format, once timed 4-bit layers with int8
+    again, one after another, and each case keeps its fastest time. On a small VM a neighbour took a
+    core for seconds at a time: one round, timed format after format, once timed 4-bit layers with int8
     activations at 14.4 ms a step of 8 rows and 8-bit ones at 12.7 (alternated, they take 9.6 and
     14.1), and 8 streams ran 15% slower on that choice. Noise only slows a call, so the fastest of
     rounds taken in turn is each format's own time."""
@@ -217,8 +217,9 @@ def measure(model, calibration_ids: list[int], rows_list=ROWS, reps: int = 3) ->
                         continue
                     head[hfmt] = {"step_s": times, "ppl": _perplexity(runner, calibration_ids)}
             runner.lm_head = timing
-            if runner.weight_bytes(1) <= room:  # (else this format has its one round)
-                kept[fmt], room = runner, room - runner.weight_bytes(1)
+            size = runner.weight_bytes(1)
+            if size <= room:  # (else this format has its one round)
+                kept[fmt], room = runner, room - size
             del runner
         _retime(body, kept, rows_list, calibration_ids, reps, [m["body"] for m in results["acts"].values()])
         kept.clear()

@@ -95,7 +95,7 @@ def _build(out_dir: Path) -> Path:
 def _build_with(out_dir: Path, flags: list[str]) -> Path:
     cc = _compiler()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, *flags]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([source_key(), cc, version, *flags]).encode()).hexdigest()[:16]
     lib = out_dir / key / "liblowbit.so"
     if lib.exists():
         return lib
