@@ -92,7 +92,7 @@ static inline __m256 exp8(__m256 x) {
  * moved the default model's greedy answers: a 0.2-logit near tie went the other way.) xsum keeps
  * each quantised block's sum for the q4 min term. */
 static void quantize_rows(const float *x, int64_t M, int64_t K, const float *norm, float eps, int glu,
-                          int x8, void *xq, float *xd, float *xsum) {
+                          int x8, int split, void *xq, float *xd, float *xsum) {
     const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
     /* the team's threads share the work: whole rows, or where there are fewer rows than threads, parts
      * of each row (each part computes its row's norm itself) */
@@ -148,6 +148,13 @@ static void quantize_rows(const float *x, int64_t M, int64_t K, const float *nor
 #else
                 _mm256_storeu_si256((__m256i *)((int8_t *)xq + b * 32), p);
 #endif
+            } else if (split) { /* for AMX (amx_block): x = 256 * high + low, low bytes then high ones */
+                __m256i v0 = _mm256_permute4x64_epi64(p0, 0xD8), v1 = _mm256_permute4x64_epi64(p1, 0xD8);
+                const __m256i ff = _mm256_set1_epi16(0xFF);
+                __m256i lo = _mm256_packus_epi16(_mm256_and_si256(v0, ff), _mm256_and_si256(v1, ff));
+                __m256i hi = _mm256_packs_epi16(_mm256_srai_epi16(v0, 8), _mm256_srai_epi16(v1, 8));
+                _mm256_storeu_si256((__m256i *)((uint8_t *)xq + b * 32), _mm256_permute4x64_epi64(lo, 0xD8));
+                _mm256_storeu_si256((__m256i *)((uint8_t *)xq + M * K + b * 32), _mm256_permute4x64_epi64(hi, 0xD8));
             } else {
                 _mm256_storeu_si256((__m256i *)((int16_t *)xq + b * 32), _mm256_permute4x64_epi64(p0, 0xD8));
                 _mm256_storeu_si256((__m256i *)((int16_t *)xq + b * 32 + 16), _mm256_permute4x64_epi64(p1, 0xD8));
@@ -156,14 +163,16 @@ static void quantize_rows(const float *x, int64_t M, int64_t K, const float *nor
     }
 }
 
-/* The scratch layout every product uses: M * K int16 of quantised x (or int8, x8), then M * K / 32 block
- * scales and as many block sums (floats); fills it from x and points xq, xd and xsum into it. */
+/* The scratch layout every product uses: M * K int16 of quantised x (or int8, x8; or with split, the
+ * int16's M * K low bytes then M * K high ones), then M * K / 32 block scales and as many block sums
+ * (floats); fills it from x and points xq, xd and xsum into it. With AMX each thread's weight tiles
+ * follow, from the next 64-byte boundary (K / 32 * 512 bytes a thread). */
 static inline void quantize_into(void *scratch, const float *x, int64_t M, int64_t K, const float *norm,
-                                 float eps, int glu, int x8, void **xq, float **xd, float **xsum) {
+                                 float eps, int glu, int x8, int split, void **xq, float **xd, float **xsum) {
     *xq = scratch;
     *xd = (float *)((char *)scratch + M * K * (x8 && !X8_PAIRS ? 1 : 2));
     *xsum = *xd + M * (K / 32);
-    quantize_rows(x, M, K, norm, eps, glu, x8, *xq, *xd, *xsum);
+    quantize_rows(x, M, K, norm, eps, glu, x8, split, *xq, *xd, *xsum);
 }
 
 /* Both formats are laid out in blocks of 16 output columns, interleaved so that one vector holds a
@@ -507,6 +516,179 @@ static inline __attribute__((always_inline)) void block_q4_x8(
 }
 #endif
 
+#if defined(__AMX_INT8__) && defined(__AMX_TILE__) && defined(__AVX512BW__)
+#define HAVE_AMX 1
+#include <sys/syscall.h>
+#include <unistd.h>
+/* --- AMX (Intel's tile multiply, Sapphire Rapids and later) ----------------------------------------
+ * One instruction multiplies up to 16 rows of 32 bytes of x with 32 k x 16 columns of byte weights
+ * and adds the int32 sums into a tile: a group's products for a 16-column block and 16 rows, which
+ * the vector paths take 16 x 8 (int8 x) or 16 x 16 (int16 x) instructions for. A block's weights
+ * are laid out as the tiles want them (per group 8 rows of 16 columns x 4 consecutive k: the chunks'
+ * 16-bit words interleaved pairwise) once for all its passes of rows; each group's int32 sums are
+ * then scaled exactly as the vector paths scale theirs, so a row's result is bit for bit the same
+ * with AMX or without (and alone or in any batch). int16 x runs as two byte products, x = 256 * high
+ * (signed) + low (unsigned): the same int32 sums. Used for calls of at least amx_min_rows rows
+ * (chatloop_amx; lowbit.py sets it where the OS grants the tiles). */
+#define AMX_ROWS 16
+static int amx_min_rows = 0;
+
+/* Sets the fewest rows a call takes AMX for (0: never; below 0: unchanged), first asking Linux for
+ * the tiles' state (granted per process; without it, never). Returns the setting in force. */
+int chatloop_amx(int min_rows) {
+    if (min_rows > 0 && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */))
+        min_rows = 0;
+    if (min_rows >= 0) amx_min_rows = min_rows;
+    return amx_min_rows;
+}
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} __attribute__((packed, aligned(64))) tile_config;
+
+/* Tiles 0, 1 (and 5, 6: int16 x's low bytes): int32 sums, r rows of 16 columns, for even and odd
+ * groups; 2, 3: x, r rows of 32 bytes (int16 x: high bytes, low bytes); 4, 7: the weights, even and
+ * odd groups. */
+static inline void amx_config(int r) {
+    tile_config c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        c.rows[t] = t == 4 || t == 7 ? 8 : (uint8_t)r;
+        c.colsb[t] = t == 2 || t == 3 ? 32 : 64;
+    }
+    /* (not _tile_loadconfig: GCC 12's reads the first 8 bytes as far as the compiler knows, which then
+     * drops the stores to the rest) */
+    __asm__ volatile("ldtilecfg %0" : : "m"(c));
+}
+
+/* Two 32-byte chunks (one 64-byte load: k-pairs p and p + 1, word j being column j's pair) as one
+ * tile row: column j's four k (word j of each) in its 32-bit lane. */
+static inline __m512i pairs_to_quads(__m512i z) {
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                         23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(idx, z);
+}
+
+/* Block qb's weights as tiles, group after group (512 bytes each) in wt: once per block for all its
+ * passes. A tile loaded from bytes the vector unit has just stored waits ~30 cycles for them, one
+ * group after another (that made the first version slower than the vector paths at up to 8 rows);
+ * stored a whole block earlier they are long in L1. */
+static inline __attribute__((always_inline)) void amx_weights(
+        const int bits, const int x8, const uint8_t *qb, const uint16_t *sb, int64_t G, uint8_t *wt) {
+    const __m512i low = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80);
+    for (int64_t g = 0; g < G; g++, wt += 512) {
+        if (bits == 4) {
+            const uint8_t *qg = qb + g * 256;
+            prefetch(qg + AHEAD, 256);
+            prefetch(sb + g * 32 + AHEAD / 8, 64);
+            for (int c = 0; c < 8; c += 2) { /* chunks c, c + 1: k-pairs c, c + 1 low, c + 8, c + 9 high */
+                __m512i z = _mm512_loadu_si512(qg + 32 * c);
+                _mm512_store_si512(wt + 32 * c, pairs_to_quads(_mm512_and_si512(z, low)));
+                _mm512_store_si512(wt + 256 + 32 * c, pairs_to_quads(_mm512_and_si512(_mm512_srli_epi16(z, 4), low)));
+            }
+        } else {
+            const uint8_t *qg = qb + g * 512;
+            prefetch(qg + AHEAD, 512);
+            for (int p = 0; p < 16; p += 2) {
+                __m512i v = pairs_to_quads(_mm512_loadu_si512(qg + 32 * p));
+                _mm512_store_si512(wt + 32 * p, x8 ? _mm512_xor_si512(v, flip) : v); /* x8: block_q8_x8's w + 128 */
+            }
+        }
+    }
+}
+
+/* The 16 output columns of block `blk` for rows m0..m0+r (r <= AMX_ROWS), its weights' tiles in wt
+ * (amx_weights). A group's sums are stored from their tiles and scaled one group later (even and odd
+ * groups take their own tiles and buffers): read back at once, they waited for the product. */
+static inline __attribute__((always_inline)) void amx_block(
+        const int bits, const int x8, const uint8_t *xq, const float *xd, const float *xsum, const uint8_t *wt,
+        const void *ws, float *y, int64_t m0, int r, int64_t blk, int64_t N, int64_t M, int64_t K,
+        const float *bias, const float *res) {
+    const int64_t G = K / 32;
+    const uint16_t *sb = (const uint16_t *)ws + blk * G * 32;
+    const uint8_t *xa = xq + (x8 ? 0 : M * K) + m0 * K, *xl = xq + m0 * K; /* x8: int8 x; else high, low */
+    __attribute__((aligned(64))) int32_t sums[2][2][AMX_ROWS * 16]; /* [parity][high (or x8), low] */
+    __m512 acc[AMX_ROWS];
+    for (int i = 0; i < AMX_ROWS; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t g = 0; g <= G; g++) {
+        /* signed x (or int16 x's high bytes) and unsigned weights, but signed 8-bit ones with int16 x;
+         * int16 x's low bytes unsigned (tile numbers are immediates: one branch per parity) */
+#define AMX_PRODUCTS(C, CL, B, P)                                                     \
+        _tile_loadd(B, wt + g * 512, 64);                                             \
+        _tile_zero(C);                                                                \
+        _tile_loadd(2, xa + g * 32, K);                                               \
+        if (x8 || bits == 4) _tile_dpbsud(C, 2, B); else _tile_dpbssd(C, 2, B);      \
+        _tile_stored(C, sums[P][0], 64);                                              \
+        if (!x8) {                                                                    \
+            _tile_zero(CL);                                                           \
+            _tile_loadd(3, xl + g * 32, K);                                           \
+            if (bits == 4) _tile_dpbuud(CL, 3, B); else _tile_dpbusd(CL, 3, B);      \
+            _tile_stored(CL, sums[P][1], 64);                                         \
+        }
+        if (g < G) {
+            if (g & 1) { AMX_PRODUCTS(1, 6, 7, 1) } else { AMX_PRODUCTS(0, 5, 4, 0) }
+        }
+#undef AMX_PRODUCTS
+        if (g > 0) { /* the previous group's sums, scaled as block_product and block_q4/q8_x8 scale theirs */
+            const int64_t h = g - 1;
+            const int32_t *hi = sums[h & 1][0], *lo = sums[h & 1][1];
+            const __m512 scale = bits == 4 ? f_half(sb + h * 32) : _mm512_setzero_ps();
+            const __m512 mn = bits == 4 ? f_half(sb + h * 32 + 16) : _mm512_setzero_ps();
+            for (int i = 0; i < r; i++) {
+                int64_t b = (m0 + i) * G + h;
+                __m512i dot = _mm512_load_si512(hi + 16 * i);
+                if (!x8) dot = _mm512_add_epi32(_mm512_slli_epi32(dot, 8), _mm512_load_si512(lo + 16 * i));
+                if (bits == 4) {
+                    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(scale, _mm512_set1_ps(xd[b])), acc[i]);
+                    acc[i] = _mm512_fmadd_ps(mn, _mm512_set1_ps(xsum[b]), acc[i]);
+                } else {
+                    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(xd[b]), acc[i]);
+                    if (x8) acc[i] = _mm512_sub_ps(acc[i], _mm512_set1_ps(128.0f * xsum[b])); /* block_q8_x8's */
+                }
+            }
+        }
+    }
+    int64_t n0 = blk * 16;
+    for (int i = 0; i < r; i++)
+        store_out(y, (m0 + i) * N + n0, n0, bits == 4 ? acc[i] : _mm512_mul_ps(acc[i], _mm512_loadu_ps((const float *)ws + n0)),
+                  bias, res);
+}
+
+/* product()'s loops with AMX passes of up to 16 rows (each thread configures its tiles for the pass's
+ * rows, and releases them at the end: PyTorch's oneDNN configures its own). wt: this thread's room
+ * for a block's weight tiles (K / 32 * 512 bytes; see quantize_into). */
+static inline __attribute__((always_inline)) void amx_product(
+        const int bits, const int x8, const void *xq, const float *xd, const float *xsum, const void *w,
+        const void *ws, const float *bias, const float *res, float *y, int64_t M, int64_t N, int64_t K,
+        uint8_t *wt) {
+    const int64_t G = K / 32;
+    int configured = 0;
+    for (int64_t tile = 0; tile < M; tile += TILE) {
+        int64_t tile_end = tile + TILE < M ? tile + TILE : M;
+#pragma omp for schedule(static)
+        for (int64_t blk = 0; blk < N / 16; blk++) {
+            amx_weights(bits, x8, (const uint8_t *)w + blk * G * (bits == 4 ? 256 : 512),
+                        (const uint16_t *)ws + blk * G * 32, G, wt);
+            for (int64_t m0 = tile; m0 < tile_end; m0 += AMX_ROWS) {
+                int r = tile_end - m0 < AMX_ROWS ? (int)(tile_end - m0) : AMX_ROWS;
+                if (r != configured) {
+                    amx_config(r);
+                    configured = r;
+                }
+                if (r == AMX_ROWS) /* (a constant: the rows' loops unroll, their sums stay in registers) */
+                    amx_block(bits, x8, (const uint8_t *)xq, xd, xsum, wt, ws, y, m0, AMX_ROWS, blk, N, M, K, bias, res);
+                else
+                    amx_block(bits, x8, (const uint8_t *)xq, xd, xsum, wt, ws, y, m0, r, blk, N, M, K, bias, res);
+            }
+        }
+    }
+    if (configured) _tile_release();
+}
+#endif
+
 /* y = rmsnorm?(x) @ W.T + bias + res, for either format. norm: NULL, or the RMS norm's weight [K]
  * (with eps) applied to x's rows first. glu: x is [M, 2K], gate then up, and the input is
  * silu(gate) * up (norm NULL). bias, res: NULL or [N] and [M, N]. N is a multiple of 16. scratch:
@@ -520,7 +702,16 @@ static inline __attribute__((always_inline)) void product(
         void *scratch, int64_t M, int64_t N, int64_t K, const float *norm, float eps, int glu, const int x8) {
     void *xq;
     float *xd, *xsum;
-    quantize_into(scratch, x, M, K, norm, eps, glu, x8, &xq, &xd, &xsum);
+#ifdef HAVE_AMX
+    if (amx_min_rows && M >= amx_min_rows) {
+        quantize_into(scratch, x, M, K, norm, eps, glu, x8, !x8, &xq, &xd, &xsum);
+        uint8_t *tiles = (uint8_t *)(((uintptr_t)(xsum + M * (K / 32)) + 63) & ~(uintptr_t)63);
+        amx_product(bits, x8, xq, xd, xsum, w, ws, bias, res, y, M, N, K,
+                    tiles + omp_get_thread_num() * (K / 32) * 512);
+        return;
+    }
+#endif
+    quantize_into(scratch, x, M, K, norm, eps, glu, x8, 0, &xq, &xd, &xsum);
     const int64_t blocks = N / 16;
     for (int64_t tile = 0; tile < M; tile += TILE) {
         int64_t tile_end = tile + TILE < M ? tile + TILE : M;

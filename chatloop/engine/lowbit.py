@@ -20,7 +20,9 @@ FMA or F16C, or CHATLOOP_LOWBIT=0, the formats are simply not offered: the measu
 Where the CPU has AVX-512 (F and BW) the same source is built with it too (CHATLOOP_LOWBIT_AVX512=0
 keeps it at AVX2), and with VNNI where the CPU has that: a vector then holds a whole block of 16
 output columns. The formats and their names stay the same; they name the layout, which is the same
-on both.
+on both. Where the CPU also has AMX (amx_tile, amx_int8: Intel Sapphire Rapids and later) and Linux
+grants its tiles, products of at least AMX_MIN_ROWS rows (prefills) run on them, with the same
+results bit for bit (CHATLOOP_LOWBIT_AMX=N sets the rows, 0 turns them off).
 
 A whole decoding step can run in one call (decode_step: every layer's projections, rotary embedding,
 cache writes and attention), which takes the Python glue between the projections out of every
@@ -53,10 +55,15 @@ from chatloop.hardware import cpu_flags
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("lowbit.c")
-CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC"]
+CFLAGS = ["-O3", "-ffp-contract=off", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC"]
 AVX512 = ("avx512f", "avx512bw")  # where the CPU has these, the products run on 512-bit registers
 # and where it has these, a multiply-add and its sum are one instruction (CPU flag -> compiler flag)
 VNNI = {"avx512_vnni": "-mavx512vnni", "avx_vnni": "-mavxvnni"}
+AMX = ("amx_tile", "amx_int8")  # Intel's tile products (Sapphire Rapids and later)
+AMX_FLAGS = ["-mamx-tile", "-mamx-int8"]
+AMX_MIN_ROWS = 32  # products of at least this many rows use the tiles, where the build has them
+# (CHATLOOP_LOWBIT_AMX; 0: never): prefills. At 16 rows they were as fast as the vectors, at 8 (a decoding
+# batch) a third slower; at 32-128 rows 10-38% faster (a 2-core Xeon, Emerald Rapids)
 GROUP = 32
 NEEDS = ("avx2", "fma", "f16c")
 
@@ -72,24 +79,29 @@ def _compiler() -> str | None:
 
 def cflags() -> list[str]:
     """The compiler's flags for this CPU: AVX2, plus AVX-512 where it has that (unless
-    CHATLOOP_LOWBIT_AVX512=0), plus VNNI for the width in use where it has that."""
+    CHATLOOP_LOWBIT_AVX512=0), plus VNNI for the width in use where it has that, plus AMX's tiles
+    and int8 products where it has those (with AVX-512)."""
     flags = cpu_flags()
     if os.environ.get("CHATLOOP_LOWBIT_AVX512", "1") != "0" and all(f in flags for f in AVX512):
-        return CFLAGS + [f"-m{f}" for f in AVX512] + ([VNNI["avx512_vnni"]] if "avx512_vnni" in flags else [])
+        return (CFLAGS + [f"-m{f}" for f in AVX512] + ([VNNI["avx512_vnni"]] if "avx512_vnni" in flags else [])
+                + (AMX_FLAGS if all(f in flags for f in AMX) else []))
     return CFLAGS + ([VNNI["avx_vnni"]] if "avx_vnni" in flags else [])
 
 
 def _build(out_dir: Path) -> Path:
     """The library for this CPU; where the compiler does not know its wider flags (an older one),
-    the AVX2 build."""
+    the build without AMX, then the AVX2 build."""
     flags = cflags()
-    try:
-        return _build_with(out_dir, flags)
-    except RuntimeError:
-        if flags == CFLAGS:
-            raise
-        log.warning("building the low-bit kernels with %s failed; building them for AVX2 only", " ".join(flags))
-        return _build_with(out_dir, CFLAGS)
+    tries = [flags] + ([[f for f in flags if f not in AMX_FLAGS]] if set(AMX_FLAGS) <= set(flags) else [])
+    for i, attempt in enumerate(tries + ([CFLAGS] if flags != CFLAGS else [])):
+        try:
+            return _build_with(out_dir, attempt)
+        except RuntimeError:
+            if attempt == CFLAGS:
+                raise
+            log.warning("building the low-bit kernels with %s failed; trying %s", " ".join(attempt),
+                        "without AMX" if i + 1 < len(tries) else "AVX2 only")
+    raise AssertionError("unreachable: the AVX2 build raises")
 
 
 def _build_with(out_dir: Path, flags: list[str]) -> Path:
@@ -142,7 +154,20 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     lib.chatloop_decode_step.argtypes = [p, i64, p, i64, i64, p, p, p, p, i64, i64, i64, i64, ctypes.c_float,
                                          ctypes.c_float, p, p, p, p, p, c_int]
     lib.chatloop_decode_step.restype = None
+    if hasattr(lib, "chatloop_amx"):
+        lib.chatloop_amx.argtypes = [c_int]
+        lib.chatloop_amx.restype = c_int
+        amx_rows = int(os.environ.get("CHATLOOP_LOWBIT_AMX", str(AMX_MIN_ROWS)))
+        if lib.chatloop_amx(amx_rows) != amx_rows:
+            log.warning("the CPU has AMX but the OS did not grant its tiles: the low-bit kernels run without")
     return lib, ""
+
+
+def amx_rows(rows: int = -1) -> int:
+    """The fewest rows a product takes AMX's tiles for (0: never, as where the build or the OS has
+    none); with `rows` >= 0, set it first (tests compare the two paths)."""
+    lib = _library()[0]
+    return 0 if lib is None or not hasattr(lib, "chatloop_amx") else lib.chatloop_amx(rows)
 
 
 def available() -> bool:
@@ -237,9 +262,10 @@ def _buffer(name: str, nbytes: int) -> int:
     return buf.data_ptr()
 
 
-def _scratch(m: int, k: int) -> int:
-    """A buffer for x quantised to int16 plus its block scales and sums (2*M*K + 8*M*K/32 bytes)."""
-    return _buffer("x", 2 * m * k + 8 * m * (k // GROUP))
+def _scratch(m: int, k: int, threads: int) -> int:
+    """A buffer for x quantised to int16 plus its block scales and sums (2*M*K + 8*M*K/32 bytes), then
+    each thread's room for a block's weights as AMX tiles (K/32 * 512 bytes, from a 64-byte boundary)."""
+    return _buffer("x", 2 * m * k + 8 * m * (k // GROUP) + 64 + threads * (k // GROUP) * 512)
 
 
 def _scores(threads: int, max_len: int) -> int:
@@ -260,9 +286,10 @@ def _mm(fn, x, q, scales, bias, residual, norm, eps, glu) -> torch.Tensor:
         k //= 2
     n = q.shape[0]
     y = torch.empty(m, n)
+    threads = torch.get_num_threads()
     res = None if residual is None else residual.contiguous()
-    fn(x.data_ptr(), q.data_ptr(), scales.data_ptr(), _ptr(bias), _ptr(res), y.data_ptr(), _scratch(m, k),
-       m, n, k, _ptr(norm), eps, int(glu), torch.get_num_threads())
+    fn(x.data_ptr(), q.data_ptr(), scales.data_ptr(), _ptr(bias), _ptr(res), y.data_ptr(), _scratch(m, k, threads),
+       m, n, k, _ptr(norm), eps, int(glu), threads)
     return y
 
 
@@ -405,5 +432,5 @@ def decode_step(stack, h: Tensor, first_slot: int, positions: list[int], rope: t
     _library()[0].chatloop_decode_step(
         ctypes.byref(stack), len(stack), h.data_ptr(), b, first_slot, pos.data_ptr(), lens.data_ptr(),
         cos.data_ptr(), sin.data_ptr(), heads, kv_heads, d, capacity, eps, scale, qkv.data_ptr(), att.data_ptr(),
-        gu.data_ptr(), _scores(threads, int(lens.max())), _scratch(b, max(hidden, heads * d, inter2 // 2)), threads)
+        gu.data_ptr(), _scores(threads, int(lens.max())), _scratch(b, max(hidden, heads * d, inter2 // 2), threads), threads)
     return h

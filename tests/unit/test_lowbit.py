@@ -254,3 +254,55 @@ def test_a_gated_down_projection_takes_gate_and_up_side_by_side(fmt):
         assert _rel(y - residual, ref - residual) < 0.01
     else:
         assert torch.allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+def test_amx_tiles_give_the_vector_paths_results_bit_for_bit():
+    """Where the CPU has AMX, prefill-sized products run on its tiles: the same int32 sums (int16 x as
+    two byte products), scaled as the vector paths scale theirs. 45 rows are two passes of 16 and one of
+    13; 130 a tile of 128 rows and one of 2. PyTorch's own AMX products (bfloat16, oneDNN) in between
+    keep working: each side configures the tiles for itself."""
+    if lowbit.amx_rows() == 0:
+        pytest.skip("no AMX here (or the OS did not grant its tiles)")
+    torch.manual_seed(0)
+    n, k = 96, 192
+    w = torch.randn(n, k) * 0.05
+    packs = [(lowbit.q4_mm, lowbit.pack_q4(w)), (lowbit.q4x8_mm, lowbit.pack_q4(w)), (lowbit.q8_mm, lowbit.pack_q8(w))]
+    if "int8-avx2-a8" in lowbit.formats():
+        packs.append((lowbit.q8x8_mm, lowbit.pack_q8(w)))
+    bias, norm = torch.randn(n), torch.rand(k) + 0.5
+    setting = lowbit.amx_rows()
+    try:
+        for rows in (45, 130):
+            x, xg, res = torch.randn(rows, k), torch.randn(rows, 2 * k), torch.randn(rows, n)
+            for fn, (q, s) in packs:
+                for args in ({"bias": bias}, {"norm": norm, "eps": 1e-5, "residual": res}, {"glu": True}):
+                    inp = xg if args.get("glu") else x
+                    assert lowbit.amx_rows(0) == 0
+                    vectors = fn(inp, q, s, **args)
+                    assert lowbit.amx_rows(1) == 1
+                    tiles = fn(inp, q, s, **args)
+                    assert torch.equal(tiles, vectors), (fn.__name__, rows, list(args))
+                    a = torch.randn(rows, k, dtype=torch.bfloat16)
+                    assert torch.allclose((a @ a.T).float(), a.float() @ a.float().T, rtol=0.02, atol=0.5)
+            assert _rel(lowbit.q4_mm(x, *packs[0][1]), F.linear(x, lowbit.unpack_q4(*packs[0][1]))) < 1e-4
+    finally:
+        lowbit.amx_rows(setting)
+
+
+@needs_kernels
+def test_a_compiler_without_the_amx_flags_builds_without_them(monkeypatch, tmp_path):
+    """The AMX flags go first when a build fails: the rest of the CPU's flags are kept."""
+    monkeypatch.setattr(lowbit, "AMX_FLAGS", ["-mno-such-tiles"])
+    monkeypatch.setattr(lowbit, "cflags", lambda: lowbit.CFLAGS + ["-mno-such-tiles"])
+    monkeypatch.setenv("CHATLOOP_HOME", str(tmp_path / "home"))
+    lowbit._library.cache_clear()
+    try:
+        assert lowbit.available(), lowbit.unavailable_reason()
+        assert len(list((tmp_path / "home").rglob("*.so"))) == 1
+        assert lowbit.amx_rows() == 0
+        w, x = torch.randn(32, 64), torch.randn(2, 64)
+        assert _rel(lowbit.q8_mm(x, *lowbit.pack_q8(w)), F.linear(x, w)) < 0.01
+    finally:
+        monkeypatch.undo()
+        lowbit._library.cache_clear()
