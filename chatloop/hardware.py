@@ -75,7 +75,8 @@ def fingerprint() -> dict[str, str]:
         "threads": str(torch.get_num_threads()),
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
         "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY", ""),
-        "lowbit": os.environ.get("CHATLOOP_LOWBIT", "") + "/" + os.environ.get("CHATLOOP_LOWBIT_AVX512", ""),
+        "lowbit": os.environ.get("CHATLOOP_LOWBIT", "") + "/" + os.environ.get("CHATLOOP_LOWBIT_AVX512", "")
+        + ("/amx=" + os.environ["CHATLOOP_LOWBIT_AMX"] if os.environ.get("CHATLOOP_LOWBIT_AMX") else ""),
         "torch": torch.__version__,
     }
 
