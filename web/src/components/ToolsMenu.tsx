@@ -3,7 +3,7 @@
  * the server's tools (GET /api/tools) with a switch each. Tools not marked read-only ask the user
  * before every call; the menu says which.
  */
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useLayoutEffect, useRef, useState } from "preact/hooks";
 import type { ToolInfo } from "../api";
 import { t, tf } from "../i18n";
 import { Icon } from "./Icon";
@@ -23,7 +23,10 @@ export function ToolsMenu({ tools, failed, enabled, disabled, onChange }: Props)
   const on = new Set(enabled);
   const count = tools.filter((tool) => on.has(tool.name)).length;
 
-  useEffect(() => {
+  // A layout effect, as the dialogs' (Modal): the listeners exist from the moment the menu is drawn. A
+  // plain effect ran after paint, and an Escape pressed in between left the menu open, so the next
+  // click on the button closed it instead of opening it.
+  useLayoutEffect(() => {
     if (!open) return;
     const outside = (e: MouseEvent) => {
       if (!root.current?.contains(e.target as Node)) setOpen(false);
@@ -48,7 +51,7 @@ export function ToolsMenu({ tools, failed, enabled, disabled, onChange }: Props)
   return (
     <div class="tools-menu" ref={root}>
       <button type="button" class={`tools-button ${count ? "active" : ""}`} data-testid="tools-menu"
-        aria-haspopup="true" aria-expanded={open} title={label} aria-label={label} onClick={() => setOpen(!open)}>
+        aria-haspopup="true" aria-expanded={open} title={label} aria-label={label} onClick={() => setOpen((o) => !o)}>
         <Icon name="wrench" />
         <span class="tools-button-text">{t("tools")}</span>
         {count > 0 && <span class="tools-count" data-testid="tools-count">{count}</span>}
