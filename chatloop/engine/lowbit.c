@@ -703,15 +703,19 @@ static inline __attribute__((always_inline)) void product(
     void *xq;
     float *xd, *xsum;
 #ifdef HAVE_AMX
-    if (amx_min_rows && M >= amx_min_rows) {
-        quantize_into(scratch, x, M, K, norm, eps, glu, x8, !x8, &xq, &xd, &xsum);
+    const int amx = amx_min_rows && M >= amx_min_rows;
+#else
+    const int amx = 0;
+#endif
+    quantize_into(scratch, x, M, K, norm, eps, glu, x8, amx && !x8, &xq, &xd, &xsum);
+#ifdef HAVE_AMX
+    if (amx) {
         uint8_t *tiles = (uint8_t *)(((uintptr_t)(xsum + M * (K / 32)) + 63) & ~(uintptr_t)63);
         amx_product(bits, x8, xq, xd, xsum, w, ws, bias, res, y, M, N, K,
                     tiles + omp_get_thread_num() * (K / 32) * 512);
         return;
     }
 #endif
-    quantize_into(scratch, x, M, K, norm, eps, glu, x8, 0, &xq, &xd, &xsum);
     const int64_t blocks = N / 16;
     for (int64_t tile = 0; tile < M; tile += TILE) {
         int64_t tile_end = tile + TILE < M ? tile + TILE : M;

@@ -92,16 +92,15 @@ def _build(out_dir: Path) -> Path:
     """The library for this CPU; where the compiler does not know its wider flags (an older one),
     the build without AMX, then the AVX2 build."""
     flags = cflags()
-    tries = [flags] + ([[f for f in flags if f not in AMX_FLAGS]] if set(AMX_FLAGS) <= set(flags) else [])
-    for i, attempt in enumerate(tries + ([CFLAGS] if flags != CFLAGS else [])):
+    candidates = [flags, [f for f in flags if f not in AMX_FLAGS], CFLAGS]
+    attempts = [c for i, c in enumerate(candidates) if c not in candidates[:i]]
+    for attempt, fallback in zip(attempts, attempts[1:]):
         try:
             return _build_with(out_dir, attempt)
         except RuntimeError:
-            if attempt == CFLAGS:
-                raise
             log.warning("building the low-bit kernels with %s failed; trying %s", " ".join(attempt),
-                        "without AMX" if i + 1 < len(tries) else "AVX2 only")
-    raise AssertionError("unreachable: the AVX2 build raises")
+                        " ".join(fallback))
+    return _build_with(out_dir, attempts[-1])
 
 
 def _build_with(out_dir: Path, flags: list[str]) -> Path:

@@ -159,15 +159,25 @@ def test_a_compiler_error_leaves_the_formats_off_with_the_reason(monkeypatch, tm
 
 
 @needs_kernels
-def test_a_compiler_without_the_wider_flags_builds_for_avx2(monkeypatch, tmp_path):
-    """An older compiler that does not know a flag for this CPU's wider instructions (AVX-512, VNNI)
-    still gives the AVX2 build, not no kernels."""
-    monkeypatch.setattr(lowbit, "cflags", lambda: lowbit.CFLAGS + ["-mno-such-instructions"])
+@pytest.mark.parametrize("extra, amx_flags, kept", [
+    (["-mno-such-instructions"], None, []),  # a wider flag it does not know: the AVX2 build
+    (["-DKEPT", "-mno-such-tiles"], ["-mno-such-tiles"], ["-DKEPT"]),  # AMX's: the rest is kept
+])
+def test_a_compiler_without_the_wider_flags_builds_what_it_can(monkeypatch, tmp_path, extra, amx_flags, kept):
+    """An older compiler that does not know a flag for this CPU's wider instructions (AVX-512, VNNI,
+    AMX) still gives kernels: without the AMX flags first (the others kept), else the AVX2 build."""
+    if amx_flags:
+        monkeypatch.setattr(lowbit, "AMX_FLAGS", amx_flags)
+    monkeypatch.setattr(lowbit, "cflags", lambda: lowbit.CFLAGS + extra)
+    real, tried = lowbit._build_with, []
+    monkeypatch.setattr(lowbit, "_build_with", lambda out, flags: (tried.append(flags), real(out, flags))[1])
     monkeypatch.setenv("CHATLOOP_HOME", str(tmp_path / "home"))
     lowbit._library.cache_clear()
     try:
         assert lowbit.available(), lowbit.unavailable_reason()
+        assert tried == [lowbit.CFLAGS + extra, lowbit.CFLAGS + kept]
         assert len(list((tmp_path / "home").rglob("*.so"))) == 1
+        assert lowbit.amx_rows() == 0
         w, x = torch.randn(32, 64), torch.randn(2, 64)
         assert _rel(lowbit.q8_mm(x, *lowbit.pack_q8(w)), F.linear(x, w)) < 0.01
     finally:
@@ -288,21 +298,3 @@ def test_amx_tiles_give_the_vector_paths_results_bit_for_bit():
             assert _rel(lowbit.q4_mm(x, *packs[0][1]), F.linear(x, lowbit.unpack_q4(*packs[0][1]))) < 1e-4
     finally:
         lowbit.amx_rows(setting)
-
-
-@needs_kernels
-def test_a_compiler_without_the_amx_flags_builds_without_them(monkeypatch, tmp_path):
-    """The AMX flags go first when a build fails: the rest of the CPU's flags are kept."""
-    monkeypatch.setattr(lowbit, "AMX_FLAGS", ["-mno-such-tiles"])
-    monkeypatch.setattr(lowbit, "cflags", lambda: lowbit.CFLAGS + ["-mno-such-tiles"])
-    monkeypatch.setenv("CHATLOOP_HOME", str(tmp_path / "home"))
-    lowbit._library.cache_clear()
-    try:
-        assert lowbit.available(), lowbit.unavailable_reason()
-        assert len(list((tmp_path / "home").rglob("*.so"))) == 1
-        assert lowbit.amx_rows() == 0
-        w, x = torch.randn(32, 64), torch.randn(2, 64)
-        assert _rel(lowbit.q8_mm(x, *lowbit.pack_q8(w)), F.linear(x, w)) < 0.01
-    finally:
-        monkeypatch.undo()
-        lowbit._library.cache_clear()
