@@ -18,6 +18,7 @@
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,6 +84,9 @@ class Settings(BaseSettings):
 
     device: str = Field(default="cpu", description="Where engines run: cpu, or cuda (bf16, SDPA attention); "
                                                    "`--device` sets it per command.")
+    kv_cache: Literal["int8", "float16"] = Field(
+        default="int8", description="The key/value cache where our CPU attention kernel runs: int8 (blocks of 32 "
+                                    "with a scale each, 56% of float16's bytes) or float16.")
     kernel_ppl_budget: float = Field(
         default=0.02, ge=0, description="`--dtype auto` uses a weight format only if its perplexity on a "
                                         "calibration text is at most this much (relative) above float32's.")

@@ -34,9 +34,9 @@ def tokenizer(default_dir):
 
 
 def make_tiny_model(directory: Path, tokenizer, model_type: str = "llama", seed: int = 0, context: int = 512,
-                    name: str | None = None) -> Path:
+                    name: str | None = None, hidden: int = 64) -> Path:
     """A ~3M-parameter random decoder written as a HF model directory with a manifest naming it
-    `name:test` (default `tiny-MODEL_TYPE:test`)."""
+    `name:test` (default `tiny-MODEL_TYPE:test`); 4 heads of hidden / 4."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -46,8 +46,8 @@ def make_tiny_model(directory: Path, tokenizer, model_type: str = "llama", seed:
     config = AutoConfig.for_model(
         model_type,
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

@@ -776,12 +776,50 @@ void chatloop_q8x8_mm(const float *x, const int8_t *q, const float *s, const flo
 }
 #endif
 
+/* The key/value caches: float16 (as llama.cpp's default cache), or int8 (kv8) in rows of d bytes
+ * followed by d / 32 float32 scales, one per block of 32 (llama.cpp's q8_0 KV cache: 56% of the
+ * bytes; with long histories a step reads more cache than weights, and attention is bound by
+ * reading it). A position's row of one head starts KV_ROW bytes after the last. */
+#define KV_ROW(kv8, d) ((kv8) ? (d) + (d) / 8 : 2 * (d))
+/* Dimensions k..k+7 of the cached vector at position pos of a head's cache c, as float32. */
+static inline __attribute__((always_inline)) __m256 kv_load(const int kv8, const char *c, int64_t pos, int64_t k,
+                                                            int64_t d) {
+    const char *row = c + pos * KV_ROW(kv8, d);
+    if (!kv8) return half8((const uint16_t *)row + k);
+    float s;
+    memcpy(&s, row + d + (k / 32) * 4, 4);
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + k)))),
+                         _mm256_set1_ps(s));
+}
+
+/* A head's vector x [d] into an int8 cache row: each block of 32 rounded to int8 with the scale
+ * max|x| / 127 (as quantize_rows rounds activations), the scales after the d bytes. */
+static inline void kv_store8(int8_t *row, const float *x, int64_t d) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < d / 32; b++) {
+        __m256 v[4], mx = _mm256_setzero_ps();
+        for (int j = 0; j < 4; j++) {
+            v[j] = _mm256_loadu_ps(x + 32 * b + 8 * j);
+            mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[j]));
+        }
+        float s = hmax(mx) / 127.0f;
+        __m256 inv = _mm256_set1_ps(s > 0.0f ? 1.0f / s : 0.0f);
+        __m256i i[4];
+        for (int j = 0; j < 4; j++) i[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], inv));
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(row + 32 * b), p);
+        memcpy(row + d + 4 * b, &s, 4);
+    }
+}
+
 /* One row's attention for n (<= 8; a constant after inlining) query heads that share a key/value head:
- * each key and value is read and widened from float16 once for all n. qh: the first head's query (the
- * n are consecutive), s: n * stride floats of scores, o: the first head's output. */
+ * each key and value is read and widened from the cache once for all n. qh: the first head's query (the
+ * n are consecutive), kh, vh: the key/value head's caches (kv8: int8 rows), s: n * stride floats of
+ * scores, o: the first head's output. */
 static inline __attribute__((always_inline)) void attend_group(
-        const int n, const float *qh, const uint16_t *kh, const uint16_t *vh, float *o, float *s, int64_t stride,
-        int64_t L, int64_t d, float scale) {
+        const int n, const int kv8, const float *qh, const char *kh, const char *vh, float *o, float *s,
+        int64_t stride, int64_t L, int64_t d, float scale) {
     float sum[8];
     /* scores, P positions at a time (n * P accumulators, at most 12): their sums reduced together */
     const int P = n <= 3 ? 4 : n <= 6 ? 2 : 1;
@@ -790,8 +828,8 @@ static inline __attribute__((always_inline)) void attend_group(
         /* the cache was written a step ago and the weights since have pushed it out of the caches:
          * the keys 16 positions on, and these positions' values (read next), are asked for now
          * (8 rows at ~100 positions: 1.7 -> 1.4 ms of attention a step) */
-        prefetch(kh + (l + 16) * d, (int)(P * d * 2));
-        prefetch(vh + l * d, (int)(P * d * 2));
+        prefetch(kh + (l + 16) * KV_ROW(kv8, d), (int)(P * KV_ROW(kv8, d)));
+        prefetch(vh + l * KV_ROW(kv8, d), (int)(P * KV_ROW(kv8, d)));
         __m256 acc[8][4];
         for (int h = 0; h < n; h++)
             for (int j = 0; j < P; j++) acc[h][j] = _mm256_setzero_ps();
@@ -799,7 +837,7 @@ static inline __attribute__((always_inline)) void attend_group(
             __m256 qv[8];
             for (int h = 0; h < n; h++) qv[h] = _mm256_loadu_ps(qh + h * d + k);
             for (int j = 0; j < P; j++) {
-                __m256 key = half8(kh + (l + j) * d + k);
+                __m256 key = kv_load(kv8, kh, l + j, k, d);
                 for (int h = 0; h < n; h++) acc[h][j] = _mm256_fmadd_ps(qv[h], key, acc[h][j]);
             }
         }
@@ -817,7 +855,7 @@ static inline __attribute__((always_inline)) void attend_group(
         __m256 acc[8];
         for (int h = 0; h < n; h++) acc[h] = _mm256_setzero_ps();
         for (int64_t k = 0; k < d; k += 8) {
-            __m256 key = half8(kh + l * d + k);
+            __m256 key = kv_load(kv8, kh, l, k, d);
             for (int h = 0; h < n; h++) acc[h] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + h * d + k), key, acc[h]);
         }
         for (int h = 0; h < n; h++) s[h * stride + l] = hsum(acc[h]) * scale;
@@ -852,7 +890,7 @@ static inline __attribute__((always_inline)) void attend_group(
             for (int j = 0; j < NV; j++) acc[h][j] = _mm256_setzero_ps();
         for (int64_t p = 0; p < L; p++) {
             __m256 v[4];
-            for (int j = 0; j < NV; j++) v[j] = half8(vh + p * d + k0 + 8 * j);
+            for (int j = 0; j < NV; j++) v[j] = kv_load(kv8, vh, p, k0 + 8 * j, d);
             for (int h = 0; h < n; h++) {
                 __m256 sp = _mm256_set1_ps(s[h * stride + p]);
                 for (int j = 0; j < NV; j++) acc[h][j] = _mm256_fmadd_ps(sp, v[j], acc[h][j]);
@@ -866,7 +904,7 @@ static inline __attribute__((always_inline)) void attend_group(
         __m256 acc[8];
         for (int h = 0; h < n; h++) acc[h] = _mm256_setzero_ps();
         for (int64_t p = 0; p < L; p++) {
-            __m256 v = half8(vh + p * d + k0);
+            __m256 v = kv_load(kv8, vh, p, k0, d);
             for (int h = 0; h < n; h++) acc[h] = _mm256_fmadd_ps(_mm256_set1_ps(s[h * stride + p]), v, acc[h]);
         }
         for (int h = 0; h < n; h++) _mm256_storeu_ps(o + h * d + k0, _mm256_mul_ps(acc[h], _mm256_set1_ps(1.0f / sum[h])));
@@ -877,14 +915,14 @@ static inline __attribute__((always_inline)) void attend_group(
  * step's rows (each the next token of its sequence), or a prefill's tokens once their keys and values
  * are in the cache (each a row of its prompt's slot, seeing the positions up to its own).
  *   q    [b, q_stride] float32: row i's head h at q + i * q_stride + h * d
- *   kc, vc [slots, KV, cap, d] float16 caches; row i reads slot slots[i] (slots NULL: first_slot + i)
- *        and sees lens[i] positions (float16, as llama.cpp's default cache: with 8 rows and a few
- *        hundred positions the cache, not the weights, is most of what a step reads, and float16 halves it)
+ *   kc, vc [slots, KV, cap, d] float16 caches, or int8 ones with kv8 (rows of KV_ROW bytes); row i
+ *        reads slot slots[i] (slots NULL: first_slot + i) and sees lens[i] positions (with 8 rows and
+ *        a few hundred positions the cache, not the weights, is most of what a step reads)
  *   out  [b, H * d]; scores: threads * 8 * max(lens) floats of scratch
  * Query head h reads key/value head h / (H / KV) (grouped-query attention). d is a multiple of 8.
  * PyTorch's SDPA spends ~50 us a layer setting up its flash kernel for one query; this is ~5.
  * Called by every thread of a team (or one thread outside any), as product(). */
-static void attention(const float *q, int64_t q_stride, const uint16_t *kc, const uint16_t *vc, float *out,
+static void attention(const float *q, int64_t q_stride, const void *kc, const void *vc, int kv8, float *out,
                       const int64_t *slots, int64_t first_slot, const int64_t *lens, int64_t b, int64_t H,
                       int64_t KV, int64_t cap, int64_t d, float scale, float *scores, int64_t max_len) {
     const int64_t G = H / KV;
@@ -894,13 +932,14 @@ static void attention(const float *q, int64_t q_stride, const uint16_t *kc, cons
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < b * KV; task++) {
         int64_t i = task / KV, kv = task % KV, L = lens[i], slot = slots ? slots[i] : first_slot + i;
-        const uint16_t *kh = kc + (slot * KV + kv) * cap * d;
-        const uint16_t *vh = vc + (slot * KV + kv) * cap * d;
+        const char *kh = (const char *)kc + (slot * KV + kv) * cap * KV_ROW(kv8, d);
+        const char *vh = (const char *)vc + (slot * KV + kv) * cap * KV_ROW(kv8, d);
         for (int64_t h0 = 0; h0 < G; h0 += 8) {
             int64_t h = kv * G + h0;
             const float *qh = q + i * q_stride + h * d;
             float *o = out + i * H * d + h * d;
-#define GROUP(N) attend_group(N, qh, kh, vh, o, s, max_len, L, d, scale)
+#define GROUP(N) if (kv8) attend_group(N, 1, qh, kh, vh, o, s, max_len, L, d, scale); \
+                 else attend_group(N, 0, qh, kh, vh, o, s, max_len, L, d, scale)
             switch (G - h0 < 8 ? G - h0 : 8) {
                 case 1: GROUP(1); break; case 2: GROUP(2); break; case 3: GROUP(3); break; case 4: GROUP(4); break;
                 case 5: GROUP(5); break; case 6: GROUP(6); break; case 7: GROUP(7); break; default: GROUP(8);
@@ -910,12 +949,12 @@ static void attention(const float *q, int64_t q_stride, const uint16_t *kc, cons
     }
 }
 
-void chatloop_attention(const float *q, int64_t q_stride, const uint16_t *kc, const uint16_t *vc, float *out,
+void chatloop_attention(const float *q, int64_t q_stride, const void *kc, const void *vc, int kv8, float *out,
                         const int64_t *slots, int64_t first_slot, const int64_t *lens, int64_t b, int64_t H,
                         int64_t KV, int64_t cap, int64_t d, float scale, float *scores, int64_t max_len,
                         int threads) {
 #pragma omp parallel num_threads(threads) if (threads > 1 && b * KV > 1)
-    attention(q, q_stride, kc, vc, out, slots, first_slot, lens, b, H, KV, cap, d, scale, scores, max_len);
+    attention(q, q_stride, kc, vc, kv8, out, slots, first_slot, lens, b, H, KV, cap, d, scale, scores, max_len);
 }
 
 /* --- A whole decoding step in one call ------------------------------------------------------------
@@ -937,7 +976,8 @@ typedef struct {
 
 typedef struct {
     chatloop_linear qkv, o, gate_up, down;  /* qkv carries the input norm, gate_up the post-attention one */
-    uint16_t *kc, *vc;                       /* float16 caches [slots, KV, cap, d] */
+    void *kc, *vc;                           /* the caches [slots, KV, cap, d]: float16, or int8 rows (kv8) */
+    int64_t kv8;
 } chatloop_layer;
 
 static void linear(const chatloop_linear *L, const float *x, const float *res, float *y, void *scratch,
@@ -974,12 +1014,13 @@ static inline void rotate(float *x, const float *cos, const float *sin, int64_t 
 }
 
 /* Rows of q, k and v ([b, (H + 2 KV) d], as the fused projection gives them): each row's query and key
- * heads rotated in place for its position pos[i], and its keys and values written into the float16
- * caches [slots, KV, cap, d] at that position of slot slots[i] (slots NULL: first_slot + i). A
- * decoding step's rows, or a prefill's tokens. Called by every thread of a team, as product(). */
+ * heads rotated in place for its position pos[i], and its keys and values written into the caches
+ * [slots, KV, cap, d] (float16, or int8 rows with kv8) at that position of slot slots[i] (slots NULL:
+ * first_slot + i). A decoding step's rows, or a prefill's tokens. Called by every thread of a team, as
+ * product(). */
 static void rope_store(float *qkv, int64_t b, const int64_t *slots, int64_t first_slot, const int64_t *pos,
                        const float *cos, const float *sin, int64_t H, int64_t KV, int64_t d, int64_t cap,
-                       uint16_t *kc, uint16_t *vc) {
+                       void *kc, void *vc, int kv8) {
     const int64_t width = (H + 2 * KV) * d;
 #pragma omp for schedule(static)
     for (int64_t unit = 0; unit < b * (H + KV); unit++) {
@@ -988,21 +1029,27 @@ static void rope_store(float *qkv, int64_t b, const int64_t *slots, int64_t firs
         rotate(row + head * d, cos + pos[i] * d, sin + pos[i] * d, d);
         if (head < H) continue;  /* a key head, once rotated, goes into the cache with its value head */
         int64_t kv = head - H, slot = slots ? slots[i] : first_slot + i;
-        int64_t at = ((slot * KV + kv) * cap + pos[i]) * d;
+        int64_t at = ((slot * KV + kv) * cap + pos[i]) * KV_ROW(kv8, d);
+        const float *key = row + head * d, *value = row + (H + KV + kv) * d;
+        if (kv8) {
+            kv_store8((int8_t *)kc + at, key, d);
+            kv_store8((int8_t *)vc + at, value, d);
+            continue;
+        }
         for (int64_t j = 0; j < d; j += 8) {
-            _mm_storeu_si128((__m128i *)(kc + at + j),
-                             _mm256_cvtps_ph(_mm256_loadu_ps(row + head * d + j), _MM_FROUND_TO_NEAREST_INT));
-            _mm_storeu_si128((__m128i *)(vc + at + j),
-                             _mm256_cvtps_ph(_mm256_loadu_ps(row + (H + KV + kv) * d + j), _MM_FROUND_TO_NEAREST_INT));
+            _mm_storeu_si128((__m128i *)((char *)kc + at + 2 * j),
+                             _mm256_cvtps_ph(_mm256_loadu_ps(key + j), _MM_FROUND_TO_NEAREST_INT));
+            _mm_storeu_si128((__m128i *)((char *)vc + at + 2 * j),
+                             _mm256_cvtps_ph(_mm256_loadu_ps(value + j), _MM_FROUND_TO_NEAREST_INT));
         }
     }
 }
 
 void chatloop_rope_store(float *qkv, int64_t b, const int64_t *slots, const int64_t *pos, const float *cos,
-                         const float *sin, int64_t H, int64_t KV, int64_t d, int64_t cap, uint16_t *kc, uint16_t *vc,
-                         int threads) {
+                         const float *sin, int64_t H, int64_t KV, int64_t d, int64_t cap, void *kc, void *vc,
+                         int kv8, int threads) {
 #pragma omp parallel num_threads(threads) if (threads > 1)
-    rope_store(qkv, b, slots, 0, pos, cos, sin, H, KV, d, cap, kc, vc);
+    rope_store(qkv, b, slots, 0, pos, cos, sin, H, KV, d, cap, kc, vc, kv8);
 }
 
 /* h [b, hidden]: the embedded tokens in, the last layer's output out (in place). Row i is slot
@@ -1022,8 +1069,9 @@ void chatloop_decode_step(const chatloop_layer *layers, int64_t n_layers, float 
     for (int64_t l = 0; l < n_layers; l++) {
         const chatloop_layer *L = layers + l;
         linear(&L->qkv, h, NULL, qkv, scratch, b, eps, 0);
-        rope_store(qkv, b, NULL, first_slot, pos, cos, sin, H, KV, d, cap, L->kc, L->vc);
-        attention(qkv, width, L->kc, L->vc, att, NULL, first_slot, lens, b, H, KV, cap, d, scale, scores, max_len);
+        rope_store(qkv, b, NULL, first_slot, pos, cos, sin, H, KV, d, cap, L->kc, L->vc, (int)L->kv8);
+        attention(qkv, width, L->kc, L->vc, (int)L->kv8, att, NULL, first_slot, lens, b, H, KV, cap, d, scale, scores,
+                  max_len);
         linear(&L->o, att, h, h, scratch, b, eps, 0);
         linear(&L->gate_up, h, NULL, gu, scratch, b, eps, 0);
         linear(&L->down, gu, h, h, scratch, b, eps, 1);

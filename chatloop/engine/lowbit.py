@@ -145,10 +145,10 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     for fn in (getattr(lib, name) for name in SYMBOLS.values() if hasattr(lib, name)):
         fn.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, p, ctypes.c_float, c_int, c_int]
         fn.restype = None
-    lib.chatloop_attention.argtypes = [p, i64, p, p, p, p, i64, p, i64, i64, i64, i64, i64, ctypes.c_float, p, i64,
-                                       c_int]
+    lib.chatloop_attention.argtypes = [p, i64, p, p, c_int, p, p, i64, p, i64, i64, i64, i64, i64, ctypes.c_float, p,
+                                       i64, c_int]
     lib.chatloop_attention.restype = None
-    lib.chatloop_rope_store.argtypes = [p, i64, p, p, p, p, i64, i64, i64, i64, p, p, c_int]
+    lib.chatloop_rope_store.argtypes = [p, i64, p, p, p, p, i64, i64, i64, i64, p, p, c_int, c_int]
     lib.chatloop_rope_store.restype = None
     lib.chatloop_decode_step.argtypes = [p, i64, p, i64, i64, p, p, p, p, i64, i64, i64, i64, ctypes.c_float,
                                          ctypes.c_float, p, p, p, p, p, c_int]
@@ -335,20 +335,50 @@ def layout(fmt: str) -> str:
     return fmt.removesuffix("-a8")
 
 
+def kv_row(dtype: torch.dtype, d: int) -> int:
+    """The last dimension of a key/value cache of heads of size d: d float16 values, or (int8) d bytes
+    and d / 32 float32 scales (lowbit.c's KV_ROW)."""
+    return d + d // 8 if dtype == torch.int8 else d
+
+
+def _check_caches(kc: Tensor, vc: Tensor, d: int) -> int:
+    """1 for int8 caches, 0 for float16 ones; raises for anything else."""
+    if not (kc.is_contiguous() and vc.is_contiguous()) or kc.dtype != vc.dtype or kc.shape != vc.shape:
+        raise ValueError("the key and value caches must be contiguous and alike")
+    if kc.dtype not in (torch.float16, torch.int8) or d % (32 if kc.dtype == torch.int8 else 8):
+        raise ValueError("the caches must be float16 (head size divisible by 8) or int8 (by 32)")
+    if kc.shape[-1] != kv_row(kc.dtype, d):
+        raise ValueError(f"a {kc.dtype} cache of heads of {d} has rows of {kv_row(kc.dtype, d)}, not {kc.shape[-1]}")
+    return int(kc.dtype == torch.int8)
+
+
+def kv_quantize(x: Tensor) -> Tensor:
+    """float [..., d] -> int8 cache rows [..., d + d / 8]: as lowbit.c's kv_store8 (tests, copies)."""
+    d = x.shape[-1]
+    blocks = x.float().reshape(*x.shape[:-1], d // 32, 32)
+    scale = blocks.abs().amax(-1) / 127
+    q = torch.round(blocks * torch.where(scale > 0, 1 / scale, 0)[..., None]).to(torch.int8)
+    return torch.cat([q.reshape(*x.shape[:-1], d), scale.contiguous().view(torch.int8)], -1)
+
+
+def kv_dequantize(rows: Tensor) -> Tensor:
+    """int8 cache rows [..., d + d / 8] -> float32 [..., d], the values attention reads."""
+    d = rows.shape[-1] * 8 // 9
+    scale = rows[..., d:].contiguous().view(torch.float32)
+    return (rows[..., :d].float().unflatten(-1, (d // 32, 32)) * scale[..., None]).flatten(-2)
+
+
 def attention(q: Tensor, kc: Tensor, vc: Tensor, lens: list[int], slots: list[int], heads: int,
               scale: float) -> Tensor:
     """Attention for one query per row: q [b, >= heads, d] float32 (row i's query heads first; rows may
-    hold more, e.g. the keys after them), float16 caches [slots, kv heads, capacity, d]; row i reads
-    slot slots[i] and attends over its first lens[i] positions. Returns [b, heads * d]. A decoding
-    step's rows are its sequences; a prefill's are its tokens, once their keys and values are in the
-    cache (a token at position p of its slot sees p + 1 positions)."""
+    hold more, e.g. the keys after them), caches [slots, kv heads, capacity, kv_row] (float16, or int8
+    rows, see kv_row); row i reads slot slots[i] and attends over its first lens[i] positions. Returns
+    [b, heads * d]. A decoding step's rows are its sequences; a prefill's are its tokens, once their
+    keys and values are in the cache (a token at position p of its slot sees p + 1 positions)."""
     b, _, d = q.shape
-    if q.stride(2) != 1 or q.stride(1) != d or not (kc.is_contiguous() and vc.is_contiguous()):
-        raise ValueError("attention needs contiguous heads and caches")
-    if kc.dtype != torch.float16 or vc.dtype != torch.float16 or q.dtype != torch.float32:
-        raise ValueError("attention takes float32 queries and float16 caches")
-    if d % 8:
-        raise ValueError(f"attention needs a head size divisible by 8, got {d}")
+    if q.stride(2) != 1 or q.stride(1) != d or q.dtype != torch.float32:
+        raise ValueError("attention takes float32 queries with contiguous heads")
+    kv8 = _check_caches(kc, vc, d)
     if len(lens) != b or len(slots) != b:
         raise ValueError(f"attention needs a length and a slot for each of the {b} rows")
     out = torch.empty(b, heads * d)
@@ -357,7 +387,7 @@ def attention(q: Tensor, kc: Tensor, vc: Tensor, lens: list[int], slots: list[in
     lengths = torch.as_tensor(lens, dtype=torch.int64)
     where = torch.as_tensor(slots, dtype=torch.int64)
     _library()[0].chatloop_attention(
-        q.data_ptr(), q.stride(0), kc.data_ptr(), vc.data_ptr(), out.data_ptr(), where.data_ptr(), 0,
+        q.data_ptr(), q.stride(0), kc.data_ptr(), vc.data_ptr(), kv8, out.data_ptr(), where.data_ptr(), 0,
         lengths.data_ptr(), b, heads, kc.shape[1], kc.shape[2], d, scale, _scores(threads, max_len), max_len, threads)
     return out
 
@@ -366,16 +396,15 @@ def rope_store(qkv: Tensor, positions: Tensor, slots: list[int], rope: tuple[Ten
                kv_heads: int, kc: Tensor, vc: Tensor) -> None:
     """Rows of q, k and v side by side (qkv [b, (heads + 2 kv_heads) d] float32, the fused projection's
     output): each row's query and key heads rotated in place for its position (positions [b] int64),
-    and its keys and values written at that position of its slot (slots[i]) in the float16 caches
-    [slots, kv heads, capacity, d]. rope: the rotary (cos, signed sin) tables [positions, d]."""
+    and its keys and values written at that position of its slot (slots[i]) in the caches
+    [slots, kv heads, capacity, kv_row] (float16, or int8 rows). rope: the rotary (cos, signed sin)
+    tables [positions, d]."""
     b = qkv.shape[0]
     cos, sin = rope
     d = cos.shape[1]
-    if qkv.shape[1] != (heads + 2 * kv_heads) * d or not (qkv.is_contiguous() and kc.is_contiguous()
-                                                          and vc.is_contiguous()):
-        raise ValueError("rope_store needs contiguous rows of q, k and v and contiguous caches")
-    if kc.dtype != torch.float16 or vc.dtype != torch.float16 or qkv.dtype != torch.float32 or d % 8:
-        raise ValueError("rope_store takes float32 rows, float16 caches and a head size divisible by 8")
+    if qkv.shape[1] != (heads + 2 * kv_heads) * d or not qkv.is_contiguous() or qkv.dtype != torch.float32:
+        raise ValueError("rope_store takes contiguous float32 rows of q, k and v")
+    kv8 = _check_caches(kc, vc, d)
     if len(slots) != b or positions.shape != (b,) or positions.dtype != torch.int64:
         raise ValueError(f"rope_store needs an int64 position and a slot for each of the {b} rows")
     if b and int(positions.max()) >= min(cos.shape[0], kc.shape[2]):
@@ -383,7 +412,7 @@ def rope_store(qkv: Tensor, positions: Tensor, slots: list[int], rope: tuple[Ten
     where = torch.as_tensor(slots, dtype=torch.int64)
     _library()[0].chatloop_rope_store(qkv.data_ptr(), b, where.data_ptr(), positions.data_ptr(), cos.data_ptr(),
                                       sin.data_ptr(), heads, kv_heads, d, kc.shape[2], kc.data_ptr(), vc.data_ptr(),
-                                      torch.get_num_threads())
+                                      kv8, torch.get_num_threads())
 
 
 class Linear(ctypes.Structure):
@@ -395,7 +424,7 @@ class Linear(ctypes.Structure):
 class Layer(ctypes.Structure):
     """lowbit.c's chatloop_layer."""
     _fields_ = [("qkv", Linear), ("o", Linear), ("gate_up", Linear), ("down", Linear), ("kc", ctypes.c_void_p),
-                ("vc", ctypes.c_void_p)]
+                ("vc", ctypes.c_void_p), ("kv8", ctypes.c_int64)]
 
 
 def linear(fmt: str, q: Tensor, scales: Tensor, bias: Tensor | None, norm: Tensor | None) -> Linear:
@@ -407,7 +436,7 @@ def linear(fmt: str, q: Tensor, scales: Tensor, bias: Tensor | None, norm: Tenso
 
 def layers(projections: list[tuple[Linear, Linear, Linear, Linear]], caches: list[tuple[Tensor, Tensor]]):
     """The array decode_step takes: each layer's (qkv, o, gate_up, down) and its (keys, values) caches."""
-    return (Layer * len(projections))(*(Layer(*lin, k.data_ptr(), v.data_ptr())
+    return (Layer * len(projections))(*(Layer(*lin, k.data_ptr(), v.data_ptr(), int(k.dtype == torch.int8))
                                         for lin, (k, v) in zip(projections, caches)))
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from chatloop.config import get_settings
 from chatloop.engine import lowbit
 from chatloop.engine.prefix_cache import BLOCK, PrefixCache
 from chatloop.engine.quant import LOWBIT, KernelPlan, PackedLinear, fuse, pick
@@ -43,11 +44,13 @@ class _Layer:
 
 class ModelRunner:
     def __init__(self, model, plan: KernelPlan | str, max_slots: int, max_len: int, prefix_cache_bytes: int = 0,
-                 device: str = "cpu"):
+                 device: str = "cpu", kv_cache: str | None = None):
         """plan: a KernelPlan (quant.py: activation dtype, weight format per number of rows) or one
         format name for all ('float32' is the exact one). prefix_cache_bytes: the prefix cache's
         budget (0: no prefix cache). device: where weights, cache and compute live ('cpu', 'cuda');
-        the model itself stays on the CPU, the runner copies what it needs."""
+        the model itself stays on the CPU, the runner copies what it needs. kv_cache: 'int8' or
+        'float16', where our attention kernel runs (None: the kv_cache setting); other plans keep
+        their activations' dtype."""
         self.device = dev = torch.device(device)
         cfg = model.config.get_text_config()  # a vision-language model's text half
         self.config = cfg
@@ -75,9 +78,6 @@ class ModelRunner:
         # ...and where our AVX2 kernels are built, one C call per layer for all rows and heads
         # (lowbit.attention: SDPA's set-up for one query cost ~50 us a layer, ours ~5)
         self.native_attention = self.small_attention and self.head_dim % 8 == 0 and lowbit.available()
-        # ...whose cache is float16 (half the bytes a step reads: with 8 rows and a few hundred positions
-        # the cache, not the weights, is most of them); prefill writes it and reads it back as float32
-        self.cache_dtype = torch.float16 if self.native_attention else self.dtype
         self._native_steps: dict[str, tuple] = {}  # body format -> (projections, capacity, layer array)
         self.one_call_steps = True  # decode through lowbit.decode_step where it can (False: layer by layer)
         self._rope_table = None
@@ -91,6 +91,15 @@ class ModelRunner:
             cos, sin = self.rotary(torch.zeros(1, dtype=torch.float32), positions)
             cos, sin = cos[0].to(device=dev, dtype=self.dtype), sin[0].to(device=dev, dtype=self.dtype)
             self._rope_table = (cos, sin * self._rope_sign)
+        # ...whose cache is int8 (CHATLOOP_KV_CACHE, default) or float16: with 8 rows and a few hundred
+        # positions, or one row and a few thousand, the cache, not the weights, is most of what a step
+        # reads. An int8 cache (blocks of 32 with a scale each, llama.cpp's q8_0) holds 56% of float16's
+        # bytes; our C kernels write it (lowbit.rope_store), so it needs the rotary table. Prefill writes
+        # the cache and reads it back as float32.
+        self.kv8 = (self.native_attention and self._rope_table is not None and self.head_dim % 32 == 0
+                    and (kv_cache or get_settings().kv_cache) == "int8")
+        self.cache_dtype = torch.int8 if self.kv8 else torch.float16 if self.native_attention else self.dtype
+        self.kv_row = lowbit.kv_row(self.cache_dtype, self.head_dim)
         body, head = self.plan.body, self.plan.head
         self.lm_head = self.make_head(model, head)
         self.layers = []
@@ -111,7 +120,7 @@ class ModelRunner:
         self.v: list[torch.Tensor] = []
         self.lens = [0] * max_slots  # tokens held in each slot's cache
         self.n = 0  # active slots are 0..n-1
-        block_bytes = len(self.layers) * 2 * self.kv_size * BLOCK * self.cache_dtype.itemsize
+        block_bytes = len(self.layers) * 2 * self.n_kv * self.kv_row * BLOCK * self.cache_dtype.itemsize
         self.prefix = PrefixCache(prefix_cache_bytes, block_bytes) if prefix_cache_bytes >= block_bytes else None
         self.cacheable = [0] * max_slots  # how much of each slot's history may go into the prefix cache
         self.prefilled_tokens = 0  # prompt tokens run through prefill
@@ -153,7 +162,7 @@ class ModelRunner:
         if needed > self.max_len:
             raise ValueError(f"sequence of {needed} tokens exceeds the cache limit {self.max_len}")
         new_cap = min(self.max_len, -(-needed // CACHE_GROWTH) * CACHE_GROWTH)
-        shape = (self.max_slots, self.n_kv, new_cap, self.head_dim)
+        shape = (self.max_slots, self.n_kv, new_cap, self.kv_row)
         for i in range(len(self.layers)):
             k = torch.zeros(shape, dtype=self.cache_dtype, device=self.device)
             v = torch.zeros(shape, dtype=self.cache_dtype, device=self.device)
@@ -298,9 +307,9 @@ class ModelRunner:
                 where, vectors = spliced
                 h[at + where.to(dev)] = vectors.to(device=dev, dtype=h.dtype)
             at += n
-        # A prefill's rotary embedding and cache writes in one C call a layer where our kernels run
-        # (torch's roll, multiply-adds and a copy per prompt took ~12 ms of a 331-token prefill)
-        stored = not decode and self.native_attention and self._rope_table is not None
+        # The rotary embedding and cache writes in one C call a layer where our kernels run (for a
+        # prefill, torch's roll, multiply-adds and a copy per prompt took ~12 ms of 331 tokens)
+        stored = self.native_attention and self._rope_table is not None
         cos, sin = (None, None) if stored else self._rope(h, positions)
         if decode:
             # Each row sees its own history only. Query heads are grouped onto their key/value head
@@ -314,7 +323,7 @@ class ModelRunner:
                 mask = (torch.arange(kv_len, device=dev)[None, :] <= start[:, None]).view(b, 1, 1, kv_len)
                 if self.small_attention:  # the mask as an additive bias for the batched products
                     bias = torch.zeros(mask.shape, dtype=self.dtype, device=dev).masked_fill_(~mask, float("-inf"))
-            if b > 1:  # where each row's new key and value go, for each kv head, in a cache's flat view
+            if b > 1 and not stored:  # where each row's new key and value go, for each kv head, in a cache's flat view
                 slots = torch.arange(first_slot, first_slot + b, device=dev)
                 heads = torch.arange(KV, device=dev)
                 kv_rows = ((slots[:, None] * KV + heads[None, :]) * self.capacity + start[:, None]).view(-1)
@@ -355,10 +364,10 @@ class ModelRunner:
                 qk = rotate(qkv.narrow(1, 0, qk_size).view(-1, H + KV, d), cos, sin)  # q and k heads rotated together
                 v = qkv.narrow(1, qk_size, self.kv_size).view(-1, KV, d)
             if decode:
-                if b == 1:  # one row: plain views, cheaper than an indexed write
+                if not stored and b == 1:  # one row: plain views, cheaper than an indexed write
                     kc[first_slot, :, starts[0]].copy_(qk[0, H:])
                     vc[first_slot, :, starts[0]].copy_(v[0])
-                else:  # one indexed copy per cache into its flat [slots * kv heads * capacity, d] view
+                elif not stored:  # one indexed copy per cache into its flat [slots * kv heads * capacity, d] view
                     keys = qk.narrow(1, H, KV).reshape(b * KV, d)
                     kc.view(-1, d).index_copy_(0, kv_rows, keys.to(kc.dtype))
                     vc.view(-1, d).index_copy_(0, kv_rows, v.reshape(b * KV, d).to(vc.dtype))
@@ -413,7 +422,10 @@ class ModelRunner:
         copied into its slot (`mask` is then one causal mask per prompt)."""
         groups = self.n_heads // self.n_kv
         if not isinstance(mask, list):
-            if kc.dtype != q.dtype:  # seen as the cache holds them, as every other path sees them
+            if kc.dtype == torch.int8:  # one fresh prompt: read back, as every other path sees them
+                n = k.shape[2]
+                k, v = self._read_cache(kc, first_slot, n), self._read_cache(vc, first_slot, n)
+            elif kc.dtype != q.dtype:  # seen as the cache holds them, as every other path sees them
                 k, v = (x.to(kc.dtype).to(q.dtype) for x in (k, v))
             return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale, enable_gqa=groups > 1
@@ -421,13 +433,17 @@ class ModelRunner:
         outs = []
         for j, (s, causal) in enumerate(zip(starts, mask)):
             a, e = offsets[j], offsets[j + 1]
-            rows = slice(first_slot + j, first_slot + j + 1)
-            keys, values = (c[rows, :, : s + e - a].to(q.dtype) for c in (kc, vc))  # float16 caches: as q
+            keys, values = (self._read_cache(c, first_slot + j, s + e - a) for c in (kc, vc))
             outs.append(F.scaled_dot_product_attention(
                 q[:, :, a:e], keys, values, attn_mask=causal,
                 scale=self.scale, enable_gqa=groups > 1,
             ))
         return torch.cat(outs, dim=2)
+
+    def _read_cache(self, cache: torch.Tensor, slot: int, n: int) -> torch.Tensor:
+        """The first n positions of `slot` in a key or value cache as the activations' dtype [1, kv, n, d]."""
+        held = cache[slot : slot + 1, :, :n]
+        return lowbit.kv_dequantize(held) if held.dtype == torch.int8 else held.to(self.dtype)
 
     def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         # Same arithmetic as transformers' LlamaRMSNorm: normalise in float32, scale in model dtype.

@@ -249,15 +249,16 @@ def test_rows_of_different_lengths_decode_in_a_batch_as_they_do_alone(tiny_dir, 
             assert torch.allclose(together[i], runner.decode([tokens[i]])[0], rtol=1e-3, atol=3e-3), (step, i)
 
 
+@pytest.mark.parametrize("cache", ["float16", "int8"])
 @pytest.mark.parametrize("model_type", ["llama", "qwen2"])  # qwen2: q, k and v have biases
 @pytest.mark.parametrize("fmt", ["int8-avx2", "int4-avx2", "int8-avx2-a8", "int4-avx2-a8"])
-def test_a_decoding_step_in_one_call_equals_it_layer_by_layer(tokenizer, tmp_path, model_type, fmt):
+def test_a_decoding_step_in_one_call_equals_it_layer_by_layer(tokenizer, tmp_path, model_type, fmt, cache):
     """lowbit.decode_step (every layer in one C call: rotary embedding, cache writes, attention,
     projections) against the same runner stepping layer by layer, one row and three rows of different
-    lengths, through a cache that grows in between. Equal up to float rounding (the rotary embedding's
-    order of operations; the activations' int16 rounding can carry a last bit into a quantum, and
-    this tiny model's large random weights amplify it): a wrong position, slot or cache would be off
-    by the size of the logits themselves."""
+    lengths, through a cache that grows in between; a float16 cache and an int8 one (heads of 32).
+    Equal up to float rounding (the rotary embedding's order of operations; the activations' int16
+    rounding can carry a last bit into a quantum, and this tiny model's large random weights amplify
+    it): a wrong position, slot or cache would be off by the size of the logits themselves."""
     from conftest import make_tiny_model
 
     from chatloop.engine import runner as runner_module
@@ -266,9 +267,12 @@ def test_a_decoding_step_in_one_call_equals_it_layer_by_layer(tokenizer, tmp_pat
 
     if fmt not in formats_for("float32"):
         pytest.skip(f"{fmt} does not run here")
-    model = load_model(str(make_tiny_model(tmp_path / model_type, tokenizer, model_type, seed=4)), "float32").model
+    hidden = 128 if cache == "int8" else 64
+    model = load_model(str(make_tiny_model(tmp_path / model_type, tokenizer, model_type, seed=4, hidden=hidden)),
+                       "float32").model
     plan = KernelPlan.uniform(fmt, "float32", head=fmt)
-    runners = [ModelRunner(model, plan, max_slots=3, max_len=600) for _ in range(2)]
+    runners = [ModelRunner(model, plan, max_slots=3, max_len=600, kv_cache=cache) for _ in range(2)]
+    assert runners[0].cache_dtype == getattr(torch, cache)
     runners[1].one_call_steps = False
     prompts = [list(range(10, 17)), list(range(30, 330)), list(range(60, 63))]
     for runner in runners:

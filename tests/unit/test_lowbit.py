@@ -185,43 +185,79 @@ def test_a_compiler_without_the_wider_flags_builds_what_it_can(monkeypatch, tmp_
         lowbit._library.cache_clear()
 
 
+def _caches(shape: tuple[int, ...], cache: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random key and value caches as the runner holds them: float16, or int8 rows (lowbit.kv_row)."""
+    made = (torch.randn(shape) * 3 for _ in range(2))
+    return tuple(lowbit.kv_quantize(x) if cache == "int8" else x.half() for x in made)
+
+
+def _read(cache: torch.Tensor) -> torch.Tensor:
+    return lowbit.kv_dequantize(cache) if cache.dtype == torch.int8 else cache.float()
+
+
 @needs_kernels
+@pytest.mark.parametrize("cache", ["float16", "int8"])
 @pytest.mark.parametrize("heads, kv, d", [(9, 3, 64), (20, 2, 72), (4, 4, 32), (14, 2, 64)])
-def test_attention_equals_sdpa_row_by_row(heads, kv, d):
+def test_attention_equals_sdpa_row_by_row(heads, kv, d, cache):
     """Rows of different lengths, in slots given per row (a decoding step's consecutive slots, or a
     prefill's tokens, several in one slot), grouped-query heads: 9 query heads on 3 key/value heads
     (the default model), 7 on 1 (Qwen 0.5B's 14 on 2), 10 on 1 (past a group of 8), one each; lengths
     that are and are not whole vectors of 8; a head size that is not a whole number of the kernel's
-    passes over the values (72)."""
+    passes over the values (72). Both caches: SDPA sees the values the cache holds."""
+    if cache == "int8" and d % 32:
+        rows = torch.zeros(1, kv, 8, d + d // 8, dtype=torch.int8)
+        with pytest.raises(ValueError, match="int8 .by 32"):
+            lowbit.attention(torch.randn(1, heads + kv, d), rows, rows.clone(), [3], [0], heads, 0.3)
+        return
     torch.manual_seed(5)
     cap = 64
-    kc, vc = (torch.randn(6, kv, cap, d).half() for _ in range(2))  # the runner's float16 caches
+    kc, vc = _caches((6, kv, cap, d), cache)
     qk = torch.randn(5, heads + kv, d)  # the keys after the queries, as the runner's rotated q and k
     lens, slots = [1, 17, 40, 18, 2], [2, 3, 4, 3, 0]
     out = lowbit.attention(qk, kc, vc, lens, slots, heads, 0.125)
     for i, (n, slot) in enumerate(zip(lens, slots)):
         q = qk[i, :heads].view(1, kv, heads // kv, d)
-        keys, values = (c[slot : slot + 1, :, :n].float() for c in (kc, vc))
+        keys, values = (_read(c[slot : slot + 1, :, :n]) for c in (kc, vc))
         ref = F.scaled_dot_product_attention(q, keys, values, scale=0.125)
         assert torch.allclose(out[i], ref.reshape(-1), atol=1e-5), i
     with pytest.raises(ValueError, match="divisible by 8"):
         lowbit.attention(torch.randn(1, 4, 12), torch.randn(1, 1, 8, 12).half(),
                          torch.randn(1, 1, 8, 12).half(), [3], [0], 3, 0.3)
-    with pytest.raises(ValueError, match="float16 caches"):
-        lowbit.attention(qk, kc.float(), vc.float(), lens, slots, heads, 0.125)
+    with pytest.raises(ValueError, match="float16 .* or int8"):
+        lowbit.attention(qk, _read(kc), _read(vc), lens, slots, heads, 0.125)
+    with pytest.raises(ValueError, match="rows of"):
+        lowbit.attention(qk, kc[..., :-8].contiguous(), vc[..., :-8].contiguous(), lens, slots, heads, 0.125)
     with pytest.raises(ValueError, match="a length and a slot for each"):
         lowbit.attention(qk, kc, vc, lens[:2], slots[:2], heads, 0.125)
 
 
+def test_int8_cache_rows_hold_each_block_of_32_within_half_a_step():
+    """kv_quantize: d bytes then d / 32 float32 scales (max|x| / 127 of each block); reading a row
+    back is off by at most half a step of its block, and an all-zero block reads back as zeros."""
+    x = torch.randn(3, 96) * torch.tensor([0.01, 1.0, 50.0]).repeat_interleave(32)
+    x[1, 32:64] = 0
+    rows = lowbit.kv_quantize(x)
+    assert rows.dtype == torch.int8 and rows.shape == (3, 96 + 12)
+    scales = rows[:, 96:].contiguous().view(torch.float32)
+    assert torch.allclose(scales, x.view(3, 3, 32).abs().amax(-1) / 127)
+    back = lowbit.kv_dequantize(rows)
+    assert (back - x).abs().le(scales.repeat_interleave(32, -1) / 2 * 1.001 + 1e-12).all()
+    assert torch.equal(back[1, 32:64], torch.zeros(32))
+
+
 @needs_kernels
+@pytest.mark.parametrize("cache", ["float16", "int8"])
 @pytest.mark.parametrize("heads, kv, d", [(9, 3, 64), (4, 2, 72)])
-def test_rope_store_rotates_and_caches_as_torch_does(heads, kv, d):
+def test_rope_store_rotates_and_caches_as_torch_does(heads, kv, d, cache):
     """A prefill's rotary embedding and cache writes in one call: q and k rotated in place as the
     runner's torch path rotates them (x * cos + roll(x, d/2) * signed sin), v left alone, and each
-    row's key and value heads in its slot at its position, as float16; nothing else in the caches
-    changes. Head sizes of 64 and 72 (half of it, 36, is not a whole vector of 8)."""
+    row's key and value heads in its slot at its position, as float16 or as int8 rows (kv_quantize's);
+    nothing else in the caches changes. Head sizes of 64 and 72 (half of it, 36, is not a whole
+    vector of 8; int8 rows need whole blocks of 32)."""
     from chatloop.engine.runner import _rotate
 
+    if cache == "int8" and d % 32:
+        return
     torch.manual_seed(9)
     positions = torch.tensor([0, 1, 2, 5, 6, 30], dtype=torch.int64)
     slots = [1, 1, 1, 3, 3, 0]
@@ -230,18 +266,25 @@ def test_rope_store_rotates_and_caches_as_torch_does(heads, kv, d):
     cos = torch.cat([angles.cos(), angles.cos()], -1)
     sin = torch.cat([-angles.sin(), angles.sin()], -1)  # rotate_half's sign folded in, as the runner's table
     qkv = torch.randn(len(slots), (heads + 2 * kv) * d)
-    kc, vc = (torch.randn(4, kv, 32, d).half() for _ in range(2))
+    kc, vc = _caches((4, kv, 32, d), cache)
     want_k, want_v = kc.clone(), vc.clone()
     x = qkv.view(len(slots), heads + 2 * kv, d)
     rotated = _rotate(x[:, : heads + kv], cos[positions].unsqueeze(1), sin[positions].unsqueeze(1))
+    as_cached = lowbit.kv_quantize if cache == "int8" else torch.Tensor.half
     for i, (p, slot) in enumerate(zip(positions.tolist(), slots)):
-        want_k[slot, :, p] = rotated[i, heads:].half()
-        want_v[slot, :, p] = x[i, heads + kv :].half()
+        want_k[slot, :, p] = as_cached(rotated[i, heads:])
+        want_v[slot, :, p] = as_cached(x[i, heads + kv :])
     values = x[:, heads + kv :].clone()
     lowbit.rope_store(qkv, positions, slots, (cos, sin), heads, kv, kc, vc)
     assert torch.allclose(x[:, : heads + kv], rotated, atol=1e-5)
     assert torch.equal(x[:, heads + kv :], values)
-    assert torch.allclose(kc.float(), want_k.float(), rtol=1e-3, atol=1e-3) and torch.equal(vc, want_v)  # 1 ulp
+    assert torch.equal(vc, want_v)
+    if cache == "int8":  # the rotation's last bit may move a key across a rounding boundary: one step
+        steps = want_k[..., d:].contiguous().view(torch.float32).repeat_interleave(32, -1)
+        assert ((_read(kc) - _read(want_k)).abs() <= steps * 1.01).all()
+        assert (kc != want_k).float().mean() < 0.01
+    else:
+        assert torch.allclose(kc.float(), want_k.float(), rtol=1e-3, atol=1e-3)  # 1 ulp
     with pytest.raises(ValueError, match="past the rotary table"):
         lowbit.rope_store(qkv, positions + table, slots, (cos, sin), heads, kv, kc, vc)
     with pytest.raises(ValueError, match="a slot for each"):

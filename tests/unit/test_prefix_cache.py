@@ -2,6 +2,7 @@
 gives the same logits as a full prefill, and the engine not prefilling a cached prefix again
 (counted in prefilled tokens, not timed), with greedy float32 output unchanged."""
 
+import copy
 import random
 
 import pytest
@@ -63,13 +64,23 @@ def tiny_model(tiny_dir):
     return load_model(str(tiny_dir), "float32").model
 
 
-def runner(model, budget: int = 64 << 20, slots: int = 4, plan: str = "float32") -> ModelRunner:
-    return ModelRunner(model, plan, max_slots=slots, max_len=512, prefix_cache_bytes=budget)
+def runner(model, budget: int = 64 << 20, slots: int = 4, plan: str = "float32", cache: str = "float16") -> ModelRunner:
+    return ModelRunner(model, plan, max_slots=slots, max_len=512, prefix_cache_bytes=budget, kv_cache=cache)
+
+
+@pytest.fixture(scope="module")
+def wide_model(tiny_model):
+    """The tiny model with heads of 32 (an int8 cache holds whole blocks of 32), random as it is."""
+    config = copy.deepcopy(tiny_model.config)
+    config.hidden_size, config.intermediate_size, config.head_dim = 128, 256, 32
+    torch.manual_seed(1)
+    return type(tiny_model)(config).eval()
 
 
 # The exact plan (SDPA over a float32 cache), and a fused one where our kernels run: a float16 cache,
-# whose prompts continuing a cached prefix, or packed with others, attend through lowbit.attention.
-PLANS = [("float32", 1e-4), ("float32-onednn", 1e-3)]
+# whose prompts continuing a cached prefix, or packed with others, attend through lowbit.attention;
+# and an int8 one (heads of 32), which every path reads back the same way.
+PLANS = [("float32", "float16", 1e-4), ("float32-onednn", "float16", 1e-3), ("float32-onednn", "int8", 1e-3)]
 
 
 def needs_plan(plan: str) -> None:
@@ -77,16 +88,23 @@ def needs_plan(plan: str) -> None:
         pytest.skip(f"{plan} with our attention does not run here")
 
 
+def model_for(cache: str, tiny_model, wide_model):
+    return wide_model if cache == "int8" else tiny_model
+
+
 def ids(n: int, seed: int) -> list[int]:
     rng = random.Random(seed)
     return [rng.randrange(100, 40000) for _ in range(n)]
 
 
-@pytest.mark.parametrize("plan, tol", PLANS)
-def test_a_cached_prefix_is_not_prefilled_again_and_logits_match(tiny_model, plan, tol):
+@pytest.mark.parametrize("plan, cache, tol", PLANS)
+def test_a_cached_prefix_is_not_prefilled_again_and_logits_match(tiny_model, wide_model, plan, cache, tol):
     needs_plan(plan)
-    cold, warm = runner(tiny_model, budget=0, plan=plan), runner(tiny_model, plan=plan)
+    model = model_for(cache, tiny_model, wide_model)
+    cold, warm = runner(model, budget=0, plan=plan, cache=cache), runner(model, plan=plan, cache=cache)
     assert warm.native_attention == (plan != "float32")
+    assert warm.cache_dtype == {"float32": torch.float32, "float16": torch.float16, "int8": torch.int8}[
+        cache if warm.native_attention else "float32"]
     assert cold.prefix is None
     first = ids(70, 1)
     second = first + ids(30, 2)
@@ -102,6 +120,28 @@ def test_a_cached_prefix_is_not_prefilled_again_and_logits_match(tiny_model, pla
     torch.testing.assert_close(warm.decode([5]), cold.decode([5]), rtol=tol, atol=tol)
 
 
+def test_the_cache_is_int8_by_default_where_our_kernels_run_and_its_blocks_hold_its_rows(
+        tiny_model, wide_model, monkeypatch):
+    """The kv_cache setting (CHATLOOP_KV_CACHE) picks the cache where our attention runs; int8 needs
+    heads of whole blocks of 32 (the tiny model's are 16: float16), the exact plan keeps float32. A
+    prefix-cache block is the cache's own bytes: an int8 one 9/16 of a float16 one."""
+    from chatloop.config import Settings
+
+    needs_plan("float32-onednn")
+    monkeypatch.delenv("CHATLOOP_KV_CACHE", raising=False)
+    wide = ModelRunner(wide_model, "float32-onednn", max_slots=2, max_len=64, prefix_cache_bytes=1 << 20)
+    assert wide.cache_dtype == torch.int8
+    assert runner(tiny_model, plan="float32-onednn", cache="int8").cache_dtype == torch.float16
+    assert runner(wide_model, plan="float32", cache="int8").cache_dtype == torch.float32
+    monkeypatch.setenv("CHATLOOP_KV_CACHE", "float16")
+    half = ModelRunner(wide_model, "float32-onednn", max_slots=2, max_len=64, prefix_cache_bytes=1 << 20)
+    assert half.cache_dtype == torch.float16
+    assert wide.prefix.block_bytes * 16 == half.prefix.block_bytes * 9
+    monkeypatch.setenv("CHATLOOP_KV_CACHE", "int4")
+    with pytest.raises(ValueError, match="kv_cache"):
+        Settings()
+
+
 def test_a_whole_cached_prompt_still_prefills_its_last_token(tiny_model):
     warm = runner(tiny_model)
     prompt = ids(3 * BLOCK, 3)
@@ -111,10 +151,11 @@ def test_a_whole_cached_prompt_still_prefills_its_last_token(tiny_model):
     assert warm.last_reused == [2 * BLOCK]  # the last block holds the token whose logits are needed
 
 
-@pytest.mark.parametrize("plan, tol", PLANS)
-def test_packed_prefill_mixes_cached_and_new_prompts(tiny_model, plan, tol):
+@pytest.mark.parametrize("plan, cache, tol", PLANS)
+def test_packed_prefill_mixes_cached_and_new_prompts(tiny_model, wide_model, plan, cache, tol):
     needs_plan(plan)
-    cold, warm = runner(tiny_model, budget=0, plan=plan), runner(tiny_model, plan=plan)
+    model = model_for(cache, tiny_model, wide_model)
+    cold, warm = runner(model, budget=0, plan=plan, cache=cache), runner(model, plan=plan, cache=cache)
     shared = ids(40, 4)
     warm.prefill([shared])
     warm.remove(0, history=shared)
