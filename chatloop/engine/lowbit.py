@@ -156,7 +156,10 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     if hasattr(lib, "chatloop_amx"):
         lib.chatloop_amx.argtypes = [c_int]
         lib.chatloop_amx.restype = c_int
-        amx_rows = int(os.environ.get("CHATLOOP_LOWBIT_AMX", str(AMX_MIN_ROWS)))
+        setting = os.environ.get("CHATLOOP_LOWBIT_AMX", "").strip()
+        amx_rows = int(setting) if setting.isdigit() else AMX_MIN_ROWS
+        if setting and not setting.isdigit():
+            log.warning("CHATLOOP_LOWBIT_AMX=%r is not a number of rows (0 or more): using %d", setting, amx_rows)
         if lib.chatloop_amx(amx_rows) != amx_rows:
             log.warning("the CPU has AMX but the OS did not grant its tiles: the low-bit kernels run without")
     return lib, ""

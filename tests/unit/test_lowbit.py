@@ -310,6 +310,25 @@ def test_a_gated_down_projection_takes_gate_and_up_side_by_side(fmt):
 
 
 @needs_kernels
+@pytest.mark.parametrize("setting", ["-3", "many"])
+def test_a_bad_amx_setting_is_named_and_the_default_kept(monkeypatch, caplog, setting):
+    """CHATLOOP_LOWBIT_AMX takes a number of rows (0: off); anything else is reported as such, not as
+    the OS refusing the tiles, and the default stays in force."""
+    if lowbit.amx_rows() == 0:
+        pytest.skip("no AMX here (or the OS did not grant its tiles)")
+    monkeypatch.setenv("CHATLOOP_LOWBIT_AMX", setting)
+    lowbit._library.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger=lowbit.log.name):
+            assert lowbit.amx_rows() == lowbit.AMX_MIN_ROWS
+        assert f"CHATLOOP_LOWBIT_AMX={setting!r} is not a number of rows" in caplog.text
+        assert "did not grant" not in caplog.text
+    finally:
+        monkeypatch.undo()
+        lowbit._library.cache_clear()
+
+
+@needs_kernels
 def test_amx_tiles_give_the_vector_paths_results_bit_for_bit():
     """Where the CPU has AMX, prefill-sized products run on its tiles: the same int32 sums (int16 x as
     two byte products), scaled as the vector paths scale theirs. 45 rows are two passes of 16 and one of
