@@ -13,6 +13,7 @@ Reports (tokens/s are generated tokens over wall time, prefill included):
   one measurement's luck against another's: on a small VM whose neighbours take a core or memory
   bandwidth for seconds at a time, one round's figures wandered by 10-30%;
 - chosen_kernels: the engine's kernel plan (engine/kernels.py: measured on this machine for auto);
+- kv_cache: the key/value cache's dtype (int8 or float16 where our CPU attention runs: CHATLOOP_KV_CACHE);
 - roofline_fraction: bytes of weights one single-stream step reads x decode tok/s / the measured
   memory copy bandwidth (1.0 would be a decoder bound only by reading its weights);
 - machine: the CPU and the instruction sets that decide which kernels win;
@@ -176,6 +177,7 @@ def run_decode_bench(model: str = "default", tokens: int = 128, startup: bool = 
             "llama_cpp_tok_s": None if llama_cpp is None else round(llama_cpp, 2),
             "chosen_kernels": {"plan": engine.plan.describe(), **engine.plan.to_json(),
                                "choice": engine.kernel_choice},
+            "kv_cache": engine.kv_cache,
             "roofline_fraction": round(step_bytes * single_decode / bandwidth, 3),
             "weight_bytes_per_token": step_bytes,
             "copy_bandwidth_gb_s": round(bandwidth / 1e9, 2),
@@ -205,6 +207,7 @@ def print_report(report: dict) -> None:
     table.add_row("chatloop engine, 1 stream", f"{report['single_tok_s']} tok/s")
     table.add_row("chatloop engine, time to first token", f"{report['ttft_ms']} ms")
     table.add_row("kernels", report["chosen_kernels"]["plan"])
+    table.add_row("key/value cache", report["kv_cache"])
     table.add_row("roofline fraction (weights read x tok/s / copy bandwidth)",
                   f"{report['roofline_fraction']} ({report['weight_bytes_per_token'] / 1e6:.0f} MB/token, "
                   f"{report['copy_bandwidth_gb_s']} GB/s)")

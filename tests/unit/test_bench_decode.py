@@ -39,3 +39,4 @@ def test_each_measurement_reports_its_fastest_round(tiny_dir, monkeypatch):
     ratio = report["aggregate_tok_s"]["8"] / report["single_tok_s"]
     assert abs(report["ratios"]["aggregate_8_vs_single"] - ratio) < 0.02  # each figure rounded on its own
     assert report["chosen_kernels"]["choice"] == {"forced": "float32"}
+    assert report["kv_cache"] == "float32"  # the exact plan's; int8 or float16 where our attention runs
