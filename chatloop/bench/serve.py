@@ -5,7 +5,7 @@
 Starts `chatloop serve` (default model, `auto` dtype) on a free port with a throw-away database,
 then measures 1 and 8 concurrent streaming chats in one run: aggregate completion tokens/s (from
 the usage the server reports), time to first token (p50), errors, and the ratio 8 vs 1; then the
-prefix cache (bench/prefix.py): TTFT on the 1st and the 10th turn of a chat, and of the first and
+prefix cache (bench/prefix.py): TTFT on the 1st and the 10th turn of a chat (medians of 3 chats), and of the first and
 the second request of the Open WebUI shape (36 tool schemas, then a short question). When
 `llama_cpp` (with its server extras) is importable and the model is a GGUF, llama-cpp-python's own
 OpenAI server is then started on the same file and measured the same way (`llama_cpp_server`), one
