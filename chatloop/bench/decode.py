@@ -177,7 +177,7 @@ def run_decode_bench(model: str = "default", tokens: int = 128, startup: bool = 
             "llama_cpp_tok_s": None if llama_cpp is None else round(llama_cpp, 2),
             "chosen_kernels": {"plan": engine.plan.describe(), **engine.plan.to_json(),
                                "choice": engine.kernel_choice},
-            "kv_cache": engine.kv_cache,
+            "kv_cache": engine.runner.kv_cache,
             "roofline_fraction": round(step_bytes * single_decode / bandwidth, 3),
             "weight_bytes_per_token": step_bytes,
             "copy_bandwidth_gb_s": round(bandwidth / 1e9, 2),

@@ -100,6 +100,7 @@ class ModelRunner:
                     and (kv_cache or get_settings().kv_cache) == "int8")
         self.cache_dtype = torch.int8 if self.kv8 else torch.float16 if self.native_attention else self.dtype
         self.kv_row = lowbit.kv_row(self.cache_dtype, self.head_dim)
+        self.kv_cache = str(self.cache_dtype).removeprefix("torch.")  # its name, as logs and benchmarks say it
         body, head = self.plan.body, self.plan.head
         self.lm_head = self.make_head(model, head)
         self.layers = []

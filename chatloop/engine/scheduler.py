@@ -221,7 +221,7 @@ class Engine:
         self.runner = ModelRunner(loaded.model, plan, max_slots=self.max_batch, max_len=self.max_len,
                                   prefix_cache_bytes=self.prefix_cache_mb << 20, device=self.device)
         loaded.timings["pack_s"] = time.perf_counter() - t
-        log.info("%s: key/value cache %s", loaded.model_id, self.kv_cache)
+        log.info("%s: key/value cache %s", loaded.model_id, self.runner.kv_cache)
         self.vocab_size = loaded.model.config.get_text_config().vocab_size
         # A vision-language model takes images as pixels (serving/images.py asks `accepts_images`).
         self.processor = loaded.processor
@@ -240,12 +240,6 @@ class Engine:
 
                 self._grammars = Grammars(self.tokenizer, self.vocab_size, tuple(sorted(self.eos_ids)))
             return self._grammars
-
-    @property
-    def kv_cache(self) -> str:
-        """The key/value cache's dtype: int8 or float16 where our CPU attention runs (CHATLOOP_KV_CACHE),
-        else the activations'."""
-        return str(self.runner.cache_dtype).removeprefix("torch.")
 
     def run_on_engine_thread(self, fn: Callable[[], object]) -> object:
         """Run `fn` on the engine thread between steps (e.g. a benchmark baseline using torch)."""
