@@ -2,9 +2,7 @@
 its keys, its medians over chats that open differently, and the server's own counts of cached
 tokens (counted, not timed)."""
 
-import asyncio
-
-from conftest import make_tiny_model
+from conftest import make_tiny_model, run_async
 from openai import AsyncOpenAI
 from server_util import Server, signup
 
@@ -22,7 +20,7 @@ def test_the_prefix_part_takes_medians_over_chats_that_reuse_their_own_turns(tmp
             async with AsyncOpenAI(base_url=server.url + "/v1", api_key=key) as client:
                 return await prefix.run(client, turns=4)
 
-        report = asyncio.run(main())
+        report = run_async(main())  # (the browser tests leave an event loop on the main thread)
     finally:
         server.stop()
     assert report["chats"] == len(prefix.OPENINGS) == 3
