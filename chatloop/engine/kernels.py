@@ -29,7 +29,7 @@ import torch
 
 from chatloop.config import get_settings
 from chatloop.engine import lowbit
-from chatloop.engine.quant import DENSE, MANY, ROUNDED_ACTIVATIONS, KernelPlan, formats_for
+from chatloop.engine.quant import DENSE, MANY, PREFILL_ROWS, ROUNDED_ACTIVATIONS, KernelPlan, formats_for
 from chatloop.fsutil import atomic_write_text
 from chatloop.hardware import fingerprint, fingerprint_key
 
@@ -40,6 +40,7 @@ PREFILLS = (32, 128)  # tokens of the measured prefills: a short chat message, a
 # float32 by 20% at 41 tokens and tied with it at 128)
 SHORT_UP_TO = 64  # prefills of up to this many tokens take the short one's format, longer the long one's
 ROWS = (1, 2, 4, 8)  # decoding batch sizes measured; more rows than the last take the prefills' formats
+assert ROWS[-1] < PREFILL_ROWS  # a prefill of any length takes the prefills' formats
 SLOWER_BY = 1.5  # a quantised format this much slower than dense for one row is measured no further
 WARM_S, WARM_CALLS = 0.02, 3  # untimed calls before each case is timed: this long, at most this many
 ROUNDS = 3  # the contenders' layers are timed in this many rounds, one format after another each round

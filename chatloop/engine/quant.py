@@ -37,6 +37,12 @@ ROUNDED_ACTIVATIONS = ("int8-avx2-a8", "int4-avx2-a8")
 DENSE = {"float32": ("float32", "float32-onednn"), "bfloat16": ("bfloat16",)}
 INT4_GROUP = 32
 MANY = 1 << 30  # "any number of rows" in a plan
+# A prefill's layers take the formats a plan has for this many rows whatever its number of tokens
+# (the decoding batch sizes measured end below it: these are the formats measured for prefills),
+# and its output projection one row's. A prompt then gives the same keys, values and first token
+# whether the prefix cache held part of it (a continuation of 2-8 tokens had taken the decoding
+# batches' rounded activations, and one of 1 token 4-bit weights) or how many prompts were packed.
+PREFILL_ROWS = 9
 
 
 def onednn() -> bool:
@@ -194,13 +200,13 @@ class PackedLinear:
         return self.kernels[pick(self.table, rows)].nbytes()
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None, norm_fn=None,
-                 glu: bool = False) -> torch.Tensor:
+                 glu: bool = False, as_rows: int | None = None) -> torch.Tensor:
         """`residual + norm(x) @ W.T + b` (no norm unless built with one; norm_fn(x, weight) is the norm
         for kernels that do not apply it themselves: the runner's exact or fused RMS norm). glu: x
         holds gate and up side by side and the input is silu(gate) * up (a gated MLP's down
-        projection)."""
+        projection). as_rows: take the format for that many rows, not the call's (PREFILL_ROWS)."""
         rows = x.numel() // x.shape[-1]
-        fmt = self.only or pick(self.table, rows)
+        fmt = self.only or pick(self.table, rows if as_rows is None else as_rows)
         kernel = self.kernels[fmt]
         if fmt in LOWBIT:  # one call: norm or gate, product, bias and residual
             flat = x.reshape(rows, x.shape[-1])

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from chatloop.config import get_settings
 from chatloop.engine import lowbit
 from chatloop.engine.prefix_cache import BLOCK, PrefixCache
-from chatloop.engine.quant import LOWBIT, KernelPlan, PackedLinear, fuse, pick
+from chatloop.engine.quant import LOWBIT, PREFILL_ROWS, KernelPlan, PackedLinear, fuse, pick
 
 CACHE_GROWTH = 256  # cache capacity grows in steps of this many positions
 
@@ -280,13 +280,14 @@ class ModelRunner:
         return logits
 
     def _forward(self, input_ids, first_slot: int, starts: list[int], lengths=None, all_logits=False, embeds=None):
-        """Decode (t == 1: one token per row, rows = slots first_slot..) or prefill (b == 1: a
-        packed row of `lengths` prompts for slots first_slot.., each from position starts[j]).
+        """Decode (no lengths: one token per row, rows = slots first_slot..) or prefill (b == 1: a
+        packed row of `lengths` prompts for slots first_slot.., each from position starts[j]; one
+        token too, as a prompt cached but for its last token is, with the prefills' formats).
         Activations are token-major, [tokens, hidden], so every linear layer sees a plain matrix.
         Returns float32 logits: [b, vocab] for decode, [len(lengths), vocab] for prefill, or
         [t, vocab] with all_logits."""
         b, t = input_ids.shape
-        decode = t == 1
+        decode = lengths is None and not all_logits
         dev = self.device
         H, KV, d = self.n_heads, self.n_kv, self.head_dim
         start = torch.tensor(starts, dtype=torch.long, device=dev)
@@ -337,7 +338,7 @@ class ModelRunner:
             # Several prompts, or one continuing a cached prefix, attend through our kernel where it runs:
             # each token over its own slot's positions up to its own (SDPA would take a mask over all
             # the packed tokens: 80% of a prefill of 8 short prompts). One fresh prompt keeps SDPA's
-            # causal kernel, which is faster for long ones.
+            # causal kernel (faster for long ones; ours turned a near tie of the default model's).
             native = self.native_attention and (len(lengths) > 1 or any(starts))
             row_slots = [first_slot + j for j, n in enumerate(lengths) for _ in range(n)]
             if native:
@@ -352,9 +353,10 @@ class ModelRunner:
                 mask = (causal & (seq_id[:, None] == seq_id[None, :])).view(1, 1, t, t)
         norm = self._rms_norm if self.exact else self._fused_rms_norm
         rotate = _rotate if self.exact else _rotate_fused
+        body_rows, head_rows = (None, None) if decode else (PREFILL_ROWS, 1)
         qk_size = self.q_size + self.kv_size
         for i, layer in enumerate(self.layers):
-            qkv = layer.qkv(h, norm_fn=norm)
+            qkv = layer.qkv(h, norm_fn=norm, as_rows=body_rows)
             kc, vc = self.k[i], self.v[i]
             if stored:  # q and k rotated in place, k and v in the cache; the heads stay side by side
                 lowbit.rope_store(qkv, positions, row_slots, self._rope_table, H, KV, kc, vc)
@@ -393,11 +395,11 @@ class ModelRunner:
                     heads = (x.transpose(0, 1).unsqueeze(0) for x in (qk[:, :H], qk.narrow(1, H, KV), v))  # [1, heads, t, d]
                     out = self._prefill_attention(kc, vc, *heads, first_slot, starts, offsets, mask)
                     out = out[0].transpose(0, 1).reshape(t, self.q_size)
-            h = layer.o(out, residual=h)
-            h = layer.down(layer.gate_up(h, norm_fn=norm), residual=h, glu=True)  # silu(gate) * up inside
+            h = layer.o(out, residual=h, as_rows=body_rows)
+            h = layer.down(layer.gate_up(h, norm_fn=norm, as_rows=body_rows), residual=h, glu=True, as_rows=body_rows)
         if not (decode or all_logits):
             h = h[[off - 1 for off in offsets[1:]]]
-        return self.lm_head(h, norm_fn=norm).float().cpu()  # sampling runs on the CPU
+        return self.lm_head(h, norm_fn=norm, as_rows=head_rows).float().cpu()  # sampling runs on the CPU
 
     def _rope(self, h: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and the signed sin of `_rotate` at `positions`, shaped [tokens, 1, head_dim]."""

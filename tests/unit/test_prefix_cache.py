@@ -10,7 +10,7 @@ import torch
 
 from chatloop.engine import lowbit
 from chatloop.engine.prefix_cache import BLOCK, PrefixCache
-from chatloop.engine.quant import formats_for
+from chatloop.engine.quant import MANY, KernelPlan, formats_for
 from chatloop.engine.runner import ModelRunner
 from chatloop.engine.sampling import SamplingParams
 from chatloop.engine.scheduler import Engine
@@ -165,6 +165,37 @@ def test_packed_prefill_mixes_cached_and_new_prompts(tiny_model, wide_model, pla
     want = torch.cat([cold.prefill([p]) for p in prompts])
     torch.testing.assert_close(got, want, rtol=tol, atol=tol)
     torch.testing.assert_close(warm.decode([1, 2, 3]), cold.decode([1, 2, 3]), rtol=tol, atol=tol)
+
+
+# A plan as `auto` makes them: 4-bit layers for one row, the same with activations rounded to int8 for
+# batches, 8-bit ones for prefills; an 8-bit output projection for one row, a 4-bit rounded one for more.
+MIXED = KernelPlan("float32", ((1, "int4-avx2"), (8, "int4-avx2-a8"), (MANY, "int8-avx2")),
+                   ((1, "int8-avx2"), (MANY, "int4-avx2-a8")))
+
+
+@pytest.mark.parametrize("cache", ["float16", "int8"])
+@pytest.mark.parametrize("new_tokens", [1, 5, 30])
+def test_a_prompt_gives_the_same_logits_however_much_of_it_was_cached_or_packed(tiny_model, wide_model, cache,
+                                                                              new_tokens):
+    """A prefill takes the plan's prefill formats whatever its number of tokens (one included: it
+    ran as a decoding step) and its output projection one row's whatever the number of prompts.
+    Before, a continuation of a few tokens took the decoding batches' formats (other weights, rounded
+    activations) and 3 packed prompts a rounded output projection: a seeded request answered
+    differently once its prompt was cached."""
+    needs_plan("int4-avx2-a8")
+    model = model_for(cache, tiny_model, wide_model)
+    cold, warm = (ModelRunner(model, MIXED, max_slots=4, max_len=512, prefix_cache_bytes=budget, kv_cache=cache)
+                  for budget in (0, 64 << 20))
+    shared = ids(3 * BLOCK, 11)
+    warm.prefill([shared])
+    warm.remove(0, history=shared)
+    prompts = [shared + ids(new_tokens, 12), ids(40, 13), shared + ids(new_tokens + 3, 14)]
+    got = warm.prefill(prompts)
+    assert warm.last_reused == [3 * BLOCK, 0, 3 * BLOCK]
+    want = torch.cat([cold.prefill([p]) for p in prompts])  # each alone, from scratch
+    # (a fresh prompt alone attends through SDPA, the others through our kernel: ~0.002 apart here;
+    # the formats of a few tokens' batch, or of 3 rows' output projection, were ~0.9 apart)
+    torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-2)
 
 
 def test_removing_a_slot_stores_its_answer_and_moves_the_rest(tiny_model):
