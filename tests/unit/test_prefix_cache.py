@@ -196,6 +196,11 @@ def test_a_prompt_gives_the_same_logits_however_much_of_it_was_cached_or_packed(
     # (a fresh prompt alone attends through SDPA, the others through our kernel: ~0.002 apart here;
     # the formats of a few tokens' batch, or of 3 rows' output projection, were ~0.9 apart)
     torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-2)
+    warm.clear()
+    alone = shared + ids(new_tokens, 15)  # one prompt: a single new token is a prefill of one token
+    got = warm.prefill([alone])
+    assert warm.last_reused == [3 * BLOCK]
+    torch.testing.assert_close(got, cold.prefill([alone]), rtol=1e-2, atol=1e-2)
 
 
 def test_removing_a_slot_stores_its_answer_and_moves_the_rest(tiny_model):
