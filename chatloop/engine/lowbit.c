@@ -26,6 +26,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Rows of x per tile: a long prefill's quantised rows would not stay in cache while every column
@@ -813,6 +814,30 @@ static inline void kv_store8(int8_t *row, const float *x, int64_t d) {
     }
 }
 
+/* Scores s[0..L) replaced by exp(s - max(s)), in place; returns their sum (softmax's denominator). */
+static inline float softmax_exp(float *s, int64_t L) {
+    int64_t l;
+    float mx = -INFINITY;
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    for (l = 0; l + 8 <= L; l += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(s + l));
+    for (; l < L; l++) mx = s[l] > mx ? s[l] : mx;
+    mx = hmax(vm) > mx ? hmax(vm) : mx;
+    __m256 vmx = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
+    for (l = 0; l + 8 <= L; l += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + l), vmx));
+        _mm256_storeu_ps(s + l, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    float sum = hsum(vsum);
+    for (; l < L; l++) {
+        float tail[8] = {s[l] - mx};
+        float e = _mm256_cvtss_f32(exp8(_mm256_loadu_ps(tail)));
+        s[l] = e;
+        sum += e;
+    }
+    return sum;
+}
+
 /* One row's attention for n (<= 8; a constant after inlining) query heads that share a key/value head:
  * each key and value is read and widened from the cache once for all n. qh: the first head's query (the
  * n are consecutive), kh, vh: the key/value head's caches (kv8: int8 rows), s: n * stride floats of
@@ -860,26 +885,7 @@ static inline __attribute__((always_inline)) void attend_group(
         }
         for (int h = 0; h < n; h++) s[h * stride + l] = hsum(acc[h]) * scale;
     }
-    for (int h = 0; h < n; h++) {
-        float *sh = s + h * stride, mx = -INFINITY;
-        __m256 vm = _mm256_set1_ps(-INFINITY);
-        for (l = 0; l + 8 <= L; l += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(sh + l));
-        for (; l < L; l++) mx = sh[l] > mx ? sh[l] : mx;
-        mx = hmax(vm) > mx ? hmax(vm) : mx;
-        __m256 vmx = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
-        for (l = 0; l + 8 <= L; l += 8) {
-            __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sh + l), vmx));
-            _mm256_storeu_ps(sh + l, e);
-            vsum = _mm256_add_ps(vsum, e);
-        }
-        sum[h] = hsum(vsum);
-        for (; l < L; l++) {
-            float tail[8] = {sh[l] - mx};
-            float e = _mm256_cvtss_f32(exp8(_mm256_loadu_ps(tail)));
-            sh[l] = e;
-            sum[h] += e;
-        }
-    }
+    for (int h = 0; h < n; h++) sum[h] = softmax_exp(s + h * stride, L);
     /* the values, NV vectors of dimensions at a time for all n heads (n * NV accumulators: at most 8),
      * then one at a time where d leaves a remainder */
     const int NV = n <= 2 ? 4 : n <= 4 ? 2 : 1;
@@ -922,39 +928,286 @@ static inline __attribute__((always_inline)) void attend_group(
  * Query head h reads key/value head h / (H / KV) (grouped-query attention). d is a multiple of 8.
  * PyTorch's SDPA spends ~50 us a layer setting up its flash kernel for one query; this is ~5.
  * Called by every thread of a team (or one thread outside any), as product(). */
+/* Row i's attention for the query heads of key/value head kv (one task of attention() below); s: this
+ * thread's 8 * max_len floats of scores. */
+static inline void row_task(const float *q, int64_t q_stride, const void *kc, const void *vc, int kv8, float *out,
+                            const int64_t *slots, int64_t first_slot, const int64_t *lens, int64_t i, int64_t kv,
+                            int64_t H, int64_t KV, int64_t cap, int64_t d, float scale, float *s, int64_t max_len) {
+    const int64_t G = H / KV, L = lens[i], slot = slots ? slots[i] : first_slot + i;
+    const char *kh = (const char *)kc + (slot * KV + kv) * cap * KV_ROW(kv8, d);
+    const char *vh = (const char *)vc + (slot * KV + kv) * cap * KV_ROW(kv8, d);
+    for (int64_t h0 = 0; h0 < G; h0 += 8) {
+        int64_t h = kv * G + h0;
+        const float *qh = q + i * q_stride + h * d;
+        float *o = out + i * H * d + h * d;
+#define GROUP(N) if (kv8) attend_group(N, 1, qh, kh, vh, o, s, max_len, L, d, scale); \
+                 else attend_group(N, 0, qh, kh, vh, o, s, max_len, L, d, scale)
+        switch (G - h0 < 8 ? G - h0 : 8) {
+            case 1: GROUP(1); break; case 2: GROUP(2); break; case 3: GROUP(3); break; case 4: GROUP(4); break;
+            case 5: GROUP(5); break; case 6: GROUP(6); break; case 7: GROUP(7); break; default: GROUP(8);
+        }
+#undef GROUP
+    }
+}
+
+/* Attention for one query per row and head, over that row's own history in the cache: a decoding
+ * step's rows (each the next token of its sequence), or a prefill's tokens once their keys and values
+ * are in the cache (each a row of its prompt's slot, seeing the positions up to its own).
+ *   q    [b, q_stride] float32: row i's head h at q + i * q_stride + h * d
+ *   kc, vc [slots, KV, cap, d] float16 caches, or int8 ones with kv8 (rows of KV_ROW bytes); row i
+ *        reads slot slots[i] (slots NULL: first_slot + i) and sees lens[i] positions (with 8 rows and
+ *        a few hundred positions the cache, not the weights, is most of what a step reads)
+ *   out  [b, H * d]; scores: threads * 8 * max(lens) floats of scratch
+ * Query head h reads key/value head h / (H / KV) (grouped-query attention). d is a multiple of 8.
+ * PyTorch's SDPA spends ~50 us a layer setting up its flash kernel for one query; this is ~5.
+ * Called by every thread of a team (or one thread outside any), as product(). */
 static void attention(const float *q, int64_t q_stride, const void *kc, const void *vc, int kv8, float *out,
                       const int64_t *slots, int64_t first_slot, const int64_t *lens, int64_t b, int64_t H,
                       int64_t KV, int64_t cap, int64_t d, float scale, float *scores, int64_t max_len) {
-    const int64_t G = H / KV;
     float *s = scores + (int64_t)omp_get_thread_num() * 8 * max_len;
     /* one task per row and key/value head (its query heads in groups of up to 8); a prefill's rows see
      * histories of different lengths, so the tasks are handed out as threads come free */
 #pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < b * KV; task++) {
-        int64_t i = task / KV, kv = task % KV, L = lens[i], slot = slots ? slots[i] : first_slot + i;
-        const char *kh = (const char *)kc + (slot * KV + kv) * cap * KV_ROW(kv8, d);
-        const char *vh = (const char *)vc + (slot * KV + kv) * cap * KV_ROW(kv8, d);
-        for (int64_t h0 = 0; h0 < G; h0 += 8) {
-            int64_t h = kv * G + h0;
-            const float *qh = q + i * q_stride + h * d;
-            float *o = out + i * H * d + h * d;
-#define GROUP(N) if (kv8) attend_group(N, 1, qh, kh, vh, o, s, max_len, L, d, scale); \
-                 else attend_group(N, 0, qh, kh, vh, o, s, max_len, L, d, scale)
-            switch (G - h0 < 8 ? G - h0 : 8) {
-                case 1: GROUP(1); break; case 2: GROUP(2); break; case 3: GROUP(3); break; case 4: GROUP(4); break;
-                case 5: GROUP(5); break; case 6: GROUP(6); break; case 7: GROUP(7); break; default: GROUP(8);
+    for (int64_t task = 0; task < b * KV; task++)
+        row_task(q, q_stride, kc, vc, kv8, out, slots, first_slot, lens, task / KV, task % KV, H, KV, cap, d, scale,
+                 s, max_len);
+}
+
+/* --- A prompt's tokens, tiled ----------------------------------------------------------------------
+ * A prefill's rows come in runs: the tokens of one prompt, in its slot at consecutive positions. Row by
+ * row (attention()), each token reads and widens its whole history for its few query heads: on a Zen 5
+ * that ran at 47 GMAC/s, and a chat turn of 36 tokens continuing 464 cached positions spent 12 of its
+ * 31 ms of prefill there. Here a run's keys and values are widened to float32 once (the keys
+ * transposed, VW positions a tile), and a task takes up to QV query vectors (some tokens times the query
+ * heads of one key/value head) over them: each key tile is loaded once for all of them, each vector's
+ * products with it go to one register of VW positions' scores, and no horizontal sums are left. */
+#define RUN_MIN 4     /* runs of fewer tokens go row by row */
+#define QV 12         /* query vectors a task: their score sums, a key tile and a broadcast fit the registers */
+#define PV_NV 4       /* the values' pass: this many vectors of dimensions at once, */
+#if VW == 16
+#define PV_ROWS 6     /* for this many query vectors (6 x 4 sums and 4 values in 32 registers) */
+#else
+#define PV_ROWS 2     /* (2 x 4 sums and 4 values in 16) */
+#endif
+
+typedef struct {
+    int64_t row, n, slot, first; /* rows row..row + n - 1, in slot `slot`; row `row` sees `first` positions */
+    float *k, *v;                /* widened: keys [KV][tiles][d][VW] (transposed), values [KV][L][d] */
+} att_run;
+
+static inline int64_t att_tiles(int64_t L) { return (L + VW - 1) / VW; }
+
+/* The end of the run of rows starting at row i (one past its last row). */
+static int64_t run_end(const int64_t *slots, int64_t first_slot, const int64_t *lens, int64_t b, int64_t i) {
+    const int64_t slot = slots ? slots[i] : first_slot + i;
+    int64_t j = i + 1;
+    while (j < b && (slots ? slots[j] : first_slot + j) == slot && lens[j] == lens[j - 1] + 1) j++;
+    return j;
+}
+
+/* Floats of one run's widened keys and values, and of one thread's room (scores and transposed queries
+ * for the tiled tasks, or attend_group's scores for the others). */
+static inline int64_t run_floats(int64_t L, int64_t KV, int64_t d) { return KV * (att_tiles(L) * VW * d + L * d); }
+static inline int64_t thread_floats(int64_t max_len, int64_t d) {
+    int64_t tiled = QV * (att_tiles(max_len) * VW + d), rows = 8 * max_len;
+    return (tiled > rows ? tiled : rows) + 16;
+}
+
+/* Positions p0..p1 of run u's keys and values of key/value head kv, widened to float32 (positions past
+ * the run's last one, up to a whole tile, are zero keys). */
+#define WIDEN 256 /* positions a task of widening (a multiple of VW) */
+static void widen_run(const att_run *u, int64_t kv, int64_t p0, int64_t p1, const void *kc, const void *vc, int kv8,
+                      int64_t KV, int64_t cap, int64_t d) {
+    const int64_t L = u->first + u->n - 1, tiles = att_tiles(L);
+    const char *kh = (const char *)kc + (u->slot * KV + kv) * cap * KV_ROW(kv8, d);
+    const char *vh = (const char *)vc + (u->slot * KV + kv) * cap * KV_ROW(kv8, d);
+    float *kt = u->k + kv * tiles * VW * d, *vv = u->v + kv * L * d;
+    for (int64_t p = p0; p < p1 && p < tiles * VW; p++) {
+        float *col = kt + (p / VW) * d * VW + p % VW;
+        for (int64_t k = 0; k < d; k += 8) {
+            float key[8] = {0};
+            if (p < L) {
+                _mm256_storeu_ps(key, kv_load(kv8, kh, p, k, d));
+                _mm256_storeu_ps(vv + p * d + k, kv_load(kv8, vh, p, k, d));
             }
-#undef GROUP
+            for (int j = 0; j < 8; j++) col[(k + j) * VW] = key[j];
         }
     }
 }
 
+/* The scores of R query vectors (qt: transposed, qt[k * R + r]) over `tiles` key tiles, times scale,
+ * into S (vector r's at S + r * stride). */
+static inline __attribute__((always_inline)) void tile_scores(const int R, const float *qt, const float *kt,
+                                                              int64_t tiles, int64_t d, float scale, float *S,
+                                                              int64_t stride) {
+    for (int64_t j = 0; j < tiles; j++) {
+        const float *t = kt + j * d * VW;
+        fv acc[QV];
+        for (int r = 0; r < R; r++) acc[r] = f_zero();
+        for (int64_t k = 0; k < d; k++) {
+            fv key = f_load(t + k * VW);
+            for (int r = 0; r < R; r++) acc[r] = f_fmadd(f_set1(qt[k * R + r]), key, acc[r]);
+        }
+        for (int r = 0; r < R; r++) f_store(S + r * stride + j * VW, f_mul(acc[r], f_set1(scale)));
+    }
+}
+
+/* Dimensions c.. (NV vectors) of RB query vectors' outputs: the weights p[i][0..L) times the values
+ * vv [L][d], scaled by inv[i], stored at o[i] + c. */
+static inline __attribute__((always_inline)) void tile_values(const int RB, const int NV, const float *const *p,
+                                                              const float *vv, int64_t L, int64_t d, int64_t c,
+                                                              const float *inv, float *const *o) {
+    fv acc[PV_ROWS][PV_NV];
+    for (int i = 0; i < RB; i++)
+        for (int j = 0; j < NV; j++) acc[i][j] = f_zero();
+    for (int64_t l = 0; l < L; l++) {
+        fv v[PV_NV];
+        for (int j = 0; j < NV; j++) v[j] = f_load(vv + l * d + c + j * VW);
+        for (int i = 0; i < RB; i++) {
+            fv w = f_set1(p[i][l]);
+            for (int j = 0; j < NV; j++) acc[i][j] = f_fmadd(w, v[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < RB; i++)
+        for (int j = 0; j < NV; j++) f_store(o[i] + c + j * VW, f_mul(acc[i][j], f_set1(inv[i])));
+}
+
+/* One tiled task: run u's tokens t0..t0 + nt - 1 with query heads h0..h0 + nh - 1 of key/value head kv
+ * (nh * nt <= QV vectors). room: this thread's thread_floats(). */
+static void run_task(const att_run *u, int64_t kv, int64_t h0, int64_t nh, int64_t t0, int64_t nt,
+                     const float *q, int64_t q_stride, float *out, int64_t H, int64_t KV, int64_t d, float scale,
+                     float *room, int64_t max_len) {
+    const int R = (int)(nh * nt);
+    const int64_t G = H / KV, L = u->first + u->n - 1, Lb = u->first + t0 + nt - 1, tiles = att_tiles(Lb);
+    const int64_t stride = att_tiles(max_len) * VW;
+    float *qt = room, *S = room + QV * d;
+    const float *p[QV];
+    float *o[QV], inv[QV];
+    for (int r = 0; r < R; r++) {
+        int64_t t = t0 + r / nh, h = kv * G + h0 + r % nh, row = u->row + t;
+        const float *x = q + row * q_stride + h * d;
+        for (int64_t k = 0; k < d; k++) qt[k * R + r] = x[k];
+        o[r] = out + row * H * d + h * d;
+        p[r] = S + r * stride;
+    }
+    const float *kt = u->k + kv * att_tiles(L) * VW * d;
+#define SCORES(N) tile_scores(N, qt, kt, tiles, d, scale, S, stride)
+    switch (R) {
+        case 1: SCORES(1); break; case 2: SCORES(2); break; case 3: SCORES(3); break; case 4: SCORES(4); break;
+        case 5: SCORES(5); break; case 6: SCORES(6); break; case 7: SCORES(7); break; case 8: SCORES(8); break;
+        case 9: SCORES(9); break; case 10: SCORES(10); break; case 11: SCORES(11); break; default: SCORES(12);
+    }
+#undef SCORES
+    for (int r = 0; r < R; r++) { /* token t sees first + t positions: the rest weigh nothing */
+        int64_t len = u->first + t0 + r / nh;
+        float *s = S + r * stride;
+        inv[r] = 1.0f / softmax_exp(s, len);
+        for (int64_t l = len; l < Lb; l++) s[l] = 0.0f;
+    }
+    const float *vv = u->v + kv * L * d;
+    for (int r0 = 0; r0 < R; r0 += PV_ROWS) {
+        const int rb = R - r0 < PV_ROWS ? R - r0 : PV_ROWS;
+        int64_t c = 0;
+#define VALUES(N, NV) tile_values(N, NV, p + r0, vv, Lb, d, c, inv + r0, o + r0)
+#if PV_ROWS > 2
+#define PASS(NV) switch (rb) { \
+            case 1: VALUES(1, NV); break; case 2: VALUES(2, NV); break; case 3: VALUES(3, NV); break; \
+            case 4: VALUES(4, NV); break; case 5: VALUES(5, NV); break; default: VALUES(6, NV); }
+#else
+#define PASS(NV) if (rb == 1) VALUES(1, NV); else VALUES(2, NV)
+#endif
+        for (; c + PV_NV * VW <= d; c += PV_NV * VW) PASS(PV_NV);
+        for (; c + VW <= d; c += VW) PASS(1);
+#undef PASS
+#undef VALUES
+        for (; c < d; c += 8) { /* a head size that is not a whole number of vectors (VW 16, d 72) */
+            for (int i = r0; i < r0 + rb; i++) {
+                __m256 acc = _mm256_setzero_ps();
+                for (int64_t l = 0; l < Lb; l++)
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(p[i][l]), _mm256_loadu_ps(vv + l * d + c), acc);
+                _mm256_storeu_ps(o[i] + c, _mm256_mul_ps(acc, _mm256_set1_ps(inv[i])));
+            }
+        }
+    }
+}
+
+/* The size of chatloop_attention's scratch in bytes, for these rows. */
+int64_t chatloop_attention_scratch(const int64_t *slots, const int64_t *lens, int64_t b, int64_t KV, int64_t d,
+                                   int threads) {
+    int64_t floats = 0, max_len = 0;
+    for (int64_t i = 0; i < b; i++) max_len = lens[i] > max_len ? lens[i] : max_len;
+    for (int64_t i = 0, j; i < b; i = j) {
+        j = run_end(slots, 0, lens, b, i);
+        if (j - i >= RUN_MIN) floats += run_floats(lens[j - 1], KV, d);
+    }
+    return 4 * (floats + threads * thread_floats(max_len, d)) + 64;
+}
+
+/* attention() for rows given from Python: runs of RUN_MIN or more tokens of one prompt go tiled, the
+ * other rows (a decoding step's, short runs) row by row. scratch: chatloop_attention_scratch() bytes. */
 void chatloop_attention(const float *q, int64_t q_stride, const void *kc, const void *vc, int kv8, float *out,
                         const int64_t *slots, int64_t first_slot, const int64_t *lens, int64_t b, int64_t H,
-                        int64_t KV, int64_t cap, int64_t d, float scale, float *scores, int64_t max_len,
+                        int64_t KV, int64_t cap, int64_t d, float scale, float *scratch, int64_t max_len,
                         int threads) {
+    (void)first_slot;  /* rows from Python name their slots */
+    const int64_t G = H / KV, nh = G < QV ? G : QV, chunks = (G + nh - 1) / nh, per_block = QV / nh;
+    const int64_t room = thread_floats(max_len, d);
+    att_run *runs = malloc(sizeof(att_run) * (size_t)(b / RUN_MIN + 1));
+    int64_t *rest = malloc(sizeof(int64_t) * (size_t)(b + 1)), *first_task = malloc(sizeof(int64_t) * (size_t)(b / RUN_MIN + 2));
+    if (!runs || !rest || !first_task) { /* no room for the bookkeeping: every row by itself */
+        free(runs); free(rest); free(first_task);
 #pragma omp parallel num_threads(threads) if (threads > 1 && b * KV > 1)
-    attention(q, q_stride, kc, vc, kv8, out, slots, first_slot, lens, b, H, KV, cap, d, scale, scores, max_len);
+        attention(q, q_stride, kc, vc, kv8, out, slots, 0, lens, b, H, KV, cap, d, scale, scratch, max_len);
+        return;
+    }
+    int64_t n_runs = 0, n_rest = 0;
+    float *widened = scratch + threads * room;
+    first_task[0] = 0;
+    for (int64_t i = 0, j; i < b; i = j) {
+        j = run_end(slots, 0, lens, b, i);
+        if (j - i < RUN_MIN) {
+            for (int64_t r = i; r < j; r++) rest[n_rest++] = r;
+            continue;
+        }
+        att_run *u = runs + n_runs;
+        u->row = i, u->n = j - i, u->slot = slots[i], u->first = lens[i];
+        u->k = widened, u->v = widened + KV * att_tiles(lens[j - 1]) * VW * d;
+        widened += run_floats(lens[j - 1], KV, d);
+        first_task[n_runs + 1] = first_task[n_runs] + KV * chunks * ((u->n + per_block - 1) / per_block);
+        n_runs++;
+    }
+    const int64_t tiled = first_task[n_runs], tasks = tiled + n_rest * KV, parts = (max_len + WIDEN - 1) / WIDEN;
+#pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
+    {
+        float *mine = scratch + (int64_t)omp_get_thread_num() * room;
+#pragma omp for schedule(dynamic)
+        for (int64_t task = 0; task < n_runs * KV * parts; task++) {
+            const att_run *u = runs + task / (KV * parts);
+            int64_t p0 = task % parts * WIDEN;
+            if (p0 < u->first + u->n - 1)
+                widen_run(u, task / parts % KV, p0, p0 + WIDEN, kc, vc, kv8, KV, cap, d);
+        }
+#pragma omp for schedule(dynamic)
+        for (int64_t task = 0; task < tasks; task++) {
+            if (task >= tiled) {
+                int64_t at = task - tiled;
+                row_task(q, q_stride, kc, vc, kv8, out, slots, 0, lens, rest[at / KV], at % KV, H, KV, cap, d,
+                         scale, mine, max_len);
+                continue;
+            }
+            int64_t u = 0;
+            while (first_task[u + 1] <= task) u++;
+            const att_run *run = runs + u;
+            int64_t at = task - first_task[u], blocks = (run->n + per_block - 1) / per_block;
+            int64_t kv = at / (chunks * blocks), chunk = at / blocks % chunks, blk = at % blocks;
+            int64_t h0 = chunk * nh, t0 = blk * per_block;
+            run_task(run, kv, h0, G - h0 < nh ? G - h0 : nh, t0, run->n - t0 < per_block ? run->n - t0 : per_block,
+                     q, q_stride, out, H, KV, d, scale, mine, max_len);
+        }
+    }
+    free(runs);
+    free(rest);
+    free(first_task);
 }
 
 /* --- A whole decoding step in one call ------------------------------------------------------------

@@ -148,6 +148,8 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     lib.chatloop_attention.argtypes = [p, i64, p, p, c_int, p, p, i64, p, i64, i64, i64, i64, i64, ctypes.c_float, p,
                                        i64, c_int]
     lib.chatloop_attention.restype = None
+    lib.chatloop_attention_scratch.argtypes = [p, p, i64, i64, i64, c_int]
+    lib.chatloop_attention_scratch.restype = i64
     lib.chatloop_rope_store.argtypes = [p, i64, p, p, p, p, i64, i64, i64, i64, p, p, c_int, c_int]
     lib.chatloop_rope_store.restype = None
     lib.chatloop_decode_step.argtypes = [p, i64, p, i64, i64, p, p, p, p, i64, i64, i64, i64, ctypes.c_float,
@@ -389,9 +391,12 @@ def attention(q: Tensor, kc: Tensor, vc: Tensor, lens: list[int], slots: list[in
     threads = torch.get_num_threads()
     lengths = torch.as_tensor(lens, dtype=torch.int64)
     where = torch.as_tensor(slots, dtype=torch.int64)
-    _library()[0].chatloop_attention(
+    lib = _library()[0]
+    room = _buffer("attention", lib.chatloop_attention_scratch(where.data_ptr(), lengths.data_ptr(), b, kc.shape[1], d,
+                                                              threads))
+    lib.chatloop_attention(
         q.data_ptr(), q.stride(0), kc.data_ptr(), vc.data_ptr(), kv8, out.data_ptr(), where.data_ptr(), 0,
-        lengths.data_ptr(), b, heads, kc.shape[1], kc.shape[2], d, scale, _scores(threads, max_len), max_len, threads)
+        lengths.data_ptr(), b, heads, kc.shape[1], kc.shape[2], d, scale, room, max_len, threads)
     return out
 
 

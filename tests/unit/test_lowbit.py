@@ -231,6 +231,31 @@ def test_attention_equals_sdpa_row_by_row(heads, kv, d, cache):
         lowbit.attention(qk, kc, vc, lens[:2], slots[:2], heads, 0.125)
 
 
+@needs_kernels
+@pytest.mark.parametrize("cache", ["float16", "int8"])
+@pytest.mark.parametrize("heads, kv, d", [(9, 3, 64), (20, 2, 72), (4, 4, 32), (16, 1, 64), (28, 4, 128)])
+def test_attention_over_a_prompts_tokens_equals_sdpa(heads, kv, d, cache):
+    """A prefill's rows: runs of a prompt's tokens (one slot, consecutive positions) go tiled, several
+    tokens and query heads at once over keys and values widened once; short runs and a decoding
+    row go row by row, in the same call. Runs from position 0 and continuing a cached prefix, one
+    longer than a tile of 16 tokens, groups of query heads past a task's 12 (16 on 1), head sizes
+    that are not a whole number of the values' passes (72, 128)."""
+    if cache == "int8" and d % 32:
+        pytest.skip("an int8 cache takes heads of whole blocks of 32")
+    torch.manual_seed(6)
+    kc, vc = _caches((6, kv, 160, d), cache)
+    runs = [(2, 100, 37), (4, 10, 3), (0, 0, 5), (5, 77, 1), (3, 0, 16)]  # (slot, first position, tokens)
+    lens = [start + t + 1 for _, start, n in runs for t in range(n)]
+    slots = [slot for slot, _, n in runs for _ in range(n)]
+    qk = torch.randn(len(lens), heads + kv, d)
+    out = lowbit.attention(qk, kc, vc, lens, slots, heads, 0.125)
+    for i, (n, slot) in enumerate(zip(lens, slots)):
+        q = qk[i, :heads].view(1, kv, heads // kv, d)
+        keys, values = (_read(c[slot : slot + 1, :, :n]) for c in (kc, vc))
+        ref = F.scaled_dot_product_attention(q, keys, values, scale=0.125)
+        assert torch.allclose(out[i], ref.reshape(-1), rtol=1e-5, atol=1e-4), i
+
+
 def test_int8_cache_rows_hold_each_block_of_32_within_half_a_step():
     """kv_quantize: d bytes then d / 32 float32 scales (max|x| / 127 of each block); reading a row
     back is off by at most half a step of its block, and an all-zero block reads back as zeros."""
