@@ -7,7 +7,7 @@ format, before every short question).
 A 10-turn chat (greedy, each answer fed back as the assistant message) measures TTFT on every
 turn; with the prefix cache the 10th turn prefills only its new message, so its TTFT stays near the
 1st's although its prompt is several times longer. CHATS such chats run one after another, each
-opening with its own words (so none reuses another's blocks), and each turn reports its median
+opening with its own words (so none reuses another's turns), and each turn reports its median
 over them: one chat's 1st turn is a single ~40 ms sample, which a busy moment could move by half. The Open WebUI requests ask with
 `max_tokens` 1, so the time to the first streamed token is not delayed by the tool-call parser
 holding back text that may open a call (the first token is the whole answer). `cached_tokens` are
@@ -31,7 +31,7 @@ QUESTIONS = [
     "Can I grow herbs next to the vegetables?",
     "Summarise the plan in three sentences.",
 ]
-OPENINGS = ["", "A new chat. ", "Another chat. "]  # one per chat: their prompts share no block
+OPENINGS = ["", "A new chat. ", "Another chat. "]  # one per chat: their prompts share the template's opening only
 CHATS = len(OPENINGS)
 TOOLS = Path(__file__).resolve().parent / "data" / "openwebui_tools.json"  # 36 tools as Open WebUI sends them
 

@@ -64,7 +64,8 @@ def test_a_shared_prefix_is_taken_from_the_prefix_cache(server, oai):
     second = oai.chat.completions.create(**ask(messages=[system, {"role": "user", "content": "Say goodbye"}]))
     assert first.usage.prompt_tokens_details.cached_tokens == 0
     cached = second.usage.prompt_tokens_details.cached_tokens
-    assert cached >= first.usage.prompt_tokens - 24 and cached % 16 == 0  # all but the differing tail
+    # all but the differing tail ("hello" and the template's few tokens after it), to the token
+    assert first.usage.prompt_tokens - 12 <= cached < first.usage.prompt_tokens
     metrics = {line.split(" ")[0]: float(line.split(" ")[1]) for line in httpx.get(server.url + "/metrics").text
                .splitlines() if line.startswith("chatloop_prompt_cached_tokens_total")}
     assert metrics["chatloop_prompt_cached_tokens_total"] >= cached

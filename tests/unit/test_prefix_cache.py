@@ -17,27 +17,45 @@ from chatloop.engine.scheduler import Engine
 from chatloop.models.loading import load_model
 
 
-def blocks(cache: PrefixCache, tokens: list[int]) -> list[int]:
-    """The first token of each block `match` returns, read from the fake block data below."""
-    return [int(b[0]) for b in cache.match(tokens, len(tokens))]
+def reused(cache: PrefixCache, tokens: list[int], limit: int | None = None) -> list[int]:
+    """The tokens whose cached positions `match` returns, read back from the fake data below."""
+    parts = cache.match(tokens, len(tokens) if limit is None else limit)
+    return [int(t) for part in parts for t in part.flatten()]
 
 
 def fake_reader(tokens):
-    return lambda i: torch.tensor([tokens[i * BLOCK]])
+    """Cached "keys and values" [layers, 2, kv, n, d] that are the tokens themselves."""
+    return lambda start, stop: torch.tensor(tokens[start:stop]).view(1, 1, 1, -1, 1)
 
 
-def test_match_finds_the_longest_cached_block_prefix_only():
+def test_match_finds_the_longest_cached_prefix_only():
     cache = PrefixCache(budget_bytes=100, block_bytes=1)
     a = list(range(3 * BLOCK + 5))
-    assert cache.store(a, fake_reader(a)) == 3  # full blocks only
-    assert blocks(cache, a) == [0, BLOCK, 2 * BLOCK]
-    assert blocks(cache, a[: 2 * BLOCK + 3]) == [0, BLOCK]
+    assert cache.store(a, fake_reader(a)) == 4  # 3 whole blocks and the partial one
+    assert reused(cache, a) == a
+    assert len(cache.match(a, len(a))) == 4
+    assert reused(cache, a[: 2 * BLOCK + 3]) == a[: 2 * BLOCK + 3]  # part of a whole block
+    assert reused(cache, a, limit=2 * BLOCK + 3) == a[: 2 * BLOCK + 3]  # the limit cuts anywhere
+    assert reused(cache, a[:-2] + [999, 1000]) == a[:-2]  # part of the partial block
     changed = a[:BLOCK] + [999] + a[BLOCK + 1:]
-    assert blocks(cache, changed) == [0]  # a block after a difference is never reused ...
+    assert reused(cache, changed) == a[:BLOCK]  # nothing after a difference is reused ...
     shifted = [7] + a[1:]
-    assert blocks(cache, shifted) == []  # ... even if its own tokens are the same: keys chain the prefix
-    assert cache.match(a, 2 * BLOCK - 1) == cache.match(a, BLOCK)  # the limit cuts at block boundaries
-    assert cache.store(a + [1] * BLOCK, fake_reader(a + [1] * BLOCK)) == 1  # only the new block is read
+    assert reused(cache, shifted) == []  # ... even where its tokens are the same: keys chain the prefix
+    longer = a + [1] * BLOCK
+    assert cache.store(longer, fake_reader(longer)) == 2  # only the new: a whole block and a partial one
+    assert len(cache) == 5  # the old partial block went: the new whole block starts with its tokens
+    assert reused(cache, longer) == longer
+
+
+def test_a_partial_block_is_kept_only_where_nothing_longer_holds_it():
+    cache = PrefixCache(budget_bytes=100, block_bytes=1)
+    a = list(range(2 * BLOCK))
+    cache.store(a, fake_reader(a))
+    assert cache.store(a[: BLOCK + 5], fake_reader(a)) == 0  # the whole block holds those 5 tokens already
+    b = a[:BLOCK] + [500 + i for i in range(7)]
+    assert cache.store(b, fake_reader(b)) == 1  # another branch after the first block
+    assert reused(cache, b + [1, 2]) == b and reused(cache, a) == a
+    assert reused(cache, a[:BLOCK] + [500, 501, 3]) == a[:BLOCK] + [500, 501]  # the branch that shares most
 
 
 def test_lru_eviction_keeps_the_budget_and_shared_roots():
@@ -48,7 +66,7 @@ def test_lru_eviction_keeps_the_budget_and_shared_roots():
         cache.store(tail, fake_reader(tail))
         assert cache.bytes <= 10 * 64
     assert len(cache) == 10 and cache.evictions == 2 + 6 * 3 - 10
-    assert blocks(cache, root) == [0, BLOCK]  # the shared root is still there, its oldest tails are gone
+    assert reused(cache, root) == root  # the shared root is still there, its oldest tails are gone
     assert len(cache.match(tails[0], len(tails[0]))) == 2
     assert len(cache.match(tails[-1], len(tails[-1]))) == 5
     long = list(range(5000, 5000 + 40 * BLOCK))
@@ -112,12 +130,40 @@ def test_a_cached_prefix_is_not_prefilled_again_and_logits_match(tiny_model, wid
     warm.remove(0, history=first)
     assert warm.prefilled_tokens == 70 and warm.reused_tokens == 0
     got = warm.prefill([second])
-    assert warm.last_reused == [64] and warm.reused_tokens == 64  # 4 full blocks of the first prompt
-    assert warm.prefilled_tokens == 70 + 36  # only what the cache did not hold
+    assert warm.last_reused == [70] and warm.reused_tokens == 70  # 4 whole blocks and 6 tokens of a fifth
+    assert warm.prefilled_tokens == 70 + 30  # only what the cache did not hold
     want = cold.prefill([second])
     torch.testing.assert_close(got, want, rtol=tol, atol=tol)
     # and decoding on top of the reused prefix sees the same history
     torch.testing.assert_close(warm.decode([5]), cold.decode([5]), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("plan, cache, tol", PLANS[1:])
+def test_a_long_fresh_prompt_attends_through_our_kernel_with_the_same_logits(tiny_model, wide_model, plan, cache,
+                                                                           tol, monkeypatch):
+    """From TILED_FROM tokens a prompt's own attention goes through lowbit.attention (its tokens tiled),
+    not SDPA's causal kernel; a shorter one keeps SDPA. The logits are SDPA's within float32's
+    rounding, as it is carried through the cache."""
+    from chatloop.engine import runner as runner_module
+
+    needs_plan(plan)
+    model = model_for(cache, tiny_model, wide_model)
+    calls = []
+    real = lowbit.attention
+    monkeypatch.setattr(lowbit, "attention", lambda *a, **k: calls.append(len(a[3])) or real(*a, **k))
+    fused = runner(model, budget=0, plan=plan, cache=cache)
+    tiled_from = runner_module.TILED_FROM
+    for n in (tiled_from - 1, tiled_from + 44):
+        calls.clear()
+        prompt = ids(n, 20)
+        got = fused.prefill([prompt])
+        fused.clear()
+        assert calls == ([n] * len(fused.layers) if n >= tiled_from else [])
+        monkeypatch.setattr(runner_module, "TILED_FROM", 10**9)  # SDPA whatever the length
+        want = fused.prefill([prompt])
+        fused.clear()
+        monkeypatch.setattr(runner_module, "TILED_FROM", tiled_from)
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol)
 
 
 def test_the_cache_is_int8_by_default_where_our_kernels_run_and_its_blocks_hold_its_rows(
@@ -148,7 +194,7 @@ def test_a_whole_cached_prompt_still_prefills_its_last_token(tiny_model):
     warm.prefill([prompt])
     warm.remove(0, history=prompt)
     warm.prefill([prompt])
-    assert warm.last_reused == [2 * BLOCK]  # the last block holds the token whose logits are needed
+    assert warm.last_reused == [3 * BLOCK - 1]  # the last token's logits pick the first answer token
 
 
 @pytest.mark.parametrize("plan, cache, tol", PLANS)
@@ -161,7 +207,7 @@ def test_packed_prefill_mixes_cached_and_new_prompts(tiny_model, wide_model, pla
     warm.remove(0, history=shared)
     prompts = [shared + ids(9, 5), ids(25, 6), shared + ids(20, 7)]
     got = warm.prefill(prompts)
-    assert warm.last_reused == [32, 0, 32]
+    assert warm.last_reused == [40, 0, 40]
     want = torch.cat([cold.prefill([p]) for p in prompts])
     torch.testing.assert_close(got, want, rtol=tol, atol=tol)
     torch.testing.assert_close(warm.decode([1, 2, 3]), cold.decode([1, 2, 3]), rtol=tol, atol=tol)
@@ -210,13 +256,14 @@ def test_removing_a_slot_stores_its_answer_and_moves_the_rest(tiny_model):
     answer = [7 + step for step in range(30)]
     for token in answer:
         warm.decode([token, token + 1])
-    assert len(warm.prefix) == 2  # one prompt block each, stored at prefill
+    assert len(warm.prefix) == 4  # a whole block and a partial one of each prompt, stored at prefill
     warm.remove(0, history=a + answer)  # b moves into slot 0
     assert warm.n == 1 and warm.lens[0] == 50
-    assert len(warm.prefix) == 4  # a's history of 50 tokens holds 3 full blocks, 1 of them known
-    assert len(warm.prefix.match(a + answer, 50)) == 3
-    warm.remove(0, history=b + [t + 1 for t in answer])
+    # a's history of 50 tokens: 3 whole blocks (1 known) and 2 tokens; its prompt's partial block went
     assert len(warm.prefix) == 6
+    assert warm.prefix.match(a + answer, 50)[-1].shape[3] == 2
+    warm.remove(0, history=b + [t + 1 for t in answer])
+    assert len(warm.prefix) == 8
 
 
 def test_image_features_are_never_served_from_the_cache(tiny_model):
@@ -227,9 +274,9 @@ def test_image_features_are_never_served_from_the_cache(tiny_model):
     first, second = torch.randn(10, hidden), torch.randn(10, hidden)
     warm.prefill([prompt], embeds=[(positions, first)])
     warm.remove(0, history=prompt)
-    assert len(warm.prefix) == 1  # only the block before the first image token
+    assert len(warm.prefix) == 2  # only the 20 tokens before the first image token
     got = warm.prefill([prompt], embeds=[(positions, second)])  # same ids, another image
-    assert warm.last_reused == [16]
+    assert warm.last_reused == [20]
     want = cold.prefill([prompt], embeds=[(positions, second)])
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
@@ -257,17 +304,17 @@ def test_a_chat_is_prefilled_once_and_answers_the_same_with_and_without_the_cach
         a, b = cold.generate(prompt, greedy(12)), warm.generate(prompt, greedy(12))
         assert b.token_ids == a.token_ids, f"turn {turn}"
         assert a.cached_tokens == 0
-        # this turn's prompt is the last one plus its answer: everything but the last partial block,
-        # and the answer's last token (sampled, never fed), came from the cache
+        # this turn's prompt is the last one plus its answer: all of it but the answer's last token
+        # (sampled, never fed) came from the cache
         history = len(prompt) - 12 - 9 + 11 if turn else 0
-        assert b.cached_tokens == (history // BLOCK * BLOCK if turn else 0), f"turn {turn}"
+        assert b.cached_tokens == history, f"turn {turn}"
         prompt = prompt + b.token_ids + ids(9, 100 + turn)  # the next user message
     stats = warm.stats()
     prefilled = stats["prefill_tokens"] - before["prefill_tokens"]
     cached = stats["prefix_cached_tokens"] - before["prefix_cached_tokens"]
     total = sum(50 + t * 21 for t in range(6))
     assert prefilled + cached == total
-    assert prefilled < 50 + 5 * (21 + BLOCK)  # each later turn prefilled only its new tokens (and a partial block)
+    assert prefilled == 50 + 5 * (9 + 1)  # each later turn prefilled only its new message (and that last token)
     assert stats["prefix_cache_blocks"] > 0 and stats["prefix_cache_bytes"] > 0
     assert cold.stats()["prefix_cached_tokens"] == 0
 
