@@ -814,14 +814,16 @@ static inline void kv_store8(int8_t *row, const float *x, int64_t d) {
     }
 }
 
-/* Scores s[0..L) replaced by exp(s - max(s)), in place; returns their sum (softmax's denominator). */
-static inline float softmax_exp(float *s, int64_t L) {
+/* Scores s[0..L) replaced by exp(s - max(s)), in place; returns their sum (softmax's denominator), and
+ * the max at *max_out where that is not NULL. */
+static inline float softmax_exp(float *s, int64_t L, float *max_out) {
     int64_t l;
     float mx = -INFINITY;
     __m256 vm = _mm256_set1_ps(-INFINITY);
     for (l = 0; l + 8 <= L; l += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(s + l));
     for (; l < L; l++) mx = s[l] > mx ? s[l] : mx;
     mx = hmax(vm) > mx ? hmax(vm) : mx;
+    if (max_out) *max_out = mx;
     __m256 vmx = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
     for (l = 0; l + 8 <= L; l += 8) {
         __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + l), vmx));
@@ -841,10 +843,11 @@ static inline float softmax_exp(float *s, int64_t L) {
 /* One row's attention for n (<= 8; a constant after inlining) query heads that share a key/value head:
  * each key and value is read and widened from the cache once for all n. qh: the first head's query (the
  * n are consecutive), kh, vh: the key/value head's caches (kv8: int8 rows), s: n * stride floats of
- * scores, o: the first head's output. */
+ * scores, o: the first head's output. stats: NULL, or where each head's max score and softmax sum go
+ * (2 floats a head), for a part of the positions whose output is combined with the others' after. */
 static inline __attribute__((always_inline)) void attend_group(
         const int n, const int kv8, const float *qh, const char *kh, const char *vh, float *o, float *s,
-        int64_t stride, int64_t L, int64_t d, float scale) {
+        int64_t stride, int64_t L, int64_t d, float scale, float *stats) {
     float sum[8];
     /* scores, P positions at a time (n * P accumulators, at most 12): their sums reduced together */
     const int P = n <= 3 ? 4 : n <= 6 ? 2 : 1;
@@ -885,7 +888,10 @@ static inline __attribute__((always_inline)) void attend_group(
         }
         for (int h = 0; h < n; h++) s[h * stride + l] = hsum(acc[h]) * scale;
     }
-    for (int h = 0; h < n; h++) sum[h] = softmax_exp(s + h * stride, L);
+    for (int h = 0; h < n; h++) {
+        sum[h] = softmax_exp(s + h * stride, L, stats ? stats + 2 * h : NULL);
+        if (stats) stats[2 * h + 1] = sum[h];
+    }
     /* the values, NV vectors of dimensions at a time for all n heads (n * NV accumulators: at most 8),
      * then one at a time where d leaves a remainder */
     const int NV = n <= 2 ? 4 : n <= 4 ? 2 : 1;
@@ -917,37 +923,37 @@ static inline __attribute__((always_inline)) void attend_group(
     }
 }
 
-/* Attention for one query per row and head, over that row's own history in the cache: a decoding
- * step's rows (each the next token of its sequence), or a prefill's tokens once their keys and values
- * are in the cache (each a row of its prompt's slot, seeing the positions up to its own).
- *   q    [b, q_stride] float32: row i's head h at q + i * q_stride + h * d
- *   kc, vc [slots, KV, cap, d] float16 caches, or int8 ones with kv8 (rows of KV_ROW bytes); row i
- *        reads slot slots[i] (slots NULL: first_slot + i) and sees lens[i] positions (with 8 rows and
- *        a few hundred positions the cache, not the weights, is most of what a step reads)
- *   out  [b, H * d]; scores: threads * 8 * max(lens) floats of scratch
- * Query head h reads key/value head h / (H / KV) (grouped-query attention). d is a multiple of 8.
- * PyTorch's SDPA spends ~50 us a layer setting up its flash kernel for one query; this is ~5.
- * Called by every thread of a team (or one thread outside any), as product(). */
-/* Row i's attention for the query heads of key/value head kv (one task of attention() below); s: this
- * thread's 8 * max_len floats of scores. */
-static inline void row_task(const float *q, int64_t q_stride, const void *kc, const void *vc, int kv8, float *out,
-                            const int64_t *slots, int64_t first_slot, const int64_t *lens, int64_t i, int64_t kv,
-                            int64_t H, int64_t KV, int64_t cap, int64_t d, float scale, float *s, int64_t max_len) {
-    const int64_t G = H / KV, L = lens[i], slot = slots ? slots[i] : first_slot + i;
-    const char *kh = (const char *)kc + (slot * KV + kv) * cap * KV_ROW(kv8, d);
-    const char *vh = (const char *)vc + (slot * KV + kv) * cap * KV_ROW(kv8, d);
+/* Positions p0..p1 of row i's attention for the query heads of key/value head kv: outputs at o + h * d
+ * for query head h, and with stats (NULL: the whole row) each head's max score and softmax sum at
+ * stats + 2 * h. s: this thread's 8 * stride floats of scores. */
+static inline void row_part(const float *q, int64_t q_stride, const void *kc, const void *vc, int kv8, float *o_row,
+                            float *stats, const int64_t *slots, int64_t first_slot, int64_t i, int64_t kv, int64_t p0,
+                            int64_t p1, int64_t H, int64_t KV, int64_t cap, int64_t d, float scale, float *s,
+                            int64_t stride) {
+    const int64_t G = H / KV, L = p1 - p0, slot = slots ? slots[i] : first_slot + i;
+    const char *kh = (const char *)kc + ((slot * KV + kv) * cap + p0) * KV_ROW(kv8, d);
+    const char *vh = (const char *)vc + ((slot * KV + kv) * cap + p0) * KV_ROW(kv8, d);
     for (int64_t h0 = 0; h0 < G; h0 += 8) {
         int64_t h = kv * G + h0;
         const float *qh = q + i * q_stride + h * d;
-        float *o = out + i * H * d + h * d;
-#define GROUP(N) if (kv8) attend_group(N, 1, qh, kh, vh, o, s, max_len, L, d, scale); \
-                 else attend_group(N, 0, qh, kh, vh, o, s, max_len, L, d, scale)
+        float *o = o_row + h * d, *st = stats ? stats + 2 * h : NULL;
+#define GROUP(N) if (kv8) attend_group(N, 1, qh, kh, vh, o, s, stride, L, d, scale, st); \
+                 else attend_group(N, 0, qh, kh, vh, o, s, stride, L, d, scale, st)
         switch (G - h0 < 8 ? G - h0 : 8) {
             case 1: GROUP(1); break; case 2: GROUP(2); break; case 3: GROUP(3); break; case 4: GROUP(4); break;
             case 5: GROUP(5); break; case 6: GROUP(6); break; case 7: GROUP(7); break; default: GROUP(8);
         }
 #undef GROUP
     }
+}
+
+/* Row i's attention for the query heads of key/value head kv (one task of attention() below); s: this
+ * thread's 8 * max_len floats of scores. */
+static inline void row_task(const float *q, int64_t q_stride, const void *kc, const void *vc, int kv8, float *out,
+                            const int64_t *slots, int64_t first_slot, const int64_t *lens, int64_t i, int64_t kv,
+                            int64_t H, int64_t KV, int64_t cap, int64_t d, float scale, float *s, int64_t max_len) {
+    row_part(q, q_stride, kc, vc, kv8, out + i * H * d, NULL, slots, first_slot, i, kv, 0, lens[i], H, KV, cap, d,
+             scale, s, max_len);
 }
 
 /* Attention for one query per row and head, over that row's own history in the cache: a decoding
@@ -957,20 +963,69 @@ static inline void row_task(const float *q, int64_t q_stride, const void *kc, co
  *   kc, vc [slots, KV, cap, d] float16 caches, or int8 ones with kv8 (rows of KV_ROW bytes); row i
  *        reads slot slots[i] (slots NULL: first_slot + i) and sees lens[i] positions (with 8 rows and
  *        a few hundred positions the cache, not the weights, is most of what a step reads)
- *   out  [b, H * d]; scores: threads * 8 * max(lens) floats of scratch
+ *   out  [b, H * d]; scores: attention_floats() of scratch
  * Query head h reads key/value head h / (H / KV) (grouped-query attention). d is a multiple of 8.
  * PyTorch's SDPA spends ~50 us a layer setting up its flash kernel for one query; this is ~5.
+ * A task is a row's query heads of one key/value head over up to SPLIT of its positions: where rows
+ * are longer, each part keeps its output, max score and softmax sum, and a second pass weighs the
+ * parts together (as flash-decoding does). One row of a 6,000-token chat had been 3 tasks (the default
+ * model's key/value heads) on 2 threads, one idle a third of the time.
  * Called by every thread of a team (or one thread outside any), as product(). */
+#define SPLIT 1024
+static inline int64_t attention_floats(int64_t threads, int64_t max_len, int64_t b, int64_t H, int64_t d) {
+    const int64_t parts = (max_len + SPLIT - 1) / SPLIT, stride = max_len < SPLIT ? max_len : SPLIT;
+    return threads * 8 * stride + (parts > 1 ? b * parts * H * (d + 2) : 0);
+}
 static void attention(const float *q, int64_t q_stride, const void *kc, const void *vc, int kv8, float *out,
                       const int64_t *slots, int64_t first_slot, const int64_t *lens, int64_t b, int64_t H,
                       int64_t KV, int64_t cap, int64_t d, float scale, float *scores, int64_t max_len) {
-    float *s = scores + (int64_t)omp_get_thread_num() * 8 * max_len;
-    /* one task per row and key/value head (its query heads in groups of up to 8); a prefill's rows see
-     * histories of different lengths, so the tasks are handed out as threads come free */
+    const int64_t parts = (max_len + SPLIT - 1) / SPLIT, stride = max_len < SPLIT ? max_len : SPLIT;
+    float *s = scores + (int64_t)omp_get_thread_num() * 8 * stride;
+    if (parts == 1) {
+        /* one task per row and key/value head (its query heads in groups of up to 8); a prefill's rows
+         * see histories of different lengths, so the tasks are handed out as threads come free */
 #pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < b * KV; task++)
-        row_task(q, q_stride, kc, vc, kv8, out, slots, first_slot, lens, task / KV, task % KV, H, KV, cap, d, scale,
-                 s, max_len);
+        for (int64_t task = 0; task < b * KV; task++)
+            row_task(q, q_stride, kc, vc, kv8, out, slots, first_slot, lens, task / KV, task % KV, H, KV, cap, d,
+                     scale, s, stride);
+        return;
+    }
+    /* part c of row i: outputs [H][d] at part_out + (i * parts + c) * H * d, (max, sum) pairs [H] at
+     * part_stats + (i * parts + c) * H * 2 */
+    float *part_out = scores + omp_get_num_threads() * 8 * stride, *part_stats = part_out + b * parts * H * d;
+#pragma omp for schedule(dynamic)
+    for (int64_t task = 0; task < b * KV * parts; task++) {
+        const int64_t i = task / (KV * parts), kv = task / parts % KV, c = task % parts, p0 = c * SPLIT;
+        if (p0 >= lens[i]) continue;
+        const int64_t p1 = p0 + SPLIT < lens[i] ? p0 + SPLIT : lens[i], at = i * parts + c;
+        row_part(q, q_stride, kc, vc, kv8, part_out + at * H * d, part_stats + at * H * 2, slots, first_slot, i, kv,
+                 p0, p1, H, KV, cap, d, scale, s, stride);
+    }
+#pragma omp for schedule(static)
+    for (int64_t unit = 0; unit < b * H; unit++) {
+        const int64_t i = unit / H, h = unit % H, n = (lens[i] + SPLIT - 1) / SPLIT;
+        float mx = -INFINITY, total = 0.0f, w[64];
+        for (int64_t c = 0; c < n; c++) {
+            float m = part_stats[((i * parts + c) * H + h) * 2];
+            mx = m > mx ? m : mx;
+        }
+        for (int64_t c = 0; c < n; c++) {
+            const float *st = part_stats + ((i * parts + c) * H + h) * 2;
+            w[c % 64] = st[1] * expf(st[0] - mx);  /* (a part's output is its own softmax's) */
+            total += w[c % 64];
+        }
+        float *o = out + i * H * d + h * d;
+        for (int64_t k = 0; k < d; k += 8) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int64_t c = 0; c < n; c++) {
+                const float *st = part_stats + ((i * parts + c) * H + h) * 2;
+                float wc = n <= 64 ? w[c] : st[1] * expf(st[0] - mx);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(wc / total),
+                                      _mm256_loadu_ps(part_out + ((i * parts + c) * H + h) * d + k), acc);
+            }
+            _mm256_storeu_ps(o + k, acc);
+        }
+    }
 }
 
 /* --- A prompt's tokens, tiled ----------------------------------------------------------------------
@@ -1101,7 +1156,7 @@ static void run_task(const att_run *u, int64_t kv, int64_t h0, int64_t nh, int64
     for (int r = 0; r < R; r++) { /* token t sees first + t positions: the rest weigh nothing */
         int64_t len = u->first + t0 + r / nh;
         float *s = S + r * stride;
-        inv[r] = 1.0f / softmax_exp(s, len);
+        inv[r] = 1.0f / softmax_exp(s, len, NULL);
         for (int64_t l = len; l < Lb; l++) s[l] = 0.0f;
     }
     const float *vv = u->v + kv * L * d;
@@ -1131,20 +1186,28 @@ static void run_task(const att_run *u, int64_t kv, int64_t h0, int64_t nh, int64
     }
 }
 
+/* The size of chatloop_decode_step's scores scratch in bytes (attention()'s). */
+int64_t chatloop_decode_scores(int threads, int64_t max_len, int64_t b, int64_t H, int64_t d) {
+    return 4 * attention_floats(threads, max_len, b, H, d);
+}
+
 /* The size of chatloop_attention's scratch in bytes, for these rows. */
-int64_t chatloop_attention_scratch(const int64_t *slots, const int64_t *lens, int64_t b, int64_t KV, int64_t d,
-                                   int threads) {
+int64_t chatloop_attention_scratch(const int64_t *slots, const int64_t *lens, int64_t b, int64_t H, int64_t KV,
+                                   int64_t d, int threads) {
     int64_t floats = 0, max_len = 0;
     for (int64_t i = 0; i < b; i++) max_len = lens[i] > max_len ? lens[i] : max_len;
     for (int64_t i = 0, j; i < b; i = j) {
         j = run_end(slots, 0, lens, b, i);
         if (j - i >= RUN_MIN) floats += run_floats(lens[j - 1], KV, d);
     }
-    return 4 * (floats + threads * thread_floats(max_len, d)) + 64;
+    floats += threads * thread_floats(max_len, d);
+    const int64_t rows = attention_floats(threads, max_len, b, H, d); /* no runs: attention() */
+    return 4 * (floats > rows ? floats : rows) + 64;
 }
 
 /* attention() for rows given from Python: runs of RUN_MIN or more tokens of one prompt go tiled, the
- * other rows (a decoding step's, short runs) row by row. scratch: chatloop_attention_scratch() bytes. */
+ * other rows (short runs) row by row; without runs (a decoding step's rows) it is attention().
+ * scratch: chatloop_attention_scratch() bytes. */
 void chatloop_attention(const float *q, int64_t q_stride, const void *kc, const void *vc, int kv8, float *out,
                         const int64_t *slots, int64_t first_slot, const int64_t *lens, int64_t b, int64_t H,
                         int64_t KV, int64_t cap, int64_t d, float scale, float *scratch, int64_t max_len,
@@ -1157,7 +1220,13 @@ void chatloop_attention(const float *q, int64_t q_stride, const void *kc, const 
     if (!runs || !rest || !first_task) { /* no room for the bookkeeping: every row by itself */
         free(runs); free(rest); free(first_task);
 #pragma omp parallel num_threads(threads) if (threads > 1 && b * KV > 1)
-        attention(q, q_stride, kc, vc, kv8, out, slots, 0, lens, b, H, KV, cap, d, scale, scratch, max_len);
+        {
+            float *mine = scratch + (int64_t)omp_get_thread_num() * room;
+#pragma omp for schedule(dynamic)
+            for (int64_t task = 0; task < b * KV; task++)
+                row_task(q, q_stride, kc, vc, kv8, out, slots, 0, lens, task / KV, task % KV, H, KV, cap, d, scale,
+                         mine, max_len);
+        }
         return;
     }
     int64_t n_runs = 0, n_rest = 0;
@@ -1175,6 +1244,12 @@ void chatloop_attention(const float *q, int64_t q_stride, const void *kc, const 
         widened += run_floats(lens[j - 1], KV, d);
         first_task[n_runs + 1] = first_task[n_runs] + KV * chunks * ((u->n + per_block - 1) / per_block);
         n_runs++;
+    }
+    if (n_runs == 0) { /* a decoding step's rows: long ones split over their positions */
+        free(runs); free(rest); free(first_task);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+        attention(q, q_stride, kc, vc, kv8, out, slots, 0, lens, b, H, KV, cap, d, scale, scratch, max_len);
+        return;
     }
     const int64_t tiled = first_task[n_runs], tasks = tiled + n_rest * KV, parts = (max_len + WIDEN - 1) / WIDEN;
 #pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
@@ -1308,7 +1383,7 @@ void chatloop_rope_store(float *qkv, int64_t b, const int64_t *slots, const int6
 /* h [b, hidden]: the embedded tokens in, the last layer's output out (in place). Row i is slot
  * first_slot + i at position pos[i] and sees lens[i] = pos[i] + 1 positions. cos, sin: the runner's
  * rotary table [positions, d]. Work buffers: qkv [b, (H + 2 KV) d], att [b, H d], gu [b, 2 I],
- * scores [b * H * max(lens)]; scratch as the products' (sized for the widest input). */
+ * scores (chatloop_decode_scores() bytes); scratch as the products' (sized for the widest input). */
 void chatloop_decode_step(const chatloop_layer *layers, int64_t n_layers, float *h, int64_t b, int64_t first_slot,
                           const int64_t *pos, const int64_t *lens, const float *cos, const float *sin, int64_t H,
                           int64_t KV, int64_t d, int64_t cap, float eps, float scale, float *qkv, float *att,

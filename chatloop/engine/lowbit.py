@@ -148,8 +148,10 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     lib.chatloop_attention.argtypes = [p, i64, p, p, c_int, p, p, i64, p, i64, i64, i64, i64, i64, ctypes.c_float, p,
                                        i64, c_int]
     lib.chatloop_attention.restype = None
-    lib.chatloop_attention_scratch.argtypes = [p, p, i64, i64, i64, c_int]
+    lib.chatloop_attention_scratch.argtypes = [p, p, i64, i64, i64, i64, c_int]
     lib.chatloop_attention_scratch.restype = i64
+    lib.chatloop_decode_scores.argtypes = [c_int, i64, i64, i64, i64]
+    lib.chatloop_decode_scores.restype = i64
     lib.chatloop_rope_store.argtypes = [p, i64, p, p, p, p, i64, i64, i64, i64, p, p, c_int, c_int]
     lib.chatloop_rope_store.restype = None
     lib.chatloop_decode_step.argtypes = [p, i64, p, i64, i64, p, p, p, p, i64, i64, i64, i64, ctypes.c_float,
@@ -272,11 +274,6 @@ def _scratch(m: int, k: int, threads: int) -> int:
     return _buffer("x", 2 * m * k + 8 * m * (k // GROUP) + 64 + threads * (k // GROUP) * 512)
 
 
-def _scores(threads: int, max_len: int) -> int:
-    """Scratch for attention's scores: 8 heads' worth of max_len floats per thread."""
-    return _buffer("scores", threads * 8 * max_len * 4)
-
-
 def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
@@ -392,8 +389,8 @@ def attention(q: Tensor, kc: Tensor, vc: Tensor, lens: list[int], slots: list[in
     lengths = torch.as_tensor(lens, dtype=torch.int64)
     where = torch.as_tensor(slots, dtype=torch.int64)
     lib = _library()[0]
-    room = _buffer("attention", lib.chatloop_attention_scratch(where.data_ptr(), lengths.data_ptr(), b, kc.shape[1], d,
-                                                              threads))
+    room = _buffer("attention", lib.chatloop_attention_scratch(where.data_ptr(), lengths.data_ptr(), b, heads,
+                                                              kc.shape[1], d, threads))
     lib.chatloop_attention(
         q.data_ptr(), q.stride(0), kc.data_ptr(), vc.data_ptr(), kv8, out.data_ptr(), where.data_ptr(), 0,
         lengths.data_ptr(), b, heads, kc.shape[1], kc.shape[2], d, scale, room, max_len, threads)
@@ -465,8 +462,10 @@ def decode_step(stack, h: Tensor, first_slot: int, positions: list[int], rope: t
     lens = pos + 1
     qkv, att, gu = torch.empty(b, width), torch.empty(b, heads * d), torch.empty(b, inter2)
     threads = torch.get_num_threads()
-    _library()[0].chatloop_decode_step(
+    lib = _library()[0]
+    lib.chatloop_decode_step(
         ctypes.byref(stack), len(stack), h.data_ptr(), b, first_slot, pos.data_ptr(), lens.data_ptr(),
         cos.data_ptr(), sin.data_ptr(), heads, kv_heads, d, capacity, eps, scale, qkv.data_ptr(), att.data_ptr(),
-        gu.data_ptr(), _scores(threads, int(lens.max())), _scratch(b, max(hidden, heads * d, inter2 // 2), threads), threads)
+        gu.data_ptr(), _buffer("scores", lib.chatloop_decode_scores(threads, int(lens.max()), b, heads, d)),
+        _scratch(b, max(hidden, heads * d, inter2 // 2), threads), threads)
     return h

@@ -255,7 +255,8 @@ def test_rows_of_different_lengths_decode_in_a_batch_as_they_do_alone(tiny_dir, 
 def test_a_decoding_step_in_one_call_equals_it_layer_by_layer(tokenizer, tmp_path, model_type, fmt, cache):
     """lowbit.decode_step (every layer in one C call: rotary embedding, cache writes, attention,
     projections) against the same runner stepping layer by layer, one row and three rows of different
-    lengths, through a cache that grows in between; a float16 cache and an int8 one (heads of 32).
+    lengths (one past 1,024 positions: its attention in parts), through a cache that grows in between;
+    a float16 cache and an int8 one (heads of 32).
     Equal up to float rounding (the rotary embedding's order of operations; the activations' int16
     rounding can carry a last bit into a quantum, and this tiny model's large random weights amplify
     it): a wrong position, slot or cache would be off by the size of the logits themselves."""
@@ -271,10 +272,11 @@ def test_a_decoding_step_in_one_call_equals_it_layer_by_layer(tokenizer, tmp_pat
     model = load_model(str(make_tiny_model(tmp_path / model_type, tokenizer, model_type, seed=4, hidden=hidden)),
                        "float32").model
     plan = KernelPlan.uniform(fmt, "float32", head=fmt)
-    runners = [ModelRunner(model, plan, max_slots=3, max_len=600, kv_cache=cache) for _ in range(2)]
+    runners = [ModelRunner(model, plan, max_slots=3, max_len=1200, kv_cache=cache) for _ in range(2)]
     assert runners[0].cache_dtype == getattr(torch, cache)
     runners[1].one_call_steps = False
-    prompts = [list(range(10, 17)), list(range(30, 330)), list(range(60, 63))]
+    # the second row's history is longer than an attention task's part of it (lowbit.c's SPLIT)
+    prompts = [list(range(10, 17)), [30 + i % 900 for i in range(1100)], list(range(60, 63))]
     for runner in runners:
         runner.prefill(prompts[:1])
     assert runners[0]._native_step(1) is not None and runners[1]._native_step(1) is None

@@ -233,6 +233,26 @@ def test_attention_equals_sdpa_row_by_row(heads, kv, d, cache):
 
 @needs_kernels
 @pytest.mark.parametrize("cache", ["float16", "int8"])
+@pytest.mark.parametrize("heads, kv, d", [(9, 3, 64), (20, 2, 72)])
+def test_attention_over_long_histories_equals_sdpa(heads, kv, d, cache):
+    """Decoding rows longer than a task's part of the positions (lowbit.c's SPLIT, 1024): each part's
+    output, max score and softmax sum are weighed together after, exactly or nearly as one softmax."""
+    if cache == "int8" and d % 32:
+        pytest.skip("an int8 cache takes heads of whole blocks of 32")
+    torch.manual_seed(7)
+    kc, vc = _caches((4, kv, 2600, d), cache)
+    qk = torch.randn(4, heads + kv, d)
+    lens, slots = [2500, 1025, 1024, 3], [1, 0, 3, 2]
+    out = lowbit.attention(qk, kc, vc, lens, slots, heads, 0.125)
+    for i, (n, slot) in enumerate(zip(lens, slots)):
+        q = qk[i, :heads].view(1, kv, heads // kv, d)
+        keys, values = (_read(c[slot : slot + 1, :, :n]) for c in (kc, vc))
+        ref = F.scaled_dot_product_attention(q, keys, values, scale=0.125)
+        assert torch.allclose(out[i], ref.reshape(-1), rtol=1e-5, atol=1e-4), i
+
+
+@needs_kernels
+@pytest.mark.parametrize("cache", ["float16", "int8"])
 @pytest.mark.parametrize("heads, kv, d", [(9, 3, 64), (20, 2, 72), (4, 4, 32), (16, 1, 64), (28, 4, 128)])
 def test_attention_over_a_prompts_tokens_equals_sdpa(heads, kv, d, cache):
     """A prefill's rows: runs of a prompt's tokens (one slot, consecutive positions) go tiled, several
