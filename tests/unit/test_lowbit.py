@@ -195,6 +195,17 @@ def _read(cache: torch.Tensor) -> torch.Tensor:
     return lowbit.kv_dequantize(cache) if cache.dtype == torch.int8 else cache.float()
 
 
+def _assert_sdpa(out, qk, kc, vc, lens, slots, heads, rtol, atol):
+    """Each row of lowbit.attention's output is SDPA's over the same slot's first lens[i] positions
+    (scale 0.125), read back as the cache holds them."""
+    kv, d = kc.shape[1], qk.shape[2]
+    for i, (n, slot) in enumerate(zip(lens, slots)):
+        q = qk[i, :heads].view(1, kv, heads // kv, d)
+        keys, values = (_read(c[slot : slot + 1, :, :n]) for c in (kc, vc))
+        ref = F.scaled_dot_product_attention(q, keys, values, scale=0.125)
+        assert torch.allclose(out[i], ref.reshape(-1), rtol=rtol, atol=atol), i
+
+
 @needs_kernels
 @pytest.mark.parametrize("cache", ["float16", "int8"])
 @pytest.mark.parametrize("heads, kv, d", [(9, 3, 64), (20, 2, 72), (4, 4, 32), (14, 2, 64)])
@@ -215,11 +226,7 @@ def test_attention_equals_sdpa_row_by_row(heads, kv, d, cache):
     qk = torch.randn(5, heads + kv, d)  # the keys after the queries, as the runner's rotated q and k
     lens, slots = [1, 17, 40, 18, 2], [2, 3, 4, 3, 0]
     out = lowbit.attention(qk, kc, vc, lens, slots, heads, 0.125)
-    for i, (n, slot) in enumerate(zip(lens, slots)):
-        q = qk[i, :heads].view(1, kv, heads // kv, d)
-        keys, values = (_read(c[slot : slot + 1, :, :n]) for c in (kc, vc))
-        ref = F.scaled_dot_product_attention(q, keys, values, scale=0.125)
-        assert torch.allclose(out[i], ref.reshape(-1), atol=1e-5), i
+    _assert_sdpa(out, qk, kc, vc, lens, slots, heads, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="divisible by 8"):
         lowbit.attention(torch.randn(1, 4, 12), torch.randn(1, 1, 8, 12).half(),
                          torch.randn(1, 1, 8, 12).half(), [3], [0], 3, 0.3)
@@ -244,11 +251,7 @@ def test_attention_over_long_histories_equals_sdpa(heads, kv, d, cache):
     qk = torch.randn(4, heads + kv, d)
     lens, slots = [2500, 1025, 1024, 3], [1, 0, 3, 2]
     out = lowbit.attention(qk, kc, vc, lens, slots, heads, 0.125)
-    for i, (n, slot) in enumerate(zip(lens, slots)):
-        q = qk[i, :heads].view(1, kv, heads // kv, d)
-        keys, values = (_read(c[slot : slot + 1, :, :n]) for c in (kc, vc))
-        ref = F.scaled_dot_product_attention(q, keys, values, scale=0.125)
-        assert torch.allclose(out[i], ref.reshape(-1), rtol=1e-5, atol=1e-4), i
+    _assert_sdpa(out, qk, kc, vc, lens, slots, heads, rtol=1e-5, atol=1e-4)
 
 
 @needs_kernels
@@ -269,11 +272,7 @@ def test_attention_over_a_prompts_tokens_equals_sdpa(heads, kv, d, cache):
     slots = [slot for slot, _, n in runs for _ in range(n)]
     qk = torch.randn(len(lens), heads + kv, d)
     out = lowbit.attention(qk, kc, vc, lens, slots, heads, 0.125)
-    for i, (n, slot) in enumerate(zip(lens, slots)):
-        q = qk[i, :heads].view(1, kv, heads // kv, d)
-        keys, values = (_read(c[slot : slot + 1, :, :n]) for c in (kc, vc))
-        ref = F.scaled_dot_product_attention(q, keys, values, scale=0.125)
-        assert torch.allclose(out[i], ref.reshape(-1), rtol=1e-5, atol=1e-4), i
+    _assert_sdpa(out, qk, kc, vc, lens, slots, heads, rtol=1e-5, atol=1e-4)
 
 
 def test_int8_cache_rows_hold_each_block_of_32_within_half_a_step():
