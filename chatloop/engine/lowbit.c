@@ -792,6 +792,18 @@ static inline __attribute__((always_inline)) __m256 kv_load(const int kv8, const
     return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + k)))),
                          _mm256_set1_ps(s));
 }
+#ifdef __AVX512F__
+/* Dimensions k..k+15 (k a multiple of 16: one int8 block's half) as kv_load, on 512 bits. */
+static inline __attribute__((always_inline)) __m512 kv_load16(const int kv8, const char *c, int64_t pos, int64_t k,
+                                                              int64_t d) {
+    const char *row = c + pos * KV_ROW(kv8, d);
+    if (!kv8) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + k)));
+    float s;
+    memcpy(&s, row + d + (k / 32) * 4, 4);
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(row + k)))),
+                         _mm512_set1_ps(s));
+}
+#endif
 
 /* A head's vector x [d] into an int8 cache row: each block of 32 rounded to int8 with the scale
  * max|x| / 127 (as quantize_rows rounds activations), the scales after the d bytes. */
@@ -892,10 +904,32 @@ static inline __attribute__((always_inline)) void attend_group(
         sum[h] = softmax_exp(s + h * stride, L, stats ? stats + 2 * h : NULL);
         if (stats) stats[2 * h + 1] = sum[h];
     }
+    int64_t k0 = 0;
+#ifdef __AVX512F__
+    /* with AVX-512, 16 dimensions a vector and 32 registers: NV16 vectors for all n heads at once (the
+     * same products in the same order as below, so the same sums bit for bit; 8 rows' attention at
+     * ~100 positions took ~25% less) */
+    const int NV16 = n <= 6 ? 4 : 2;
+    for (; d % 16 == 0 && k0 + 16 * NV16 <= d; k0 += 16 * NV16) {
+        __m512 acc[8][4];
+        for (int h = 0; h < n; h++)
+            for (int j = 0; j < NV16; j++) acc[h][j] = _mm512_setzero_ps();
+        for (int64_t p = 0; p < L; p++) {
+            __m512 v[4];
+            for (int j = 0; j < NV16; j++) v[j] = kv_load16(kv8, vh, p, k0 + 16 * j, d);
+            for (int h = 0; h < n; h++) {
+                __m512 sp = _mm512_set1_ps(s[h * stride + p]);
+                for (int j = 0; j < NV16; j++) acc[h][j] = _mm512_fmadd_ps(sp, v[j], acc[h][j]);
+            }
+        }
+        for (int h = 0; h < n; h++)
+            for (int j = 0; j < NV16; j++)
+                _mm512_storeu_ps(o + h * d + k0 + 16 * j, _mm512_mul_ps(acc[h][j], _mm512_set1_ps(1.0f / sum[h])));
+    }
+#endif
     /* the values, NV vectors of dimensions at a time for all n heads (n * NV accumulators: at most 8),
      * then one at a time where d leaves a remainder */
     const int NV = n <= 2 ? 4 : n <= 4 ? 2 : 1;
-    int64_t k0 = 0;
     for (; k0 + 8 * NV <= d; k0 += 8 * NV) {
         __m256 acc[8][4];
         for (int h = 0; h < n; h++)
