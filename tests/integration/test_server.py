@@ -62,7 +62,8 @@ def test_a_shared_prefix_is_taken_from_the_prefix_cache(server, oai):
     system = {"role": "system", "content": "You are a terse assistant who answers in one line. " * 12}
     first = oai.chat.completions.create(**ask(messages=[system, {"role": "user", "content": "Say hello"}]))
     second = oai.chat.completions.create(**ask(messages=[system, {"role": "user", "content": "Say goodbye"}]))
-    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    # the first shares at most the template's opening with earlier requests to this server
+    assert first.usage.prompt_tokens_details.cached_tokens < 16
     cached = second.usage.prompt_tokens_details.cached_tokens
     # all but the differing tail ("hello" and the template's few tokens after it), to the token
     assert first.usage.prompt_tokens - 12 <= cached < first.usage.prompt_tokens
