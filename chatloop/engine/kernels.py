@@ -37,8 +37,12 @@ log = logging.getLogger(__name__)
 
 PREFILLS = (32, 128)  # tokens of the measured prefills: a short chat message, and longer prompts or
 # several packed ones (their best formats differ: on an AVX2-only Zen 3, 8-bit weights beat oneDNN's
-# float32 by 20% at 41 tokens and tied with it at 128)
-SHORT_UP_TO = 64  # prefills of up to this many tokens take the short one's format, longer the long one's
+# float32 by 20% at 41 tokens and tied with it at 128). Every prefill takes one format whatever its
+# length (quant.PREFILL_ROWS): the one with the least time a token over both, as a chat's turns are
+# short and its first prompt, a tool-calling client's schemas or a pasted document long (on a Zen 4,
+# 4-bit weights were 3% ahead at 32 tokens, 8-bit ones 6% at 128 and 18% at 331: 8 packed prompts)
+SHORT_UP_TO = 64  # decoding batches of up to this many rows take the prefills' format, more rows the
+# long prefill's
 ROWS = (1, 2, 4, 8)  # decoding batch sizes measured; more rows than the last take the prefills' formats
 assert ROWS[-1] < PREFILL_ROWS  # a prefill of any length takes the prefills' formats
 SLOWER_BY = 1.5  # a quantised format this much slower than dense for one row is measured no further
@@ -48,7 +52,7 @@ CONTENDS = 1.5  # a format within this factor of a case's fastest after the firs
 STEP_REPS = 10  # a decoding step (a few ms) is timed at least this many times a round: timed 3 times,
 # a neighbour's bursts on a 2-core Zen 5 put 8-bit layers ahead of 4-bit ones at 8 rows (4.32 against
 # 4.50 ms), which alternated 100 times each took 4.0 and 3.5 ms
-VERSION = 8  # bump when the measurement changes: old cache entries are then measured again (as they are
+VERSION = 9  # bump when the measurement changes: old cache entries are then measured again (as they are
 # when our kernels' source changes: their speeds are what was measured)
 
 # Calibration text, written for this project: everyday English and Chinese, as chats look.
@@ -259,9 +263,9 @@ def decide(results: dict, budget: float) -> tuple[KernelPlan, dict]:
         # the prefill gives every answer its first token: it keeps the int16 activations one row has (int8
         # ones in a prefill once turned the default model's "The capital of France is Paris." into
         # "L'Étoile, ...": a near tie; batches of decoding rows may round them)
-        prefill = [(SHORT_UP_TO if n == PREFILLS[0] else MANY,
-                    min((f for f in body if f not in ROUNDED_ACTIVATIONS), key=lambda f: body[f]["prefill_s"][str(n)]))
-                   for n in PREFILLS]
+        exact = [f for f in body if f not in ROUNDED_ACTIVATIONS]
+        prefill = [(SHORT_UP_TO, min(exact, key=lambda f: sum(body[f]["prefill_s"][str(n)] / n for n in PREFILLS))),
+                   (MANY, min(exact, key=lambda f: body[f]["prefill_s"][str(PREFILLS[-1])]))]
         pick_head = [(r, min((f for f in head if r > 1 or f not in ROUNDED_ACTIVATIONS),
                              key=lambda f: head[f]["step_s"][str(r)])) for r in rows_list]
         dense = DENSE[act][0]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from chatloop.engine import kernels
-from chatloop.engine.quant import FORMATS, MANY, KernelPlan, PackedLinear, formats_for
+from chatloop.engine.quant import FORMATS, MANY, PREFILL_ROWS, KernelPlan, PackedLinear, formats_for, pick
 from chatloop.hardware import capped_below, native_bf16
 
 # Worst relative error of one matmul against float32, per format (random weights, no outliers).
@@ -127,7 +127,27 @@ def test_formats_that_round_the_activations_to_8_bits_serve_batches_not_one_row_
     assert plan.body == ((1, "int4-avx2"), (8, "int4-avx2-a8"), (MANY, "int4-avx2"))
 
 
-def test_short_and_long_prefills_each_take_their_fastest_format():
+def test_every_prefill_takes_the_format_fastest_a_token_over_short_and_long_prompts():
+    """As measured on a Zen 4: 4-bit weights a little ahead for a short prompt, 8-bit ones for a long
+    one; every prefill (quant.PREFILL_ROWS) takes 8-bit, decoding batches over SHORT_UP_TO rows too."""
+    short, long = kernels.PREFILLS
+    results = _fake(
+        step_ms={"float32": {"float32": {1: 30, 8: 50}, "int4-avx2": {1: 3, 8: 8}, "int8-avx2": {1: 3.5, 8: 8.5}}},
+        ppl={"float32": {"float32": 10.0, "int4-avx2": 10.05, "int8-avx2": 10.02}},
+        prefill_ms={"float32": {"float32": {short: 58, long: 180}, "int4-avx2": {short: 26.9, long: 95.4},
+                                "int8-avx2": {short: 27.6, long: 89.4}}},
+        head_ms={"float32": {"float32": {1: 5, 8: 6}}}, head_ppl={"float32": {"float32": 10.0}},
+    )
+    plan, _ = kernels.decide(results, budget=0.02)
+    assert plan.body == ((8, "int4-avx2"), (MANY, "int8-avx2"))
+    assert pick(plan.body, PREFILL_ROWS) == "int8-avx2"
+    # much slower for short prompts: not taken, although still ahead for long ones
+    results["acts"]["float32"]["body"]["int8-avx2"]["prefill_s"][str(short)] = 0.040
+    plan, _ = kernels.decide(results, budget=0.02)
+    assert plan.body == ((kernels.SHORT_UP_TO, "int4-avx2"), (MANY, "int8-avx2"))
+
+
+def test_decoding_batches_past_short_up_to_rows_take_the_long_prefills_format():
     short, long = kernels.PREFILLS
     results = _fake(
         step_ms={"float32": {"float32": {1: 30, 8: 50}, "int8-avx2": {1: 12, 8: 45}}},
