@@ -40,7 +40,7 @@ PREFILLS = (32, 128)  # tokens of the measured prefills: a short chat message, a
 # float32 by 20% at 41 tokens and tied with it at 128). Every prefill takes one format whatever its
 # length (quant.PREFILL_ROWS): the one with the least time a token over both, as a chat's turns are
 # short and its first prompt, a tool-calling client's schemas or a pasted document long (on a Zen 4,
-# 4-bit weights were 3% ahead at 32 tokens, 8-bit ones 6% at 128 and 18% at 331: 8 packed prompts)
+# 4-bit weights took 5-7% less time at 32 tokens, 8-bit ones 3-9% less at 128 and 15% at 330)
 SHORT_UP_TO = 64  # decoding batches of up to this many rows take the prefills' format, more rows the
 # long prefill's
 ROWS = (1, 2, 4, 8)  # decoding batch sizes measured; more rows than the last take the prefills' formats
