@@ -237,7 +237,7 @@ def test_an_unreachable_backend_fails_at_start(tmp_path):
 
 
 def test_concurrent_streams_through_the_front(oai, remote):
-    # work of the tests before (a conversation's title, say) may still hold the remote's places
+    # a request of a test before may still hold one of the remote's places
     wait_for(lambda: remote.engine_counts() == (0, 0), "the remote to be idle", timeout=60)
     results = []
 
@@ -245,8 +245,12 @@ def test_concurrent_streams_through_the_front(oai, remote):
         r = oai.chat.completions.create(**ask(max_tokens=8, messages=[{"role": "user", "content": f"Count {i}"}]))
         results.append(r.choices[0].message.content is not None)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]  # the remote holds 1 + 2 waiting
-    for t in threads:
+    # the remote holds 1 running + 2 waiting: the first is let in before the others arrive (three
+    # arriving at once could all be waiting before its engine admits one, and the third be refused)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+    threads[0].start()
+    wait_for(lambda: results or remote.engine_counts()[0] == 1, "the remote to run the first request")
+    for t in threads[1:]:
         t.start()
     for t in threads:
         t.join(60)
