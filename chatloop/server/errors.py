@@ -108,13 +108,30 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if not errors:
         return "invalid request", None
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     if first.get("type") == "json_invalid":
         reason = (first.get("ctx") or {}).get("error")
         return f"the request body is not valid JSON: {reason}" if reason else "malformed JSON in the request body", None
-    param = ".".join(loc) or None
+    if first.get("loc") == ("body",) and first.get("type") in ("model_attributes_type", "dict_type", "missing"):
+        return "the request body must be a JSON object (Content-Type: application/json)", None
+    param = _param(first.get("loc", ()))
     where = f" at '{param}'" if param else ""
-    return f"invalid request{where}: {first.get('msg', 'invalid value')}", param
+    message = first.get("msg", "invalid value").removeprefix("Value error, ")
+    return f"invalid request{where}: {message}", param
+
+
+def _param(loc) -> str | None:
+    """A field's path as OpenAI writes it (messages[0].content), without pydantic's names of the
+    union member it tried (str, literal['none','auto','required'], NamedToolChoice, ...)."""
+    out = ""
+    for p in loc:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif p != "body" and re.fullmatch(r"[a-z_][a-z0-9_]*", p) and p not in UNION_TAGS:
+            out += f".{p}" if out else p
+    return out or None
+
+
+UNION_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
 
 
 def _allowed_methods(request: Request) -> str | None:

@@ -105,6 +105,9 @@ def _value(schema: dict, prop: dict):
     return [] if kind == "array" else {}
 
 
+SHARED = {"model": "default"}  # path parameters that name what every user may see
+
+
 def request_for(schema: dict, path: str, method: str, op: dict, ids: dict) -> tuple[dict, bool]:
     """httpx request arguments for one operation, and whether they name one of alice's objects."""
     used = False
@@ -116,6 +119,9 @@ def request_for(schema: dict, path: str, method: str, op: dict, ids: dict) -> tu
 
     url = path
     for name in re.findall(r"\{([^}]+)\}", path):
+        if name in SHARED:  # everyone's (a served model): no owner to be refused
+            url = url.replace("{" + name + "}", SHARED[name])
+            continue
         assert name in ids, f"{method.upper()} {path}: no owner's object for the path parameter {name!r}"
         url = url.replace("{" + name + "}", owned_id(name))
     params = {p["name"]: owned_id(p["name"]) for p in op.get("parameters", [])

@@ -18,12 +18,36 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+PARTS = {"text": "text", "image_url": "image_url"}  # the content parts we take, and the field each needs
+
+
 class ChatMessage(Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _parts(cls, v):
+        """Text and image_url parts only (`image` is the app's own form of a stored upload, never a
+        client's; OpenAI's audio and file parts are not supported)."""
+        for j, part in enumerate(v if isinstance(v, list) else ()):
+            kind = part.get("type")
+            if kind not in PARTS:
+                raise ValueError(f"content[{j}] has type {kind!r}; supported content parts: "
+                                 f"{', '.join(repr(k) for k in PARTS)}")
+            if PARTS[kind] not in part:
+                raise ValueError(f"content[{j}] of type {kind!r} needs its {PARTS[kind]!r} field")
+        return v
+
+    @model_validator(mode="after")
+    def _content(self):
+        """As at OpenAI: only an assistant message (one that makes tool calls) may leave content out."""
+        if self.content is None and self.role != "assistant":
+            raise ValueError(f"a {self.role} message needs content (a string or a list of content parts)")
+        return self
 
 
 class StreamOptions(Strict):
@@ -85,7 +109,7 @@ class ChatCompletionRequest(Strict):
         {"model": "default", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8}]})
 
     messages: list[ChatMessage] = Field(min_length=1)
-    model: str
+    model: str = Field(min_length=1)
     frequency_penalty: float | None = Field(default=0.0, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
     logprobs: bool | None = False
@@ -133,11 +157,22 @@ class ChatCompletionRequest(Strict):
             raise ValueError(f"function names must be unique; given more than once: {', '.join(twice)}")
         return v
 
-    @model_validator(mode="after")
-    def _check(self):
-        if isinstance(self.stop, list) and len(self.stop) > 4:
-            raise ValueError("stop: at most 4 sequences")
-        return self
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v):
+        stops = [v] if isinstance(v, str) else v or []
+        if len(stops) > 4:
+            raise ValueError(f"at most 4 stop sequences, got {len(stops)}")
+        if any(not s for s in stops):
+            raise ValueError("a stop sequence must not be empty")
+        return v
+
+    @field_validator("stream_options")
+    @classmethod
+    def _only_streaming(cls, v, info):
+        if v is not None and not info.data.get("stream"):
+            raise ValueError("stream_options is only allowed when stream is true")
+        return v
 
 
 class PromptTokensDetails(BaseModel):

@@ -39,6 +39,15 @@ def list_models(_: Principal = Depends(principal), svc: Services = Depends(servi
     return ModelList(data=[ModelCard(id=m["id"], created=STARTED) for m in svc.chat.menu()])
 
 
+@router.get("/models/{model:path}", response_model=ModelCard, responses=errors_doc(404))
+def retrieve_model(model: str, _: Principal = Depends(principal), svc: Services = Depends(services)) -> ModelCard:
+    """One model of the list, by its id or the name a client sends (`default`, NAME)."""
+    for m in svc.chat.menu():
+        if model in (m["id"], m["name"], m["id"].split(":")[0]):
+            return ModelCard(id=m["id"], created=STARTED)
+    raise APIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
+
+
 def _unsupported(req: ChatCompletionRequest) -> None:
     checks = [
         (bool(req.logit_bias), "logit_bias", "logit_bias is not supported"),
