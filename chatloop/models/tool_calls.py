@@ -359,19 +359,57 @@ def forced_call_schema(tools: list[dict], parallel: bool = False) -> dict:
     `parallel` a non-empty JSON array of such objects."""
     schemas = [{"type": "object", "properties": {
         "name": {"const": t["function"]["name"]},
-        "arguments": t["function"].get("parameters") or {"type": "object"}},
+        "arguments": _arguments_schema(t["function"].get("parameters"))},
         "required": ["name", "arguments"], "additionalProperties": False} for t in tools]
     one = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
     return {"type": "array", "items": one, "minItems": 1, "maxItems": MAX_PARALLEL_CALLS} if parallel else one
 
 
+NO_ARGUMENTS = {"type": "object", "properties": {}, "additionalProperties": False}
+
+
+def _arguments_schema(parameters: dict | None) -> dict:
+    """The schema a forced call's arguments follow. A function without parameters (none given, {},
+    or an object schema that names no property and says nothing of others) takes {}, as OpenAI
+    documents: left open, a small model filled it with made-up arguments."""
+    if not parameters or not (parameters.get("properties") or {"additionalProperties", "patternProperties",
+                                                                 "anyOf", "oneOf", "allOf", "$ref"} & set(parameters)):
+        return NO_ARGUMENTS
+    return parameters
+
+
+def _complete_items(text: str) -> list:
+    """The complete values at the start of a JSON array that was cut off before its end."""
+    s = text.strip()
+    if not s.startswith("["):
+        return []
+    decoder, at, items = json.JSONDecoder(), 1, []
+    while True:
+        while at < len(s) and s[at].isspace():
+            at += 1
+        try:
+            _, end = decoder.raw_decode(s, at)
+            items.append(parse_json(s[at:end]))  # (raw_decode finds its end; parse_json is the stricter read)
+        except (ValueError, RecursionError):
+            return items
+        at = end
+        while at < len(s) and s[at].isspace():
+            at += 1
+        if at >= len(s) or s[at] != ",":
+            return items
+        at += 1
+
+
 def parse_forced(text: str) -> list[ToolCall]:
     """The calls in a forced answer (one call object, or a non-empty array of them); [] if
-    generation stopped before the JSON was complete."""
+    generation stopped before the JSON was complete, but for an array's calls that were complete
+    (a small model repeating its call until max_tokens cut it keeps the calls it finished)."""
     try:
         payload = parse_json(text)
     except ValueError:
-        return []
+        payload = _complete_items(text)
+        if not payload:
+            return []
     payloads = payload if isinstance(payload, list) else [payload]
     calls = []
     for p in payloads:

@@ -94,7 +94,7 @@ class ToolUse:
         if parser is None:
             return text, []
         content, calls = split_answer(parser, text)
-        # a forced answer cut off by max_tokens is not a call: it stays text
+        # a forced answer cut off by max_tokens before a call was complete is not a call: it stays text
         return (content.strip() or None, calls) if calls else (text, [])
 
 
@@ -175,11 +175,16 @@ def _budget(engine, req: ChatRequest, limits: Limits, tools: ToolUse):
     return rendered, req.max_tokens or min(limits.default_max_tokens, room)
 
 
-def _sampling(req: ChatRequest, limits: Limits, max_tokens: int | None, grammar=None) -> list[SamplingParams]:
+def _sampling(req: ChatRequest, limits: Limits, max_tokens: int | None, grammar=None,
+              constrained: bool = False) -> list[SamplingParams]:
+    """One choice's parameters each. Stop sequences end free text only: an answer held to a grammar
+    (a JSON response_format, a forced tool call; `constrained` where a remote engine holds it) ends
+    where its JSON does, which a stop sequence met inside it (a quote, a value) would cut into text
+    that does not parse."""
     return [SamplingParams(
         max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
         frequency_penalty=req.frequency_penalty, presence_penalty=req.presence_penalty,
-        seed=None if req.seed is None else (req.seed + i) % 2**63, stop=req.stop, grammar=grammar,
+        seed=None if req.seed is None else (req.seed + i) % 2**63, stop=() if grammar is not None or constrained else req.stop, grammar=grammar,
         max_time_s=limits.max_generation_seconds,
     ) for i in range(req.n)]
 
@@ -196,6 +201,7 @@ def _remote_plan(engine, req: ChatRequest, limits: Limits) -> RequestPlan:
         raise UsageError(f"too many messages: {len(req.messages)}; this server accepts at most "
                          f"{limits.max_messages} per request", param="messages", code="too_many_messages")
     tools = _tool_use(req, OURS)
+    constrained = tools.mode == "forced" or (req.response_format or {}).get("type", "text") != "text"
     body: dict = {"messages": [_message_out(m) for m in req.messages]}
     if tools.mode != "none":
         body["tools"] = list(req.tools)
@@ -207,8 +213,8 @@ def _remote_plan(engine, req: ChatRequest, limits: Limits) -> RequestPlan:
         fmt = req.response_format
         body["response_format"] = fmt if fmt["type"] != "json_schema" else {
             "type": "json_schema", "json_schema": {"name": "response", "schema": fmt["schema"]}}
-    return RequestPlan(engine.model_id, [], _sampling(req, limits, req.max_tokens), req.max_tokens, tools,
-                       body=body)
+    return RequestPlan(engine.model_id, [], _sampling(req, limits, req.max_tokens, constrained=constrained),
+                       req.max_tokens, tools, body=body)
 
 
 def build_plan(engine, req: ChatRequest, limits: Limits) -> RequestPlan:

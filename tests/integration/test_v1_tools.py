@@ -180,12 +180,12 @@ def fn(name: str, parameters=None) -> dict:
 
 
 BAD = [
-    ({"tools": [fn("bad name!")]}, "tools.0.function.name", "invalid_value"),
-    ({"tools": [fn("x" * 65)]}, "tools.0.function.name", "invalid_value"),
+    ({"tools": [fn("bad name!")]}, "tools[0].function.name", "invalid_value"),
+    ({"tools": [fn("x" * 65)]}, "tools[0].function.name", "invalid_value"),
     ({"tools": [WEATHER, fn("ok"), WEATHER]}, "tools", "invalid_value"),
-    ({"tools": [fn("f", {"type": "string"})]}, "tools.0.function.parameters", "invalid_value"),
+    ({"tools": [fn("f", {"type": "string"})]}, "tools[0].function.parameters", "invalid_value"),
     ({"tools": [fn("f", {"type": "object", "properties": {"x": {"type": "strin"}}})]},
-     "tools.0.function.parameters", "invalid_value"),
+     "tools[0].function.parameters", "invalid_value"),
     ({"tools": [WEATHER], "tool_choice": named("nope")}, "tool_choice", "invalid_value"),
     ({"tool_choice": "required"}, "tool_choice", "invalid_value"),
     ({"tools": [WEATHER], "messages": CALLED + [{"role": "tool", "tool_call_id": "call_2", "content": "sunny"}]},
@@ -201,6 +201,24 @@ BAD = [
 ]
 
 
+# the rest of a request, as an outside probe sent it: each a 400 naming its field (one was a 500)
+BAD += [
+    ({"messages": [{"role": "user", "content": [{"type": "image", "image": "abc"}]}]}, "messages[0].content",
+     "invalid_value"),  # the app's own form of a stored upload is not a client's content part
+    ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
+     "messages[0].content", "invalid_value"),
+    ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content", "invalid_value"),
+    ({"messages": [{"role": "user", "content": None}]}, "messages[0]", "invalid_value"),
+    ({"messages": [{"role": "user"}]}, "messages[0]", "invalid_value"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content", "invalid_value"),
+    ({"model": ""}, "model", "invalid_value"),
+    ({"stream_options": {"include_usage": True}}, "stream_options", "invalid_value"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "invalid_value"),
+    ({"stop": ""}, "stop", "invalid_value"),
+    ({"tool_choice": "sometimes", "tools": [WEATHER]}, "tool_choice", "invalid_value"),
+]
+
+
 @pytest.mark.parametrize("body,param,code", BAD)
 def test_bad_tools_are_openai_shaped_400s(server, key, body, param, code):
     r = httpx.post(server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=60,
@@ -209,6 +227,38 @@ def test_bad_tools_are_openai_shaped_400s(server, key, body, param, code):
     error = r.json()["error"]
     assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code), error
     assert error["message"]
+
+
+def test_a_function_without_parameters_is_called_with_none(oai):
+    """OpenAI: parameters left out means an empty parameter list (a small model had filled an open
+    object with made-up arguments)."""
+    for parameters in (None, {"type": "object", "properties": {}}):
+        tool = fn("get_random_number", parameters)
+        for choice in ("required", named("get_random_number")):
+            message = oai.chat.completions.create(**ask(tools=[tool], tool_choice=choice, seed=1,
+                                                        max_tokens=60)).choices[0].message
+            assert message.tool_calls and all(json.loads(c.function.arguments) == {} for c in message.tool_calls)
+
+
+def test_stop_sequences_do_not_cut_constrained_json(oai):
+    """Stop sequences end free text; JSON held to a grammar ends where the JSON does."""
+    schema = obj({"city": text(12), "country": text(12)})
+    r = oai.chat.completions.create(**ask(tools=None, stop=['"', ","], seed=2, max_tokens=80, response_format={
+        "type": "json_schema", "json_schema": {"name": "place", "schema": schema}}))
+    assert set(json.loads(r.choices[0].message.content)) == {"city", "country"}
+    choice = oai.chat.completions.create(**ask(tools=[WEATHER], tool_choice=named("get_weather"), stop=['"'],
+                                               seed=2, max_tokens=80)).choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert set(json.loads(choice.message.tool_calls[0].function.arguments)) == {"city"}
+
+
+def test_a_model_is_retrieved_by_id_or_name(server, key, oai):
+    [listed] = oai.models.list().data
+    for name in (listed.id, "default"):
+        assert oai.models.retrieve(name).id == listed.id
+    with pytest.raises(openai.NotFoundError) as e:
+        oai.models.retrieve("no-such-model")
+    assert e.value.body["code"] == "model_not_found"
 
 
 def test_tool_results_round_trip_and_a_schema_only_auto_cannot_compile_is_accepted(oai):

@@ -43,7 +43,24 @@ def test_forced_call_schema_names_each_tool():
     tools = [{"function": {"name": "a", "parameters": {"type": "object"}}}, {"function": {"name": "b"}}]
     schema = forced_call_schema(tools)
     assert [s["properties"]["name"]["const"] for s in schema["anyOf"]] == ["a", "b"]
-    assert forced_call_schema(tools[:1])["properties"]["arguments"] == {"type": "object"}
+    # a function without parameters (none, {}, or an object naming no property) takes {}, as at OpenAI
+    no_arguments = {"type": "object", "properties": {}, "additionalProperties": False}
+    assert [s["properties"]["arguments"] for s in schema["anyOf"]] == [no_arguments] * 2
+    for parameters in ({}, {"type": "object", "properties": {}}):
+        tool = {"function": {"name": "c", "parameters": parameters}}
+        assert forced_call_schema([tool])["properties"]["arguments"] == no_arguments
+    open_ended = {"type": "object", "additionalProperties": {"type": "integer"}}
+    tool = {"function": {"name": "d", "parameters": open_ended}}
+    assert forced_call_schema([tool])["properties"]["arguments"] == open_ended
+
+
+def test_a_forced_array_cut_off_keeps_the_calls_it_completed():
+    complete = '{"name": "get_weather", "arguments": {"city": "Rome"}}'
+    cut = f'[{complete}, {complete.replace("Rome", "Oslo")}, {{"name": "get_weather", "argum'
+    assert [json.loads(c.arguments) for c in parse_forced(cut)] == [{"city": "Rome"}, {"city": "Oslo"}]
+    assert parse_forced('[{"name": "get_weather", "arguments": {"city": "Ro') == []
+    assert parse_forced('{"name": "get_weather", "arguments": {"city": "Rome"}') == []  # one call, not an array
+    assert parse_forced('[{"name": "get_weather", "arguments": NaN}, ') == []  # what is complete is still checked
 
 
 def test_tool_call_renders_as_openai():
