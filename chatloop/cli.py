@@ -33,6 +33,7 @@ app.add_typer(keys_app, name="keys")
 from chatloop.data.cli import data_app  # noqa: E402  (light: heavy imports happen per command)
 from chatloop.evals.cli import eval_command  # noqa: E402
 from chatloop.flywheel.cli import flywheel_command  # noqa: E402
+from chatloop.models.loading import DTYPES  # noqa: E402
 from chatloop.registry.cli import backup_command, models_app, restore_command  # noqa: E402
 from chatloop.tools.cli import tools_app  # noqa: E402
 from chatloop.train.cli import train as _train  # noqa: E402
@@ -47,12 +48,7 @@ app.command("backup")(backup_command)
 app.command("restore")(restore_command)
 
 
-class DType(str, Enum):
-    auto = "auto"
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    int8 = "int8"
-    int4 = "int4"
+DType = Enum("DType", {d.replace("-", "_"): d for d in DTYPES}, type=str)  # the choices --dtype offers
 
 
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu or cuda (bf16, SDPA attention); default: "
@@ -62,7 +58,7 @@ REF_HELP = ("Model REF: default, runs:RUN, hf:ORG/NAME[@REV], NAME:VERSION, NAME
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help=REF_HELP)]
 SystemOpt = Annotated[str | None, typer.Option("--system", help="System prompt (default: the model template's).")]
 DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Weights: auto (the fastest measured on this machine "
-                                                         "that keeps quality), float32, bfloat16, int8, int4.")]
+                                                         f"that keeps quality), {', '.join(DTYPES[1:])}.")]
 
 
 def _launch_time() -> float:

@@ -148,15 +148,8 @@ def check_device(device: str) -> str:
 
 
 class Engine:
-    def __init__(
-        self,
-        loader: Callable[[], LoadedModel],
-        max_batch: int = 8,
-        max_waiting: int = 64,
-        max_len: int | None = None,
-        prefix_cache_mb: int | None = None,
-        device: str | None = None,
-    ):
+    def __init__(self, loader: Callable[[], LoadedModel], max_batch: int = 8, max_waiting: int = 64,
+                 max_len: int | None = None, prefix_cache_mb: int | None = None, device: str | None = None):
         """Start the engine thread, which calls `loader()`; returns once the model is ready
         (re-raising the loader's error, e.g. ModelRefError for a bad reference). prefix_cache_mb:
         the prefix cache's budget (0 disables it; None: the CHATLOOP_PREFIX_CACHE_MB setting).
@@ -218,8 +211,13 @@ class Engine:
         log.info("%s on %s, kernels: %s", loaded.model_id, self.device, plan.describe())
         self.plan = plan
         t = time.perf_counter()
-        self.runner = ModelRunner(loaded.model, plan, max_slots=self.max_batch, max_len=self.max_len,
-                                  prefix_cache_bytes=self.prefix_cache_mb << 20, device=self.device)
+        try:
+            self.runner = ModelRunner(loaded.model, plan, max_slots=self.max_batch, max_len=self.max_len,
+                                      prefix_cache_bytes=self.prefix_cache_mb << 20, device=self.device)
+        except ValueError as e:  # a forced format this CPU or these shapes cannot run
+            if "forced" not in self.kernel_choice:
+                raise
+            raise UsageError(f"--dtype {loaded.dtype}: {e}") from e
         loaded.timings["pack_s"] = time.perf_counter() - t
         log.info("%s: key/value cache %s", loaded.model_id, self.runner.kv_cache)
         self.vocab_size = loaded.model.config.get_text_config().vocab_size

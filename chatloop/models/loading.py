@@ -31,7 +31,8 @@ VISION_ARCHITECTURES = ("idefics3",)  # SmolVLM
 # Text models these take positions the runner does not compute (Qwen2-VL's multimodal rotary
 # embedding numbers an image's tokens by row and column, not one by one).
 UNSUPPORTED_VISION = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL"}
-DTYPES = ("auto", "float32", "bfloat16", "int8", "int4", "int8-avx2", "int4-avx2")
+DTYPES = ("auto", "float32", "bfloat16", "int8", "int4", "int8-avx2", "int4-avx2", "int8-avx2-a8", "int4-avx2-a8")
+# (`--dtype` of every command: engine/quant.py's formats, one for every case, or `auto`'s measured plan)
 
 
 @dataclass

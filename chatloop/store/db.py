@@ -76,9 +76,14 @@ class Database:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.attributes["connection_url"] = self.url
-        with self.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except (OperationalError, InterfaceError) as e:  # unreachable, refused, locked, read-only, ...
+            where = make_url(self.url).render_as_string(hide_password=True)
+            reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+            raise DatabaseUnavailable(f"cannot use the database {where}: {reason}") from e
 
     @contextmanager
     def session(self) -> Iterator[Session]:
