@@ -3,9 +3,15 @@
     chatloop flywheel --config configs/default/flywheel.yaml [--turn NAME] [--json]
 """
 
+import importlib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from chatloop.models.loading import DTYPES
+
+# the fields the flywheel sets itself in the stage's config (placeholders when the rest is checked at load)
+SET_BY_FLYWHEEL = {"model": "NAME:VERSION", "data": ["export.jsonl"], "run_name": "turn"}
 
 
 class GateOptions(BaseModel):
@@ -15,6 +21,19 @@ class GateOptions(BaseModel):
         "Weights the evaluations run with (both versions alike). float32 gives the same answers on every CPU "
         "and run; auto's reduced-precision batches may shift a few greedy answers between runs."))
     limit: int | None = Field(default=None, ge=1, description="Only the first N items of each kind (faster).")
+
+    @field_validator("dtype")
+    @classmethod
+    def _known(cls, v):
+        if v not in DTYPES:
+            raise ValueError(f"unknown dtype {v!r}: choose one of {', '.join(DTYPES)}")
+        return v
+
+
+def stage_config(method: str, fields: dict):
+    """The training stage's config for `method` from `fields` (pydantic's ValidationError if invalid)."""
+    module = importlib.import_module(f"chatloop.train.{method}")
+    return (module.KTOStageConfig if method == "kto" else module.DPOStageConfig).model_validate(fields)
 
 
 class FlywheelConfig(BaseModel):
@@ -36,3 +55,14 @@ class FlywheelConfig(BaseModel):
     gate: GateOptions = Field(default_factory=GateOptions, description="How the candidate is evaluated.")
     canary_percent: int = Field(default=10, ge=1, le=100,
                                 description="Share of new conversations the candidate gets if the gate passes.")
+
+    @model_validator(mode="after")
+    def _train_fields(self):
+        """The stage's fields are checked now, not after the export (a typo once surfaced only then)."""
+        from chatloop.train.config import validation_reason
+
+        try:
+            stage_config(self.method, {**self.train, **SET_BY_FLYWHEEL})
+        except ValidationError as e:
+            raise ValueError(f"train: {validation_reason(e)}") from None
+        return self

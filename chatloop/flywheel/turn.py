@@ -18,14 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from chatloop.errors import ChatloopError, UsageError
-from chatloop.flywheel.config import FlywheelConfig
+from chatloop.flywheel.config import FlywheelConfig, stage_config
 from chatloop.fsutil import atomic_write_text
 from chatloop.models.manifest import model_id
 from chatloop.registry import releases
 from chatloop.registry.evaluations import run_gate
 from chatloop.registry.versions import SYSTEM, register
 from chatloop.store.db import Database
+from chatloop.train.config import validation_reason
 
 STEPS = ("export", "train", "register", "gate", "canary")
 KIND = {"kto": "kto", "dpo": "pairs"}
@@ -90,13 +93,12 @@ class Turn:
 
         data = state["steps"]["export"]
         module = importlib.import_module(f"chatloop.train.{self.cfg.method}")
-        config_cls = module.KTOStageConfig if self.cfg.method == "kto" else module.DPOStageConfig
         fields = {**self.cfg.train, "run_name": self.name, "model": model_id(self.cfg.model, data["stable"]),
                   "data": [data["out"]]}
         try:
-            stage_cfg = config_cls.model_validate(fields)
-        except ValueError as e:
-            raise UsageError(f"flywheel config: invalid train settings: {e}") from e
+            stage_cfg = stage_config(self.cfg.method, fields)
+        except ValidationError as e:
+            raise UsageError(f"flywheel config: invalid train settings: {validation_reason(e)}") from e
         run_dir = self.path / "run"
         resume = (run_dir / "config.yaml").exists()
         with contextlib.redirect_stdout(sys.stderr):  # trainers print progress; stdout is for --json

@@ -53,7 +53,7 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
-            raise UsageError(f"--set {item}: value is not valid YAML: {e}") from e
+            raise UsageError(f"--set {item}: value is not valid YAML: {yaml_reason(e)}") from e
         _set(tree, key.strip(), value)
     return tree
 
@@ -64,17 +64,30 @@ def load_config(cls: type[C], path: Path, overrides: list[str] | None = None) ->
     except OSError as e:
         raise UsageError(f"cannot read config {path}: {e.strerror or e}") from e
     except yaml.YAMLError as e:
-        raise UsageError(f"config {path} is not valid YAML: {e}") from e
+        raise UsageError(f"config {path} is not valid YAML: {yaml_reason(e)}") from e
     if not isinstance(tree, dict):
         raise UsageError(f"config {path} must be a YAML mapping of fields")
     apply_overrides(tree, overrides or [])
     try:
         return cls.model_validate(tree)
     except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise UsageError(f"config {path}: field '{field}': {first['msg']}{more}") from e
+        raise UsageError(f"config {path}: {validation_reason(e)}") from e
+
+
+def yaml_reason(e: yaml.YAMLError) -> str:
+    """One line for a YAML error (PyAML's own message quotes the text with a caret under it)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
+
+
+def validation_reason(e: ValidationError) -> str:
+    """One line for a config's validation errors: the first, naming its field, and how many more."""
+    first = e.errors()[0]
+    field = ".".join(str(p) for p in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    return f"{f'field {field!r}: ' if field else ''}{message}{more}"
 
 
 def dump_config(cfg: BaseModel) -> str:

@@ -33,6 +33,31 @@ def test_config_errors_name_file_and_field(tmp_path):
         load_config(PretrainConfig, _yaml(tmp_path, "run_name: r\ntokenizer: x\ndata: []\n"), ["novalue"])
 
 
+def test_yaml_errors_are_one_line(tmp_path):
+    with pytest.raises(UsageError) as e:
+        load_config(PretrainConfig, _yaml(tmp_path, "a: [1, 2\nb: 3\n"))
+    assert "\n" not in str(e.value) and "(line 2, column 2)" in str(e.value)
+    with pytest.raises(UsageError) as e:
+        load_config(PretrainConfig, _yaml(tmp_path, "run_name: r\n"), ["max_steps=[1,"])
+    assert "\n" not in str(e.value) and "max_steps" in str(e.value)
+
+
+@pytest.mark.parametrize("text, field", [
+    ("gate: {dtype: float64}\n", "field 'gate.dtype': unknown dtype 'float64'"),
+    ("method: dpo\ntrain: {max_steps: abc}\n", "train: field 'max_steps': Input should be a valid integer"),
+    ("train: {lora: {enabld: true}}\n", "train: field 'lora.enabld'"),
+])
+def test_a_flywheel_config_is_checked_whole_before_any_work(tmp_path, text, field):
+    """Its training stage's fields and its gate too: a typo there surfaced only after the export and
+    the training run."""
+    from chatloop.flywheel.config import FlywheelConfig
+
+    with pytest.raises(UsageError) as e:
+        load_config(FlywheelConfig, _yaml(tmp_path, text))
+    assert field in str(e.value) and "\n" not in str(e.value)
+    assert load_config(FlywheelConfig, _yaml(tmp_path, "method: dpo\ntrain: {max_steps: 3}\n")).train
+
+
 def test_describe_lists_every_field_with_help():
     lines = describe(PretrainConfig)
     assert any(line.startswith("optim.lr (float, default 0.003): Peak learning rate") for line in lines)
