@@ -92,15 +92,18 @@ def list_models(as_json: JsonOpt = False, db: DbOpt = None) -> None:
 
 
 @models_app.command("show")
-def show(ref: Annotated[str, typer.Argument(help="NAME (its stable version), NAME@canary or NAME:VERSION.")],
+def show(ref: Annotated[str, typer.Argument(help="NAME (its stable version), NAME@canary, NAME:VERSION or "
+                                                 "default (the bundled model's stable version).")],
          as_json: JsonOpt = False, db: DbOpt = None) -> None:
     """One version: lineage, the channels of its name, its evaluations and the name's audit log."""
-    from chatloop.models.refs import channel_ref
+    from chatloop.models.refs import DEFAULT_NAME, DEFAULT_REF, channel_ref
     from chatloop.registry.releases import channels, event_out, history
     from chatloop.registry.versions import get_version, version_out
     from chatloop.registry.evaluations import stored_results
 
     try:
+        if ref.strip() == DEFAULT_REF:  # as every command takes it (_db registers it on first use)
+            ref = DEFAULT_NAME
         with _db(db).session() as s:
             named = channel_ref(ref)
             if named and named[1] is None:

@@ -6,7 +6,7 @@
 Both start the same toolbox `chatloop serve` builds (built-ins, and the MCP servers and OpenAPI
 plugins of the config file; retrieval needs a user's documents, so it is the server's alone), then
 shut the servers down. `call` prints the result text (or, with --json, the whole result) and exits
-1 when the call failed (the text says why).
+1 when the call failed: then the tool's reason goes to stderr (with --json, in the result).
 """
 
 import asyncio
@@ -94,9 +94,9 @@ def call_tool(
         _fail(e)
     if as_json:
         print(json.dumps(result.as_dict(), ensure_ascii=False))
+    elif result.is_error:  # the tool's own reason, where errors go (stdout holds results only)
+        print(f"error: {name}: {result.content}", file=sys.stderr)
     else:
         print(result.content)
     if result.is_error:
-        if not as_json:
-            print(f"error: {name} failed", file=sys.stderr)
         raise typer.Exit(1)

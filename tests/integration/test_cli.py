@@ -145,3 +145,37 @@ def test_users_and_keys_commands(tmp_path):
 def test_serve_refuses_a_bad_model_reference_with_exit_2(tmp_path):
     r = chatloop("serve", "--model", "no-such-model", "--db", f"sqlite:///{tmp_path / 'x.db'}")
     assert r.returncode == 2 and "unknown model 'no-such-model'" in r.stderr
+
+
+def test_an_unreachable_database_is_a_one_line_failure():
+    r = chatloop("models", "list", "--json", env={"CHATLOOP_DATABASE_URL": "postgresql+psycopg://u:pw@127.0.0.1:1/x"})
+    assert r.returncode == 1 and r.stdout == ""
+    [line] = r.stderr.strip().splitlines()  # (it was a traceback of ~500 lines)
+    assert "cannot use the database postgresql+psycopg://u:***@127.0.0.1:1/x" in line
+
+
+def test_dtype_takes_every_format_the_readme_lists(tiny_dir):
+    from chatloop.engine import lowbit
+
+    r = chatloop("generate", "--model", str(tiny_dir), "--prompt", "hi", "--max-tokens", "3", "--json",
+                 "--dtype", "int4-avx2-a8")
+    if not lowbit.available():
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+        return
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["dtype"] == "int4-avx2-a8"
+
+
+def test_tools_call_prints_the_result_or_the_reason_on_stderr():
+    ok = chatloop("tools", "call", "calculator", "--args", '{"expression": "6 * 7"}')
+    assert ok.returncode == 0 and ok.stdout.strip() == "42", ok.stderr
+    bad = chatloop("tools", "call", "calculator", "--args", '{"expression": 5}')
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.stderr.startswith("error: calculator: ") and "expression" in bad.stderr
+
+
+def test_models_show_takes_default_as_every_command_does():
+    r = chatloop("models", "show", "default", "--json")
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["name"] == "smollm2-135m-instruct" and shown["channels"]["stable"] == shown["version"]
