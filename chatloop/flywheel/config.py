@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from chatloop.models.loading import DTYPES
+from chatloop.errors import UsageError
+from chatloop.models.loading import check_dtype
 
 # the fields the flywheel sets itself in the stage's config (placeholders when the rest is checked at load)
 SET_BY_FLYWHEEL = {"model": "NAME:VERSION", "data": ["export.jsonl"], "run_name": "turn"}
@@ -25,9 +26,10 @@ class GateOptions(BaseModel):
     @field_validator("dtype")
     @classmethod
     def _known(cls, v):
-        if v not in DTYPES:
-            raise ValueError(f"unknown dtype {v!r}: choose one of {', '.join(DTYPES)}")
-        return v
+        try:
+            return check_dtype(v)
+        except UsageError as e:  # (pydantic reports ValueErrors, with the field)
+            raise ValueError(str(e)) from None
 
 
 def stage_config(method: str, fields: dict):

@@ -181,10 +181,11 @@ def _sampling(req: ChatRequest, limits: Limits, max_tokens: int | None, grammar=
     (a JSON response_format, a forced tool call; `constrained` where a remote engine holds it) ends
     where its JSON does, which a stop sequence met inside it (a quote, a value) would cut into text
     that does not parse."""
+    stop = () if grammar is not None or constrained else req.stop
     return [SamplingParams(
         max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
         frequency_penalty=req.frequency_penalty, presence_penalty=req.presence_penalty,
-        seed=None if req.seed is None else (req.seed + i) % 2**63, stop=() if grammar is not None or constrained else req.stop, grammar=grammar,
+        seed=None if req.seed is None else (req.seed + i) % 2**63, stop=stop, grammar=grammar,
         max_time_s=limits.max_generation_seconds,
     ) for i in range(req.n)]
 
