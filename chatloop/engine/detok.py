@@ -8,7 +8,11 @@ sees text that is later retracted.
 Special tokens (end of turn, padding) are dropped from the text, except those the model's
 tool-call format writes its calls with (`<|python_tag|>`, `[TOOL_CALLS]`, Qwen's `<tool_call>`
 where a tokenizer marks it special): `skipped_ids` names the ones to drop.
+
+`TokenPieces` gives one token's own text and bytes, as OpenAI's logprobs report them.
 """
+
+import functools
 
 
 def skipped_ids(tokenizer, keep: tuple[str, ...] = ()) -> frozenset[int]:
@@ -97,3 +101,51 @@ class StopMatcher:
         out = self.text[self.emitted : end]
         self.emitted = max(self.emitted, end)
         return out
+
+
+@functools.cache
+def _byte_level() -> dict[str, int]:
+    """Byte-level BPE's alphabet (GPT-2's bytes_to_unicode) inverted: the character a vocabulary
+    writes for each byte -> that byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+class TokenPieces:
+    """One token's text and bytes (`{"token", "bytes"}`, as in OpenAI's logprobs): the bytes of a
+    byte-level BPE token (GPT-2, Llama 3, Qwen, SmolLM), or of a SentencePiece one (`▁` a space,
+    `<0x0A>` a byte), else of its decoded text. A token that is part of a multibyte character is
+    not text alone: its `token` is then written as OpenAI writes it, `bytes:\\xe4\\xbd`."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.special = {i: t.content for i, t in tokenizer.added_tokens_decoder.items()}
+
+    def raw(self, token_id: int) -> bytes:
+        if token_id in self.special:
+            return self.special[token_id].encode()
+        piece = self.tokenizer.convert_ids_to_tokens(token_id)
+        if piece is None:
+            return b""
+        alphabet = _byte_level()
+        if all(c in alphabet for c in piece):
+            return bytes(alphabet[c] for c in piece)
+        if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            return bytes([int(piece[3:5], 16)])
+        return piece.replace("\u2581", " ").encode()
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 - one per engine, which lives as long as the process
+    def __call__(self, token_id: int) -> dict:
+        raw = self.raw(token_id)
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError:
+            text = "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+        return {"token": text, "bytes": list(raw)}

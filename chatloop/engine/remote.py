@@ -170,6 +170,8 @@ class _Answer:
     usage: dict = field(default_factory=dict)
     chunks: int = 0
     first_at: float | None = None
+    asked_logprobs: bool = False
+    logprobs: list[dict] = field(default_factory=list)  # the remote's logprobs.content entries, where asked
 
     def feed(self, chunk: dict) -> str:
         """Take one chunk; returns its new content."""
@@ -179,6 +181,7 @@ class _Answer:
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
             content += delta.get("content") or ""
+            self.logprobs += (choice.get("logprobs") or {}).get("content") or []
             for call in delta.get("tool_calls") or []:
                 slot = self.calls.setdefault(call.get("index", len(self.calls)), {"name": "", "arguments": ""})
                 fn = call.get("function") or {}
@@ -275,7 +278,7 @@ class RemoteEngine:
         self._loop.create_task(self._run(handle, payload, params))
 
     async def _run(self, handle: RemoteHandle, payload: dict, params: SamplingParams) -> None:
-        submitted, answer = time.perf_counter(), _Answer()
+        submitted, answer = time.perf_counter(), _Answer(asked_logprobs=params.logprobs is not None)
         reason, error, input_error = "stop", None, False
         try:
             if handle.cancelled:
@@ -316,9 +319,10 @@ class RemoteEngine:
                 chunk = json.loads(data)
                 if chunk.get("error"):
                     raise remote_error(500, data.encode(), self.ref.base_url)
+                known = len(answer.logprobs)
                 text = answer.feed(chunk)
-                if text:
-                    handle._emit(StreamEvent(text=text, token_ids=[]))
+                if text or len(answer.logprobs) > known:
+                    handle._emit(StreamEvent(text=text, token_ids=[], logprobs=answer.logprobs[known:]))
 
     def _finish(self, handle, answer: _Answer, reason: str, error, input_error: bool, submitted: float) -> None:
         tail = answer.rendered_calls() if answer.calls else ""
@@ -331,7 +335,8 @@ class RemoteEngine:
             prompt_tokens=usage.get("prompt_tokens") or 0,
             completion_tokens=usage.get("completion_tokens") or answer.chunks,  # chunks: a remote without usage
             model=self.model_id, ttft_s=None if answer.first_at is None else answer.first_at - submitted,
-            latency_s=time.perf_counter() - submitted, error=error, input_error=input_error, cached_tokens=cached)
+            latency_s=time.perf_counter() - submitted, error=error, input_error=input_error, cached_tokens=cached,
+            logprobs=answer.logprobs if answer.asked_logprobs else None)
         handle._emit(StreamEvent(text=tail, token_ids=[], result=result))
 
 
@@ -345,4 +350,8 @@ def sampling(params: SamplingParams) -> dict:
         out["seed"] = params.seed
     if params.stop:
         out["stop"] = list(params.stop)
+    if params.logprobs is not None:
+        out |= {"logprobs": True, "top_logprobs": params.logprobs}
+    if params.logit_bias:
+        out["logit_bias"] = {str(token): bias for token, bias in params.logit_bias}
     return out

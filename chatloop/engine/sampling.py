@@ -3,8 +3,13 @@
 One call per decode step picks the next token of every active sequence, each with its own
 settings: greedy (temperature 0), temperature, top-k, top-p, repetition penalty (as in
 transformers: over prompt and output), frequency/presence penalties (as in OpenAI's API: over the
-output), a grammar mask (constrained decoding) and a per-request seed (a private torch.Generator,
-so the same seed gives the same text).
+output), a logit bias per token (OpenAI's `logit_bias`), a grammar mask (constrained decoding) and
+a per-request seed (a private torch.Generator, so the same seed gives the same text).
+
+A request may ask for each token's log probability and its most likely alternatives (OpenAI's
+`logprobs`/`top_logprobs`): they are those of the model's own distribution, before any bias,
+penalty, mask or temperature (vLLM's default, `raw_logprobs`), so they describe the model, and a
+token a grammar forced still has a finite one.
 
 A row whose logits cannot be prepared (its grammar allows no next token, say) fails alone:
 `sample_next` returns the exception in that row's place and the engine ends that sequence only.
@@ -21,6 +26,7 @@ import torch
 from chatloop.errors import UsageError
 
 CANDIDATES = 1024
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound on top_logprobs
 
 
 @dataclass(frozen=True)
@@ -37,10 +43,12 @@ class SamplingParams:
     ignore_eos: bool = False
     max_time_s: float | None = None  # wall-clock budget from submission; then it ends with "length"
     grammar: object | None = None  # an xgrammar CompiledGrammar (engine/constrain.py): output must match it
+    logprobs: int | None = None  # None: none; k: each token's log probability and its k likeliest alternatives
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit), -100..100 as at OpenAI
 
     def __post_init__(self):
         def bad(name: str, why: str):
-            raise UsageError(f"invalid {name}: {why}")
+            raise UsageError(f"invalid {name}: {why}", param=name)
 
         if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
             bad("max_tokens", f"must be a positive integer, got {self.max_tokens!r}")
@@ -62,6 +70,11 @@ class SamplingParams:
         if not isinstance(self.stop, tuple) or len(self.stop) > 4 or any(not isinstance(s, str) or not s
                                                                        for s in self.stop):
             bad("stop", "a tuple of at most 4 non-empty strings")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            bad("top_logprobs", f"must be between 0 and {MAX_TOP_LOGPROBS}, got {self.logprobs}")
+        for token, bias in self.logit_bias:
+            if not isinstance(token, int) or token < 0 or not -100.0 <= bias <= 100.0:
+                bad("logit_bias", f"token ids map to biases between -100 and 100, got {token!r}: {bias!r}")
 
     @property
     def greedy(self) -> bool:
@@ -79,6 +92,7 @@ class SequenceSampler:
     counts: torch.Tensor | None = field(init=False, default=None)
     seen: torch.Tensor | None = field(init=False, default=None)
     constraint: object | None = field(init=False, default=None)
+    bias: tuple[torch.Tensor, torch.Tensor] | None = field(init=False, default=None)
 
     def __post_init__(self):
         seed = self.params.seed if self.params.seed is not None else secrets.randbits(63)
@@ -90,6 +104,12 @@ class SequenceSampler:
             self.seen = torch.zeros(self.vocab_size, dtype=torch.bool)
             ids = [i for i in self.prompt_ids if 0 <= i < self.vocab_size]
             self.seen[ids] = True
+        if p.logit_bias:
+            ids = [token for token, _ in p.logit_bias]
+            if max(ids) >= self.vocab_size:
+                raise UsageError(f"logit_bias names token {max(ids)}; this model's ids run from 0 to "
+                                 f"{self.vocab_size - 1}", param="logit_bias")
+            self.bias = torch.tensor(ids), torch.tensor([b for _, b in p.logit_bias])
         if p.grammar is not None:
             from chatloop.engine.constrain import Constraint
 
@@ -105,12 +125,15 @@ class SequenceSampler:
 
     @property
     def adjusts(self) -> bool:
-        """Whether adjust_logits changes anything (a grammar or a penalty)."""
-        return self.constraint is not None or self.seen is not None or self.counts is not None
+        """Whether adjust_logits changes anything (a bias, a grammar or a penalty)."""
+        return any(x is not None for x in (self.bias, self.constraint, self.seen, self.counts))
 
     def adjust_logits(self, logits: torch.Tensor) -> None:
-        """In place on one row of logits: the grammar mask, then the penalties."""
+        """In place on one row of logits: the bias, the grammar mask (which no bias undoes), then the
+        penalties."""
         p = self.params
+        if self.bias is not None:
+            logits.index_add_(0, *self.bias)
         if self.constraint is not None:
             self.constraint.mask(logits)
         if self.seen is not None:
@@ -148,6 +171,25 @@ def _nucleus(probs: torch.Tensor, p: SamplingParams) -> tuple[torch.Tensor, torc
         keep = max(1, int(((cum - vals) < p.top_p).sum()))
         vals, idx = vals[:keep], idx[:keep]
     return vals, idx
+
+
+def logprob_rows(logits: torch.Tensor, samplers: list[SequenceSampler]) -> dict[int, torch.Tensor]:
+    """The log-softmax of the rows whose request asks for logprobs, by row; taken before
+    `sample_next` adjusts the logits in place (the model's own distribution)."""
+    rows = [i for i, s in enumerate(samplers) if s.params.logprobs is not None]
+    if not rows:
+        return {}
+    return dict(zip(rows, torch.log_softmax(logits[rows].float(), dim=-1).cpu()))
+
+
+def logprob_entry(logprobs: torch.Tensor, token: int, top: int, piece) -> dict:
+    """OpenAI's logprobs.content entry for `token`: its text and bytes (`piece(id)` gives the
+    two), its log probability and the `top` likeliest tokens' (most likely first)."""
+    entry = piece(token) | {"logprob": float(logprobs[token]), "top_logprobs": []}
+    if top:
+        values, ids = logprobs.topk(top)
+        entry["top_logprobs"] = [piece(i) | {"logprob": v} for i, v in zip(ids.tolist(), values.tolist())]
+    return entry
 
 
 @torch.inference_mode()  # the runner's logits are inference tensors; the penalties edit them in place

@@ -34,11 +34,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from chatloop.engine.detok import IncrementalDetokenizer, StopMatcher, skipped_ids
+from chatloop.engine.detok import IncrementalDetokenizer, StopMatcher, TokenPieces, skipped_ids
 from chatloop.engine.kernels import choose_plan
 from chatloop.engine.quant import KernelPlan
 from chatloop.engine.runner import ModelRunner
-from chatloop.engine.sampling import SamplingParams, SequenceSampler, sample_next
+from chatloop.engine.sampling import SamplingParams, SequenceSampler, logprob_entry, logprob_rows, sample_next
 from chatloop.engine.vision import VisionEncoder
 from chatloop.errors import ChatloopError, ContextTooLongError, EngineOverloaded, UsageError
 from chatloop.models.loading import LoadedModel
@@ -63,6 +63,7 @@ class GenerationResult:
     error: str | None = None
     input_error: bool = False  # the error came from the request (e.g. its grammar), not the engine
     cached_tokens: int = 0  # prompt tokens taken from the prefix cache instead of prefilled
+    logprobs: list[dict] | None = None  # per output token, where asked for (OpenAI's logprobs.content)
 
     @property
     def decode_tok_s(self) -> float:
@@ -76,6 +77,7 @@ class StreamEvent:
     text: str  # newly final text, possibly empty
     token_ids: list[int]  # tokens sampled in this step
     result: GenerationResult | None = None  # set on the last event only
+    logprobs: list[dict] = field(default_factory=list)  # of token_ids, where the request asked for them
 
     @property
     def finished(self) -> bool:
@@ -132,6 +134,7 @@ class _Sequence:
     last_token: int = -1
     pixels: Pixels | None = None  # the prompt's images (a vision-language model), until prefilled
     cached_tokens: int = 0
+    logprobs: list[dict] = field(default_factory=list)
 
 
 def check_device(device: str) -> str:
@@ -193,6 +196,7 @@ class Engine:
         self.model_id = loaded.model_id
         self.tokenizer = loaded.tokenizer
         self.skipped_ids = skipped_ids(loaded.tokenizer, tool_format(loaded.tokenizer).markers)
+        self.pieces = TokenPieces(loaded.tokenizer)
         self.max_len = min(max_len or loaded.context_len, loaded.context_len)
         t = time.perf_counter()
         if self.device != "cpu":
@@ -253,13 +257,8 @@ class Engine:
 
     # --- caller side (any thread) ------------------------------------------------------------
 
-    def submit(
-        self,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        on_event: Callable[[StreamEvent], None] | None = None,
-        pixels: Pixels | None = None,
-    ) -> RequestHandle:
+    def submit(self, prompt_ids: list[int], params: SamplingParams,
+               on_event: Callable[[StreamEvent], None] | None = None, pixels: Pixels | None = None) -> RequestHandle:
         """Queue a prompt; `pixels` are its images (for a model that `accepts_images`)."""
         if pixels is not None and not self.accepts_images:
             raise UsageError(f"{self.model_id} is a text-only model: it does not take images")
@@ -409,12 +408,15 @@ class Engine:
         """Sample and record the next token of the sequences in slots first.. (one logits row each);
         a sequence whose sampling or bookkeeping fails ends alone with an error."""
         rows = self._active[first:]
+        logprobs = logprob_rows(logits, [seq.sampler for seq in rows])  # before sampling edits the logits
         tokens = sample_next(logits, [seq.sampler for seq in rows])
         done = []
         for j, (seq, token) in enumerate(zip(rows, tokens)):
             try:
                 if isinstance(token, Exception):
                     raise token
+                if j in logprobs:
+                    seq.logprobs.append(logprob_entry(logprobs[j], token, seq.params.logprobs, self.pieces))
                 finished = self._accept(seq, token)
             except Exception as e:  # noqa: BLE001 - this sequence's fault: end it, keep the batch
                 log.warning("request %d failed: %s: %s", seq.handle.id, type(e).__name__, e)
@@ -440,6 +442,7 @@ class Engine:
         if seq.first_token_at is None:
             seq.first_token_at = now
         if token in self.eos_ids and not seq.params.ignore_eos:
+            seq.logprobs[len(seq.output_ids):] = []  # the end of the answer is not one of its tokens
             self._finish(seq, "stop", tail=seq.stopper.feed(seq.detok.flush())[0] + seq.stopper.finish())
             return True
         seq.output_ids.append(token)
@@ -462,7 +465,7 @@ class Engine:
             more, hit_stop = seq.stopper.feed(seq.detok.flush())
             self._finish(seq, "stop" if hit_stop else "length", tail=text + more + seq.stopper.finish(), tokens=[token])
             return True
-        seq.handle._emit(StreamEvent(text=text, token_ids=[token]))
+        seq.handle._emit(StreamEvent(text=text, token_ids=[token], logprobs=seq.logprobs[-1:]))
         return False
 
     def _finish(
@@ -482,9 +485,10 @@ class Engine:
             latency_s=time.perf_counter() - seq.submitted,
             error=error,
             input_error=input_error,
-            cached_tokens=seq.cached_tokens,
+            cached_tokens=seq.cached_tokens, logprobs=None if seq.params.logprobs is None else seq.logprobs,
         )
-        seq.handle._emit(StreamEvent(text=tail, token_ids=tokens or [], result=result))
+        seq.handle._emit(StreamEvent(text=tail, token_ids=tokens or [], result=result,
+                                     logprobs=seq.logprobs[-1:] if tokens else []))
 
     def _fail_all(self, message: str, reason: str = "error") -> None:
         with self._cv:

@@ -65,6 +65,8 @@ class ChatRequest:
     parallel_tool_calls: bool = True  # False: at most one call per answer (models/tool_calls.py)
     response_format: dict | None = None  # {"type": "json_object"} or {"type": "json_schema", "schema": {...}}
     truncate: bool = False  # a conversation drops its oldest turns to fit; the API refuses instead
+    logprobs: int | None = None  # report each token's log probability and this many alternatives
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,8 @@ def _sampling(req: ChatRequest, limits: Limits, max_tokens: int | None, grammar=
         max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
         frequency_penalty=req.frequency_penalty, presence_penalty=req.presence_penalty,
         seed=None if req.seed is None else (req.seed + i) % 2**63, stop=stop, grammar=grammar,
-        max_time_s=limits.max_generation_seconds,
+        max_time_s=limits.max_generation_seconds, logprobs=req.logprobs,
+        logit_bias=tuple(sorted((req.logit_bias or {}).items())),
     ) for i in range(req.n)]
 
 

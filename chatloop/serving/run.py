@@ -43,7 +43,8 @@ class Sink(Protocol):
 
     def start(self) -> Iterable[str]: ...
 
-    def delta(self, index: int, text: str) -> Iterable[str]: ...
+    def delta(self, index: int, text: str, logprobs: list[dict] = ()) -> Iterable[str]:
+        """New text of a choice, with its tokens' logprobs where the request asked for them."""
 
     def finish(self, index: int, result: GenerationResult) -> Iterable[str]: ...
 
@@ -147,8 +148,8 @@ async def drive(run: Run, sink: Sink, receive: Receive | None, metrics) -> Async
             yield chunk
         while any(r is None for r in results):
             index, event = await run.queue.get()
-            if event.text:
-                for chunk in sink.delta(index, event.text):
+            if event.text or event.logprobs:
+                for chunk in sink.delta(index, event.text, event.logprobs):
                     yield chunk
             if event.finished:
                 results[index] = event.result

@@ -109,6 +109,21 @@ def test_stop_n_and_seed_reach_the_remote(oai):
     assert two.usage.completion_tokens > 0
 
 
+
+def test_logprobs_and_logit_bias_reach_the_remote(oai, direct):
+    theirs = direct.chat.completions.create(**ask(logprobs=True, top_logprobs=2, logit_bias={"77": -100}))
+    ours = oai.chat.completions.create(**ask(logprobs=True, top_logprobs=2, logit_bias={"77": -100}))
+    expected = [(e.token, e.logprob, [t.token for t in e.top_logprobs]) for e in theirs.choices[0].logprobs.content]
+    assert [(e.token, e.logprob, [t.token for t in e.top_logprobs]) for e in ours.choices[0].logprobs.content] \
+        == expected and len(expected) == ours.usage.completion_tokens
+    chunks = list(oai.chat.completions.create(**ask(logprobs=True, top_logprobs=2, stream=True)))
+    assert [e.token for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content] \
+        == [e[0] for e in expected]
+    forced = oai.chat.completions.create(**ask(max_tokens=3, logit_bias={"77": 100}, logprobs=True))
+    assert len({e.token for e in forced.choices[0].logprobs.content}) == 1
+    assert oai.chat.completions.create(**ask()).choices[0].logprobs is None
+
+
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome", "Oslo"]}},

@@ -82,6 +82,34 @@ def test_streaming_equals_non_streaming_greedy(oai):
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
 
 
+def test_logprobs_and_logit_bias(oai, tokenizer):
+    """Each answer token's log probability, text and bytes, with its alternatives; the same whether
+    streamed (with the chunk that carries the token) or not; logit_bias bans or forces tokens; bad
+    values are 400s naming the field."""
+    r = oai.chat.completions.create(**ask(logprobs=True, top_logprobs=2))
+    content, entries = r.choices[0].message.content, r.choices[0].logprobs.content
+    assert len(entries) == r.usage.completion_tokens
+    assert b"".join(bytes(e.bytes) for e in entries).decode() == content
+    assert all(len(e.top_logprobs) == 2 and e.top_logprobs[0].token == e.token and e.logprob <= 0 for e in entries)
+    chunks = list(oai.chat.completions.create(**ask(logprobs=True, top_logprobs=2, stream=True)))
+    streamed = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [(e.token, round(e.logprob, 4)) for e in streamed] == [(e.token, round(e.logprob, 4)) for e in entries]
+    assert oai.chat.completions.create(**ask()).choices[0].logprobs is None
+
+    first = entries[0].token
+    [first_id] = tokenizer(first, add_special_tokens=False)["input_ids"]
+    banned = oai.chat.completions.create(**ask(logprobs=True, logit_bias={str(first_id): -100}))
+    assert banned.choices[0].logprobs.content[0].token != first
+    forced = oai.chat.completions.create(**ask(max_tokens=3, logit_bias={"77": 100}, logprobs=True))
+    assert len({e.token for e in forced.choices[0].logprobs.content}) == 1
+    for bad, param in [({"logit_bias": {"hello": 1}}, "logit_bias"), ({"logit_bias": {"5": 101}}, "logit_bias"),
+                       ({"logit_bias": {"999999999": 1}}, "logit_bias"), ({"top_logprobs": 2}, "top_logprobs"),
+                       ({"logprobs": True, "top_logprobs": 21}, "top_logprobs")]:
+        with pytest.raises(openai.BadRequestError) as e:
+            oai.chat.completions.create(**ask(**bad))
+        assert e.value.body["param"] == param, (bad, e.value.body)
+
+
 def test_async_client_concurrent_requests(server, alice):
     async def run():
         client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key=alice[1], max_retries=0)

@@ -86,3 +86,20 @@ def test_tool_call_markers_of_the_format_survive_other_special_tokens_are_droppe
         plain = IncrementalDetokenizer(tok)
         dropped = "".join([plain.push(i) for i in ids] + [plain.flush()])
         assert dropped == (text if family == "qwen2.5" else text[len(marker):])  # Qwen's tags are not special
+
+
+def test_token_pieces_bytes_add_up_to_the_text(tokenizer):
+    """Each token's bytes, joined, are the text's UTF-8 (a multibyte character split across tokens
+    included); a piece that is not text alone is written `bytes:\\x..` as OpenAI writes it."""
+    from chatloop.engine.detok import TokenPieces
+
+    pieces = TokenPieces(tokenizer)
+    ids = tokenizer(MIXED, add_special_tokens=False)["input_ids"]
+    got = [pieces(i) for i in ids]
+    assert b"".join(bytes(p["bytes"]) for p in got) == MIXED.encode()
+    partial = [p for p in got if p["token"].startswith("bytes:")]
+    assert partial and all("\\x" in p["token"] for p in partial)
+    space = pieces(tokenizer(" Paris", add_special_tokens=False)["input_ids"][0])
+    assert space["token"].startswith(" ") and space["bytes"][0] == 0x20
+    eos = pieces(tokenizer.eos_token_id)
+    assert eos["token"] == tokenizer.eos_token and bytes(eos["bytes"]) == tokenizer.eos_token.encode()

@@ -221,3 +221,56 @@ def test_generation_time_budget_ends_with_length(tiny_engine):
     r = tiny_engine.generate(PROMPT, SamplingParams(max_tokens=None, temperature=0, ignore_eos=True, max_time_s=0.05))
     assert r.finish_reason == "length" and 0 < r.completion_tokens < tiny_engine.max_len - len(PROMPT)
     assert r.latency_s < 5
+
+
+def _model_logprobs(tiny_dir, ids: list[int], start: int):
+    """log-softmax of the float32 model's logits for positions start.. of `ids` (transformers, no cache)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+    return torch.log_softmax(logits[start - 1:-1], dim=-1)
+
+
+def test_logprobs_are_the_models_own_and_ride_with_their_tokens(tiny_dir, tiny_engine):
+    """Each output token gets its log probability and its top alternatives, most likely first: the
+    float32 model's own numbers (transformers' forward pass as reference), greedy's token the top
+    one, before the penalties that changed which token was picked; a streamed token's event carries
+    its entry."""
+    handle = tiny_engine.submit(PROMPT, greedy(10, logprobs=3))
+    events = list(handle)
+    r = handle.result
+    assert [e["logprob"] for ev in events for e in ev.logprobs] == [e["logprob"] for e in r.logprobs]
+    assert len(r.logprobs) == len(r.token_ids) == 10
+    reference = _model_logprobs(tiny_dir, PROMPT + r.token_ids, len(PROMPT))
+    for i, (token, entry) in enumerate(zip(r.token_ids, r.logprobs)):
+        assert abs(entry["logprob"] - reference[i, token].item()) < 1e-3
+        assert [t["logprob"] for t in entry["top_logprobs"]] == sorted((t["logprob"] for t in entry["top_logprobs"]),
+                                                                      reverse=True)
+        assert len(entry["top_logprobs"]) == 3 and entry["top_logprobs"][0]["bytes"] == entry["bytes"]
+    penalised = tiny_engine.generate(PROMPT, greedy(10, logprobs=0, presence_penalty=2.0, frequency_penalty=2.0))
+    reference = _model_logprobs(tiny_dir, PROMPT + penalised.token_ids, len(PROMPT))
+    assert all(e["top_logprobs"] == [] for e in penalised.logprobs)
+    assert max(abs(e["logprob"] - reference[i, t].item())
+               for i, (t, e) in enumerate(zip(penalised.token_ids, penalised.logprobs))) < 1e-3
+    assert tiny_engine.generate(PROMPT, greedy(4)).logprobs is None  # not asked for
+
+
+def test_logit_bias_bans_and_forces_tokens_for_its_request_only(tiny_engine):
+    from chatloop.errors import UsageError
+
+    plain = tiny_engine.generate(PROMPT, greedy(8)).token_ids
+    banned = tiny_engine.submit(PROMPT, greedy(8, logit_bias=((plain[0], -100.0),)))
+    forced = tiny_engine.submit(PROMPT, greedy(8, logit_bias=((77, 100.0),)))
+    beside = tiny_engine.submit(PROMPT, greedy(8))
+    assert banned.wait().token_ids[0] != plain[0]
+    assert forced.wait().token_ids == [77] * 8
+    assert beside.wait().token_ids == plain
+    with pytest.raises(UsageError, match="logit_bias"):
+        tiny_engine.submit(PROMPT, greedy(8, logit_bias=((tiny_engine.vocab_size, 1.0),)))
+    with pytest.raises(UsageError, match="logit_bias"):
+        greedy(8, logit_bias=((5, 101.0),))
+    with pytest.raises(UsageError, match="top_logprobs"):
+        greedy(8, logprobs=21)

@@ -59,3 +59,16 @@ def test_streamed_and_whole_answers_agree():
     assert "".join(c["choices"][0]["delta"]["content"] or "" for c in streamed) == plain
     assert streamed[-1]["choices"][0]["finish_reason"] == "stop"
     assert completion("chatcmpl-4", "m", AUTO, [result(plain)]).choices[0].message.content == plain
+
+
+def test_every_tokens_logprobs_are_streamed_once_even_while_a_call_is_held_back():
+    sink = ChunkSink("chatcmpl-1", "m", 1, AUTO, include_usage=False, log_usage=no_log)
+    sink.start()
+    pieces = [ANSWER[i:i + 5] for i in range(0, len(ANSWER), 5)]
+    entries = [{"token": p, "logprob": -0.5, "bytes": list(p.encode()), "top_logprobs": []} for p in pieces]
+    chunks = [c for p, e in zip(pieces, entries) for c in payloads(sink.delta(0, p, [e]))]
+    streamed = [e for c in chunks for e in (c["choices"][0]["logprobs"] or {"content": []})["content"]]
+    assert streamed == entries
+    held = [c for c in chunks if c["choices"][0]["logprobs"] and not c["choices"][0]["delta"]["content"]]
+    assert held and all(c["choices"][0]["delta"]["tool_calls"] is None for c in held)  # no content to ride on
+    assert all(c["choices"][0]["logprobs"] is None for c in payloads(sink.delta(0, "x")))

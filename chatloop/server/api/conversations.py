@@ -159,7 +159,7 @@ class TurnSink:
             event["assistant_messages"] = answers
         return [sse(event)]
 
-    def delta(self, index: int, text: str) -> Iterable[str]:
+    def delta(self, index: int, text: str, logprobs: list[dict] = ()) -> Iterable[str]:
         self.parts[index].append(text)
         return [sse({"type": "delta", "message_id": self.turn.answers[index].id, "text": text})]
 

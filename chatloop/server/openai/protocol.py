@@ -111,7 +111,8 @@ class ChatCompletionRequest(Strict):
     messages: list[ChatMessage] = Field(min_length=1)
     model: str = Field(min_length=1)
     frequency_penalty: float | None = Field(default=0.0, ge=-2.0, le=2.0)
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, float] | None = Field(
+        default=None, description="Token id (as a string) -> a bias from -100 to 100 added to its logit.")
     logprobs: bool | None = False
     max_completion_tokens: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1, description="Deprecated alias of max_completion_tokens.")
@@ -128,7 +129,7 @@ class ChatCompletionRequest(Strict):
     temperature: float | None = Field(default=1.0, ge=0.0, le=2.0)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     tools: list[Tool] | None = Field(default=None, max_length=64)
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     top_p: float | None = Field(default=1.0, gt=0.0, le=1.0)
     user: str | None = None
 
@@ -165,6 +166,23 @@ class ChatCompletionRequest(Strict):
             raise ValueError(f"at most 4 stop sequences, got {len(stops)}")
         if any(not s for s in stops):
             raise ValueError("a stop sequence must not be empty")
+        return v
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, v):
+        for token, bias in (v or {}).items():
+            if not token.isdigit():
+                raise ValueError(f"logit_bias keys are token ids, got {token!r}")
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError(f"a logit_bias value is between -100 and 100, got {bias} for token {token}")
+        return v
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _needs_logprobs(cls, v, info):
+        if v is not None and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs to be true")
         return v
 
     @field_validator("stream_options")
@@ -218,10 +236,25 @@ class ResponseMessage(BaseModel):
     tool_calls: list[ToolCall] | None = None
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = []
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None = None
+    refusal: list[TokenLogprob] | None = None
+
+
 class Choice(BaseModel):
     index: int
     message: ResponseMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str
 
 
@@ -244,7 +277,7 @@ class Delta(BaseModel):
 class ChunkChoice(BaseModel):
     index: int
     delta: Delta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None
 
 

@@ -48,16 +48,6 @@ def retrieve_model(model: str, _: Principal = Depends(principal), svc: Services 
     raise APIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
 
 
-def _unsupported(req: ChatCompletionRequest) -> None:
-    checks = [
-        (bool(req.logit_bias), "logit_bias", "logit_bias is not supported"),
-        (bool(req.logprobs) or req.top_logprobs is not None, "logprobs", "logprobs are not supported"),
-    ]
-    for failed, param, message in checks:
-        if failed:
-            raise APIError(400, message, param=param, code="unsupported_parameter")
-
-
 def _check_tool_choice(req: ChatCompletionRequest) -> None:
     """A forced tool_choice must name something `tools` holds (OpenAI answers 400 otherwise)."""
     names = {t.function.name for t in req.tools or []}
@@ -100,7 +90,6 @@ def _usage_logger(svc: Services, p: Principal, model: str, started: float):
 async def chat_completions(req: ChatCompletionRequest, request: Request, p: Principal = Depends(principal),
                            svc: Services = Depends(services)):
     started = time.perf_counter()
-    _unsupported(req)
     _check_tool_choice(req)
     run = await svc.chat.start(req.model, serving.chat_request(req), key=req.user)  # `user` keeps a canary sticky
     log_usage = _usage_logger(svc, p, run.model_id, started)

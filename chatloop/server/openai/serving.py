@@ -21,6 +21,7 @@ from chatloop.server.openai.protocol import (
     ChatCompletionRequest,
     ChatMessage,
     Choice,
+    ChoiceLogprobs,
     ChunkChoice,
     Delta,
     FunctionCall,
@@ -69,6 +70,8 @@ def chat_request(req: ChatCompletionRequest) -> ChatRequest:
         tool_choice=tool_choice,
         parallel_tool_calls=req.parallel_tool_calls is not False,  # OpenAI's default: true
         response_format=response_format,
+        logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+        logit_bias={int(token): bias for token, bias in req.logit_bias.items()} if req.logit_bias else None,
     )
 
 
@@ -110,7 +113,9 @@ def completion(completion_id: str, model: str, tools: ToolUse, results: list[Gen
     choices = []
     for i, result in enumerate(results):
         content, calls, finish = _shape(tools, result)
-        choices.append(Choice(index=i, message=ResponseMessage(content=content, tool_calls=calls), finish_reason=finish))
+        logprobs = None if result.logprobs is None else ChoiceLogprobs(content=result.logprobs)
+        choices.append(Choice(index=i, message=ResponseMessage(content=content, tool_calls=calls), logprobs=logprobs,
+                              finish_reason=finish))
     return ChatCompletion(id=completion_id, model=model, choices=choices, usage=usage(results))
 
 
@@ -136,12 +141,15 @@ class ChunkSink:
     def start(self) -> Iterable[str]:
         return [self._chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content=""))]) for i in range(self.n)]
 
-    def _pieces(self, index: int, pieces: list) -> list[str]:
-        """Content and completed calls (a parser's output) as chunks."""
+    def _pieces(self, index: int, pieces: list, logprobs: list[dict] = ()) -> list[str]:
+        """Content and completed calls (a parser's output) as chunks; the tokens' logprobs go with the
+        first content (in a chunk of their own where a parser holds the text back)."""
         out = []
         for piece in pieces:
             if not isinstance(piece, Call):
-                out.append(self._chunk([ChunkChoice(index=index, delta=Delta(content=piece))]))
+                out.append(self._chunk([ChunkChoice(index=index, delta=Delta(content=piece),
+                                                    logprobs=ChoiceLogprobs(content=logprobs) if logprobs else None)]))
+                logprobs = ()
                 continue
             k = self.calls[index]
             self.calls[index] += 1
@@ -149,11 +157,13 @@ class ChunkSink:
                                  function=FunctionCallDelta(name=piece.name, arguments=""))
             args = ToolCallDelta(index=k, function=FunctionCallDelta(arguments=piece.arguments))
             out += [self._chunk([ChunkChoice(index=index, delta=Delta(tool_calls=[d]))]) for d in (head, args)]
+        if logprobs:
+            out.append(self._chunk([ChunkChoice(index=index, delta=Delta(), logprobs=ChoiceLogprobs(content=logprobs))]))
         return out
 
-    def delta(self, index: int, text: str) -> Iterable[str]:
+    def delta(self, index: int, text: str, logprobs: list[dict] = ()) -> Iterable[str]:
         parser = self.parsers[index]
-        return self._pieces(index, [text] if parser is None else parser.feed(text))
+        return self._pieces(index, [text] if parser is None else parser.feed(text), logprobs)
 
     def finish(self, index: int, result: GenerationResult) -> Iterable[str]:
         if result.finish_reason == "error":
@@ -180,7 +190,7 @@ class CollectSink:
     def start(self) -> Iterable[str]:
         return []
 
-    def delta(self, index: int, text: str) -> Iterable[str]:
+    def delta(self, index: int, text: str, logprobs: list[dict] = ()) -> Iterable[str]:
         return []
 
     def finish(self, index: int, result: GenerationResult) -> Iterable[str]:
