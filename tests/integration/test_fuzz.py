@@ -176,7 +176,10 @@ FIELDS = {"max_tokens": numbers, "max_completion_tokens": numbers, "temperature"
                   {"name": st.text(max_size=10), "schema": json_schema})}),
               st.fixed_dictionaries({"type": st.sampled_from(["json_object", "text", "xml"])}), json_value),
           "metadata": st.one_of(st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3), json_value),
-          "user": st.one_of(st.text(max_size=10), json_value), "bogus": json_value}
+          "user": st.one_of(st.text(max_size=10), json_value), "bogus": json_value,
+          "logprobs": st.one_of(st.booleans(), json_value), "top_logprobs": st.one_of(st.integers(-2, 22), numbers),
+          "logit_bias": st.one_of(st.dictionaries(st.one_of(st.integers(-3, 70000).map(str), st.text(max_size=4)),
+                                                  numbers, max_size=3), json_value)}
 body = st.fixed_dictionaries(
     {"model": st.one_of(st.just("default"), st.just("default"), st.text(max_size=20), json_value),
      "messages": st.one_of(st.lists(message, min_size=1, max_size=4), st.just([]), json_value)}, optional=FIELDS)
