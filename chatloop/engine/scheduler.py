@@ -366,11 +366,11 @@ class Engine:
         embeds = [e for e in embeds if e is not False]
         if not batch:
             return
+        first = len(self._active)
+        self._active.extend(batch)  # first: a prefill that raises fails them with the rest (_loop)
         logits = self.runner.prefill([seq.prompt_ids for seq in batch], embeds)
         for seq, reused in zip(batch, self.runner.last_reused):
             seq.cached_tokens = reused
-        first = len(self._active)
-        self._active.extend(batch)
         self._advance(logits, first)
 
     def _image_embeds(self, seq: _Sequence):

@@ -274,3 +274,29 @@ def test_logit_bias_bans_and_forces_tokens_for_its_request_only(tiny_engine):
         greedy(8, logit_bias=((5, 101.0),))
     with pytest.raises(UsageError, match="top_logprobs"):
         greedy(8, logprobs=21)
+
+
+def test_a_failed_prefill_fails_its_requests_and_the_engine_goes_on(tiny_dir):
+    """A prefill that raises (out of memory, a kernel's error) ends the requests it was admitting
+    with the error, as a failed decoding step ends the running ones; none is left waiting forever."""
+    engine = Engine(lambda: load_model(str(tiny_dir), "float32"), max_batch=8)
+    try:
+        running = engine.submit(PROMPT, greedy(400))
+        while not running.result and not engine.stats().get("active"):
+            time.sleep(0.01)
+        real = engine.runner.prefill
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("out of memory")
+
+        engine.runner.prefill = broken
+        admitted = [engine.submit(PROMPT[:6 + i], greedy(4)) for i in range(3)]
+        finished = threading.Thread(target=lambda: [h.wait() for h in [*admitted, running]], daemon=True)
+        finished.start()
+        finished.join(60)
+        assert not finished.is_alive(), "a request was left waiting"
+        assert all(h.result.finish_reason == "error" and "out of memory" in h.result.error for h in admitted)
+        engine.runner.prefill = real
+        assert engine.generate(PROMPT, greedy(4)).finish_reason == "length"
+    finally:
+        engine.shutdown()
