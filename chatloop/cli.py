@@ -263,11 +263,9 @@ def serve(
     """Serve the web UI, the app API (/api) and the OpenAI-compatible API (/v1)."""
     import logging.config
 
-    import uvicorn
-
     from chatloop.config import get_settings
     from chatloop.server import logs
-    from chatloop.server.app import create_app
+    from chatloop.server.app import create_app, serve_app
 
     if log_format not in ("text", "json"):
         _fail(UsageError(f"--log-format must be text or json, not {log_format!r}"))
@@ -310,7 +308,8 @@ def serve(
         _fail(e)
     app = create_app(settings, models=models, dtype=dtype.value)
     typer.echo(f"chatloop: serving on http://{host}:{port}  (OpenAI API at http://{host}:{port}/v1)", err=True)
-    uvicorn.run(app, host=host, port=port, log_config=log_config, timeout_graceful_shutdown=5)
+    if not serve_app(app, host=host, port=port, log_config=log_config):
+        raise typer.Exit(3)  # start-up failed (logged), as uvicorn.run exits
 
 
 def _db(db: str | None):

@@ -10,10 +10,15 @@ MCP servers and OpenAPI plugins of `--mcp-config`; one that fails to start is re
 GET /api/tools and retried, it does not stop the server). Three tasks run beside the requests: the
 engine pool's idle sweeper, the release watcher (serving/service.py) and the toolbox's re-listing
 (a tool server that came back is offered again).
+
+`serve_app` runs the app under uvicorn; a stop signal (Ctrl-C, SIGTERM from docker or systemd) that
+arrives while the models are still loading ends the process at once (see `_Server`).
 """
 
 import asyncio
 import logging
+import os
+import signal
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
@@ -23,6 +28,8 @@ from fastapi.responses import FileResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
+from uvicorn import Config as UvicornConfig
+from uvicorn import Server as UvicornServer
 
 from chatloop.config import Settings
 from chatloop.engine.remote import RemoteBackend
@@ -166,3 +173,30 @@ def _mount_web(app: FastAPI, web_dir: Path) -> None:
             return FileResponse(index, headers={"Cache-Control": "no-cache"})
         return Response("chatloop: the web UI is not built (run `make setup`). The API is at /v1 and /api.",
                         media_type="text/plain")
+
+
+class _Server(UvicornServer):
+    """uvicorn notes a stop signal but acts on it only once start-up has ended, and a model's first
+    start converts it and measures its kernels for a minute or two (docs/engine.md): a Ctrl-C or a
+    SIGTERM (docker stop, systemd) was then ignored until the server had started. A signal before
+    start-up ends now ends the process at once, by that signal, as a program without handlers
+    would. Nothing has been served yet, and what loading writes (the converted model, the kernel
+    measurement) is written whole or not at all: a measurement cut short runs again at the next
+    start. (A normal exit would wait for the thread still loading the model.)"""
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if self.started:
+            super().handle_exit(sig, frame)
+            return
+        log.warning("stopped (%s) while starting up; exiting without waiting for the models to load",
+                    signal.Signals(sig).name)
+        logging.shutdown()  # flush the log: nothing runs after the signal
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+
+
+def serve_app(app: FastAPI, *, host: str, port: int, log_config: dict) -> bool:
+    """Run `app` under uvicorn until it is stopped; False if it failed to start (its error is logged)."""
+    server = _Server(UvicornConfig(app, host=host, port=port, log_config=log_config, timeout_graceful_shutdown=5))
+    server.run()
+    return server.started

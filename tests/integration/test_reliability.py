@@ -3,6 +3,7 @@
 serving server (a private instance: the shared one is never stopped)."""
 
 import json
+import signal
 import threading
 import time
 
@@ -268,3 +269,33 @@ def test_postgresql_restart_fails_requests_fast_with_503_and_the_server_recovers
         if server:
             server.stop()
         pg.destroy()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_while_the_kernels_are_measured_ends_the_server_at_once(tiny_dir, tmp_path, sig):
+    """docker stop / systemd send SIGTERM, a user presses Ctrl-C: during a model's first start (its
+    kernels measured for a minute or two on the default model) uvicorn only noted the signal and the
+    server went on until it had started. It now ends by that signal at once, having served nothing;
+    the next start measures again and serves."""
+    log = tmp_path / "server.log"
+    srv = Server(str(tiny_dir), f"sqlite:///{tmp_path / 'db.sqlite'}", dtype="auto",
+                 env={"CHATLOOP_HOME": str(tmp_path / "home")}, log=log)
+    failures = []
+    starting = threading.Thread(target=lambda: pytest.raises(RuntimeError, srv.start, 180) and failures.append(1))
+    starting.start()
+    deadline = time.time() + 170
+    while "measuring weight formats" not in (log.read_text() if log.exists() else ""):
+        assert time.time() < deadline, log.read_text()
+        time.sleep(0.02)
+    signaled = time.time()
+    srv.proc.send_signal(sig)
+    assert srv.proc.wait(30) == -sig and time.time() - signaled < 5
+    starting.join(30)
+    assert failures == [1]  # never healthy
+    assert f"stopped ({signal.Signals(sig).name}) while starting up" in log.read_text()
+    if sig == signal.SIGTERM:
+        srv.start(timeout=180)  # nothing half-written is read back: it measures again, and serves
+        try:
+            assert "measuring weight formats" in log.read_text().split("stopped (")[1]
+        finally:
+            srv.stop()
