@@ -178,18 +178,13 @@ class ChatCompletionRequest(Strict):
                 raise ValueError(f"a logit_bias value is between -100 and 100, got {bias} for token {token}")
         return v
 
-    @field_validator("top_logprobs")
+    @field_validator("top_logprobs", "stream_options")
     @classmethod
-    def _needs_logprobs(cls, v, info):
-        if v is not None and not info.data.get("logprobs"):
-            raise ValueError("top_logprobs needs logprobs to be true")
-        return v
-
-    @field_validator("stream_options")
-    @classmethod
-    def _only_streaming(cls, v, info):
-        if v is not None and not info.data.get("stream"):
-            raise ValueError("stream_options is only allowed when stream is true")
+    def _needs_its_switch(cls, v, info):
+        """top_logprobs only with logprobs, stream_options only with stream (as OpenAI answers)."""
+        switch = {"top_logprobs": "logprobs", "stream_options": "stream"}[info.field_name]
+        if v is not None and not info.data.get(switch):
+            raise ValueError(f"{info.field_name} is only allowed when {switch} is true")
         return v
 
 
