@@ -127,6 +127,7 @@ class TokenPieces:
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
         self.special = {i: t.content for i, t in tokenizer.added_tokens_decoder.items()}
+        self.known: dict[int, dict] = {}  # at most the vocabulary
 
     def raw(self, token_id: int) -> bytes:
         if token_id in self.special:
@@ -141,11 +142,13 @@ class TokenPieces:
             return bytes([int(piece[3:5], 16)])
         return piece.replace("\u2581", " ").encode()
 
-    @functools.lru_cache(maxsize=65536)  # noqa: B019 - one per engine, which lives as long as the process
     def __call__(self, token_id: int) -> dict:
-        raw = self.raw(token_id)
-        try:
-            text = raw.decode()
-        except UnicodeDecodeError:
-            text = "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
-        return {"token": text, "bytes": list(raw)}
+        """{"token", "bytes"} (shared: not to be modified)."""
+        if token_id not in self.known:
+            raw = self.raw(token_id)
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:
+                text = "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+            self.known[token_id] = {"token": text, "bytes": list(raw)}
+        return self.known[token_id]
