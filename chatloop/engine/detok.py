@@ -128,6 +128,11 @@ class TokenPieces:
         self.tokenizer = tokenizer
         self.special = {i: t.content for i, t in tokenizer.added_tokens_decoder.items()}
         self.known: dict[int, dict] = {}  # at most the vocabulary
+        # byte-level BPE writes bytes as characters of its alphabet; a SentencePiece piece is text
+        # (plain "é" is a character there, while byte-level "é" is the byte 0xE9)
+        decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+        self.byte_level = (b'"ByteLevel"' in decoder.__getstate__() if decoder is not None
+                           else hasattr(tokenizer, "byte_decoder"))
 
     def raw(self, token_id: int) -> bytes:
         if token_id in self.special:
@@ -136,7 +141,7 @@ class TokenPieces:
         if piece is None:
             return b""
         alphabet = _byte_level()
-        if all(c in alphabet for c in piece):
+        if self.byte_level and all(c in alphabet for c in piece):
             return bytes(alphabet[c] for c in piece)
         if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
             return bytes([int(piece[3:5], 16)])

@@ -181,7 +181,8 @@ class _Answer:
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
             content += delta.get("content") or ""
-            self.logprobs += (choice.get("logprobs") or {}).get("content") or []
+            if self.asked_logprobs:
+                self.logprobs += _entries((choice.get("logprobs") or {}).get("content"))
             for call in delta.get("tool_calls") or []:
                 slot = self.calls.setdefault(call.get("index", len(self.calls)), {"name": "", "arguments": ""})
                 fn = call.get("function") or {}
@@ -338,6 +339,28 @@ class RemoteEngine:
             latency_s=time.perf_counter() - submitted, error=error, input_error=input_error, cached_tokens=cached,
             logprobs=answer.logprobs if answer.asked_logprobs else None)
         handle._emit(StreamEvent(text=tail, token_ids=[], result=result))
+
+
+def _entry(raw) -> dict | None:
+    """A remote's logprobs entry as ours (`token`, `logprob`, `bytes`; None where it is not one)."""
+    if not (isinstance(raw, dict) and isinstance(raw.get("token"), str)
+            and isinstance(raw.get("logprob"), int | float) and not isinstance(raw.get("logprob"), bool)):
+        return None
+    data = raw.get("bytes")
+    ok = isinstance(data, list) and all(isinstance(b, int) and 0 <= b < 256 for b in data)
+    return {"token": raw["token"], "logprob": raw["logprob"], "bytes": data if ok else list(raw["token"].encode())}
+
+
+def _entries(raw) -> list[dict]:
+    """A remote's logprobs.content, entries it sent malformed dropped (one would fail the answer)."""
+    out = []
+    for item in raw if isinstance(raw, list) else []:
+        entry = _entry(item)
+        if entry is not None:
+            top = item.get("top_logprobs")
+            entry["top_logprobs"] = [t for t in map(_entry, top if isinstance(top, list) else []) if t]
+            out.append(entry)
+    return out
 
 
 def sampling(params: SamplingParams) -> dict:

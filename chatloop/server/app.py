@@ -188,15 +188,22 @@ class _Server(UvicornServer):
         if self.started:
             super().handle_exit(sig, frame)
             return
-        log.warning("stopped (%s) while starting up; exiting without waiting for the models to load",
-                    signal.Signals(sig).name)
-        logging.shutdown()  # flush the log: nothing runs after the signal
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
+        try:
+            log.warning("stopped (%s) while starting up; exiting without waiting for the models to load",
+                        signal.Signals(sig).name)
+            logging.shutdown()  # flush the log: nothing runs after the signal
+        finally:
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+            os._exit(128 + sig)  # as PID 1 (a container without an init) a default action is ignored
 
 
 def serve_app(app: FastAPI, *, host: str, port: int, log_config: dict) -> bool:
-    """Run `app` under uvicorn until it is stopped; False if it failed to start (its error is logged)."""
+    """Run `app` under uvicorn until it is stopped; False if it failed to start (logged; uvicorn 0.55
+    exits with 3 itself then). A Ctrl-C after start-up ends it gracefully, as `uvicorn.run` does."""
     server = _Server(UvicornConfig(app, host=host, port=port, log_config=log_config, timeout_graceful_shutdown=5))
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn raises the SIGINT it caught again once it has shut down
+        pass
     return server.started

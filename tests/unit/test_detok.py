@@ -103,3 +103,22 @@ def test_token_pieces_bytes_add_up_to_the_text(tokenizer):
     assert space["token"].startswith(" ") and space["bytes"][0] == 0x20
     eos = pieces(tokenizer.eos_token_id)
     assert eos["token"] == tokenizer.eos_token and bytes(eos["bytes"]) == tokenizer.eos_token.encode()
+
+
+def test_token_pieces_of_a_sentencepiece_tokenizer_are_its_text():
+    """A SentencePiece vocabulary writes text, not bytes: "é" is a character there (byte-level BPE
+    would read it as the byte 0xE9) and "▁" a space."""
+    from tokenizers import SentencePieceBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from chatloop.engine.detok import TokenPieces
+
+    text = "café ción łódź naïve café ción"
+    spm = SentencePieceBPETokenizer()
+    spm.train_from_iterator([text] * 20, vocab_size=60, min_frequency=1)
+    tok = PreTrainedTokenizerFast(tokenizer_object=spm)
+    pieces = TokenPieces(tok)
+    assert not pieces.byte_level
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    joined = b"".join(bytes(pieces(i)["bytes"]) for i in ids)
+    assert joined.decode().strip() == text and "bytes:" not in "".join(pieces(i)["token"] for i in ids)

@@ -65,6 +65,10 @@ def test_eos_token_ends_with_stop(tiny_dir, tiny_engine):
     try:
         r = engine.generate(PROMPT, SamplingParams(max_tokens=50, temperature=0))
         assert r.finish_reason == "stop" and r.token_ids == plain[:first] and eos not in r.token_ids
+        handle = engine.submit(PROMPT, SamplingParams(max_tokens=50, temperature=0, logprobs=1))
+        events = list(handle)  # the end-of-turn token is not one of the answer's: no logprobs for it
+        assert len(handle.result.logprobs) == len(handle.result.token_ids) == first
+        assert sum(len(e.logprobs) for e in events) == first
     finally:
         engine.shutdown()
 

@@ -58,6 +58,23 @@ def test_streamed_chunks_become_one_answer_with_calls_our_parser_reads():
         [("get_weather", {"city": "Oslo"})]
 
 
+def test_a_remotes_logprobs_are_taken_where_asked_for_and_malformed_entries_dropped():
+    good = {"token": " Oslo", "logprob": -0.5, "bytes": [32, 79, 115, 108, 111],
+            "top_logprobs": [{"token": " Oslo", "logprob": -0.5, "bytes": None}, {"token": 3}]}
+    chunk = {"choices": [{"delta": {"content": " Oslo"}, "logprobs": {"content": [
+        good, {"token": "x", "logprob": None}, {"logprob": -1.0}, "junk", {"token": "y", "logprob": True}]}}]}
+    asked = _Answer(asked_logprobs=True)
+    asked.feed(chunk)
+    asked.feed({"choices": [{"delta": {}, "logprobs": None, "finish_reason": "stop"}]})  # none in the last chunk
+    assert asked.logprobs == [{"token": " Oslo", "logprob": -0.5, "bytes": [32, 79, 115, 108, 111],
+                               "top_logprobs": [{"token": " Oslo", "logprob": -0.5, "bytes": [32, 79, 115, 108, 111]}]}]
+    unasked = _Answer()
+    unasked.feed(chunk)
+    assert unasked.logprobs == []  # a remote that sends them unasked does not put them in our answer
+    out = sampling(SamplingParams(logprobs=3, logit_bias=((5, -100.0),)))
+    assert (out["logprobs"], out["top_logprobs"], out["logit_bias"]) == (True, 3, {"5": -100.0})
+
+
 def test_sampling_fields_leave_out_what_the_request_left_open():
     assert sampling(SamplingParams(max_tokens=None, temperature=0)) == {
         "temperature": 0, "top_p": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0}

@@ -172,7 +172,7 @@ class ChatCompletionRequest(Strict):
     @classmethod
     def _bias(cls, v):
         for token, bias in (v or {}).items():
-            if not (token.isascii() and token.isdigit()):
+            if not (token.isascii() and token.isdigit() and len(token) <= 12):
                 raise ValueError(f"logit_bias keys are token ids, got {token!r}")
             if not -100.0 <= bias <= 100.0:
                 raise ValueError(f"a logit_bias value is between -100 and 100, got {bias} for token {token}")
