@@ -95,6 +95,14 @@ def test_logprobs_and_logit_bias(oai, tokenizer):
     streamed = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
     assert [(e.token, round(e.logprob, 4)) for e in streamed] == [(e.token, round(e.logprob, 4)) for e in entries]
     assert oai.chat.completions.create(**ask()).choices[0].logprobs is None
+    two = oai.chat.completions.create(**ask(n=2, temperature=1.0, seed=3, logprobs=True))
+    assert [len(c.logprobs.content) for c in two.choices] != [0, 0]
+    assert sum(len(c.logprobs.content) for c in two.choices) == two.usage.completion_tokens
+    stop = content[3:6]
+    cut = oai.chat.completions.create(**ask(stop=[stop], logprobs=True)).choices[0]
+    assert cut.finish_reason == "stop" and cut.message.content == content[:content.index(stop)]
+    assert b"".join(bytes(e.bytes) for e in cut.logprobs.content).decode(errors="replace").startswith(
+        cut.message.content + stop)  # a stop sequence's tokens have entries too (usage counts them)
 
     first = entries[0].token
     [first_id] = tokenizer(first, add_special_tokens=False)["input_ids"]
